@@ -1,0 +1,499 @@
+"""Run configuration: YAML files loaded into frozen dataclasses, validated on load.
+
+A config file has one mapping per section (``data``, ``model``, ``train``, ``sampler``,
+``loss``, ``eval``, ``export``, ``output``) plus a top-level ``name``. Every value is checked
+against its declared type and range when the file is loaded; command-line overrides use dotted
+keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the dotted
+key, the value received and what was expected.
+
+This module imports nothing else of the package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ExportConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OutputConfig",
+    "SamplerConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "load_config",
+    "parse_override",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file, key and value."""
+
+
+def _check(predicate: Callable[[Any], bool], expected: str) -> dict[str, Any]:
+    """Field metadata: a validity predicate and a description of what is expected."""
+    return {"check": predicate, "expected": expected}
+
+
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _non_negative(value: Any) -> bool:
+    return value >= 0
+
+
+def _fraction(value: Any) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+def _valid_bits(value: int) -> bool:
+    return value > 0 and value % 8 == 0
+
+
+BITS_EXPECTED = "one of 16, 24, 32, 48, 64 or a multiple of 8"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Per-class split fractions; val is carved out of the training part."""
+
+    train: float = field(default=0.6, metadata=_check(_fraction, "a fraction in [0, 1]"))
+    val: float = field(default=0.0, metadata=_check(_fraction, "a fraction in [0, 1]"))
+    test: float = field(default=0.4, metadata=_check(_fraction, "a fraction in [0, 1]"))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images (or pre-computed features) are and how they are split."""
+
+    root: str | None = None
+    features: str | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 42
+    on_bad_image: Literal["skip", "error"] = "skip"
+    verify_images: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone and hash head."""
+
+    backbone: str = "inception_v3"
+    weights: str = "imagenet"
+    image_size: int = field(default=299, metadata=_check(lambda v: v >= 32, "an integer >= 32"))
+    bits: int = field(default=32, metadata=_check(_valid_bits, BITS_EXPECTED))
+    hidden_units: tuple[int, ...] = (1024, 512)
+    leaky_relu_slope: float = field(default=0.2, metadata=_check(_non_negative, "a value >= 0"))
+    init_seed: int = 123
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, batching and execution options."""
+
+    mode: Literal["features", "end_to_end"] = "features"
+    epochs: int = field(default=40, metadata=_check(_positive, "a positive integer"))
+    steps_per_epoch: int = field(default=100, metadata=_check(_positive, "a positive integer"))
+    classes_per_batch: int | None = field(
+        default=None, metadata=_check(lambda v: v >= 2, "an integer >= 2 or null (all classes)")
+    )
+    samples_per_class: int = field(default=5, metadata=_check(lambda v: v >= 2, "an integer >= 2"))
+    learning_rate: float = field(default=1e-4, metadata=_check(_positive, "a positive number"))
+    beta_1: float = field(default=0.5, metadata=_check(lambda v: 0 <= v < 1, "a value in [0, 1)"))
+    beta_2: float = field(default=0.9, metadata=_check(lambda v: 0 <= v < 1, "a value in [0, 1)"))
+    epsilon: float = field(default=1e-8, metadata=_check(_positive, "a positive number"))
+    seed: int = 123
+    trainable_layers: int = field(
+        default=0, metadata=_check(_non_negative, "an integer >= 0 (0 = whole backbone)")
+    )
+    augment: bool = False
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    strategy: Literal["default", "mirrored"] = "default"
+    deterministic: bool = False
+    extract_batch_size: int = field(default=32, metadata=_check(_positive, "a positive integer"))
+    eval_batch_size: int = field(default=256, metadata=_check(_positive, "a positive integer"))
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Negative sampling inside a P x K batch."""
+
+    mode: Literal["hpsh", "seed", "random", "semihard", "hard"] = "hpsh"
+    cutoff: float = field(default=0.5, metadata=_check(_non_negative, "a value >= 0"))
+    nonzero_loss_cutoff: float | None = field(
+        default=None,
+        metadata=_check(_positive, "a positive number or null (alpha + beta; 1.4 in seed mode)"),
+    )
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """HPSH loss weights and margins."""
+
+    variant: Literal["fixed", "seed"] = "fixed"
+    alpha: float = field(default=0.3, metadata=_check(_non_negative, "a value >= 0"))
+    beta: float = field(default=0.6, metadata=_check(_non_negative, "a value >= 0"))
+    quantization_weight: float = field(default=0.01, metadata=_check(_non_negative, "a value >= 0"))
+    push_weight: float = field(default=0.001, metadata=_check(_non_negative, "a value >= 0"))
+    balance_weight: float = field(default=1.0, metadata=_check(_non_negative, "a value >= 0"))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Retrieval evaluation."""
+
+    k: int = field(default=20, metadata=_check(_positive, "a positive integer"))
+    protocol: Literal["paper", "standard"] = "paper"
+    radius: int = field(default=2, metadata=_check(_non_negative, "an integer >= 0"))
+    backend: Literal["tf", "numpy", "faiss"] = "tf"
+    figures: bool = True
+    interval: int = field(default=100, metadata=_check(_positive, "a positive integer"))
+    max_grids: int = field(default=20, metadata=_check(_non_negative, "an integer >= 0"))
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """SavedModel export for TF Serving."""
+
+    name: str | None = None
+    database: Literal["all", "train", "none"] = "all"
+    warmup_requests: int = field(default=3, metadata=_check(_non_negative, "an integer >= 0"))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where a run writes its outputs."""
+
+    workdir: str = "runs/default"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete, validated run configuration."""
+
+    name: str = "hpsh"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def replace(self, overrides: Iterable[str] = (), *, source: str = "--set") -> Config:
+        """Returns a copy with dotted-key overrides (``"train.epochs=5"``) applied."""
+        return apply_overrides(self, overrides, source=source)
+
+    @property
+    def workdir(self) -> Path:
+        """The run's output folder."""
+        return Path(self.output.workdir)
+
+    @property
+    def nonzero_loss_cutoff(self) -> float:
+        """The sampler's distance cutoff: explicit, else 1.4 in seed mode, else alpha + beta."""
+        if self.sampler.nonzero_loss_cutoff is not None:
+            return self.sampler.nonzero_loss_cutoff
+        if self.sampler.mode == "seed":
+            return 1.4
+        return round(self.loss.alpha + self.loss.beta, 10)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _describe_type(tp: Any) -> str:
+    """A user-facing description of a type annotation."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe_type(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(parts) + " or null"
+    if origin is tuple:
+        return f"a list of {_describe_type(typing.get_args(tp)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+class _Invalid(Exception):
+    """Internal: a value does not fit its annotation."""
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Converts ``value`` to annotation ``tp`` or raises ``_Invalid``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise _Invalid
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except _Invalid:
+                continue
+        raise _Invalid
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid
+        (item_type, *_) = typing.get_args(tp)
+        return tuple(_coerce(v, item_type) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Invalid
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Invalid
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Invalid
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _Invalid
+    raise TypeError(f"unsupported config annotation {tp!r}")
+
+
+def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
+    """Builds dataclass ``cls`` from a mapping, validating every field."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        where = prefix or "top level"
+        raise ConfigError(
+            f"{source}: '{where}' must be a mapping. Received: {raw!r} ({type(raw).__name__})"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(
+            f"{source}: unknown key '{key}'. Expected one of: "
+            + ", ".join(f"{prefix}{name}" for name in fields)
+        )
+    kwargs = {}
+    for name, fld in fields.items():
+        if name not in raw:
+            continue
+        tp = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], prefix=f"{key}.", source=source)
+            continue
+        kwargs[name] = _validate_value(raw[name], tp, fld, key=key, source=source)
+    return cls(**kwargs)
+
+
+def _validate_value(value: Any, tp: Any, fld: dataclasses.Field, *, key: str, source: str) -> Any:
+    """Type-checks one leaf value and runs its range check."""
+    try:
+        result = _coerce(value, tp)
+    except _Invalid:
+        raise ConfigError(
+            f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
+            f"expected {_describe_type(tp)}"
+        ) from None
+    check = fld.metadata.get("check")
+    if check is not None and result is not None and not check(result):
+        raise ConfigError(
+            f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
+            f"expected {fld.metadata['expected']}"
+        )
+    return result
+
+
+def _validate_cross_field(config: Config, *, source: str) -> None:
+    """Checks constraints that involve more than one key."""
+    split = config.data.split
+    total = split.train + split.val + split.test
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{source}: 'data.split' fractions must sum to 1. Received: train={split.train}, "
+            f"val={split.val}, test={split.test} (sum {total:g})"
+        )
+    if split.train <= 0 or split.test <= 0:
+        raise ConfigError(
+            f"{source}: 'data.split.train' and 'data.split.test' must be > 0. "
+            f"Received: train={split.train}, test={split.test}"
+        )
+    if any(units <= 0 for units in config.model.hidden_units):
+        raise ConfigError(
+            f"{source}: invalid value for 'model.hidden_units'. Received: "
+            f"{list(config.model.hidden_units)}; expected positive integers"
+        )
+    if config.data.root is None and config.data.features is None:
+        return
+    if config.data.root is not None and config.data.features is not None:
+        raise ConfigError(
+            f"{source}: set only one of 'data.root' (images) and 'data.features' (a .npz of "
+            f"pre-computed features). Received both: root={config.data.root!r}, "
+            f"features={config.data.features!r}"
+        )
+
+
+def config_from_dict(raw: Any, *, source: str = "<dict>") -> Config:
+    """Builds and validates a :class:`Config` from a nested mapping.
+
+    Args:
+        raw: Nested mapping, as loaded from YAML.
+        source: Name used in error messages (the file path).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: On unknown keys, wrong types or out-of-range values.
+    """
+    config = _build(Config, raw, prefix="", source=source)
+    _validate_cross_field(config, source=source)
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Converts a config to plain YAML-friendly Python types (tuples become lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> Config:
+    """Loads a YAML config file and applies dotted-key overrides.
+
+    Args:
+        path: The YAML file; ``None`` starts from the built-in defaults.
+        overrides: Strings like ``"train.epochs=5"``; values are parsed as YAML scalars.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: If the file is missing or unreadable, or any value is invalid.
+    """
+    if path is None:
+        raw: Any = {}
+        source = "<defaults>"
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {source}") from None
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {source}: {err}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: not valid YAML: {err}") from None
+        if raw is None:
+            raw = {}
+    config = config_from_dict(raw, source=source)
+    overrides = list(overrides)
+    if not overrides:
+        return config
+    return apply_overrides(config, overrides, source=f"{source} (--set)")
+
+
+def parse_override(text: str, *, source: str = "--set") -> tuple[str, Any]:
+    """Splits ``"a.b=value"`` into the dotted key and the YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"{source}: expected KEY=VALUE (e.g. train.epochs=5). Received: {text!r}")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"{source}: empty key. Received: {text!r}")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    return key, value
+
+
+def apply_overrides(config: Config, overrides: Iterable[str], *, source: str = "--set") -> Config:
+    """Applies dotted-key overrides to a config and validates the result.
+
+    Args:
+        config: The starting config.
+        overrides: Strings like ``"train.epochs=5"`` or ``"data.split.val=0.1"``.
+        source: Name used in error messages.
+
+    Returns:
+        A new validated config.
+
+    Raises:
+        ConfigError: For unknown keys or invalid values.
+    """
+    raw = config_to_dict(config)
+    for text in overrides:
+        key, value = parse_override(text, source=source)
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"{source}: unknown key '{key}' ('{where}' is not a section)")
+            node = child
+        if parts[-1] not in node:
+            raise ConfigError(
+                f"{source}: unknown key '{key}'. Expected one of: "
+                + ", ".join(".".join([*parts[:-1], name]) for name in node)
+            )
+        if isinstance(node[parts[-1]], dict):
+            raise ConfigError(f"{source}: '{key}' is a section; set one of its keys instead")
+        node[parts[-1]] = value
+    return config_from_dict(raw, source=source)
+
+
+def save_config(config: Config, path: str | os.PathLike) -> Path:
+    """Writes the resolved config as YAML, atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,172 @@
+"""Tests for hpsh_tf2.config: YAML loading, validation, overrides, saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpsh_tf2.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    load_config,
+    save_config,
+)
+from tests.conftest import REPO_ROOT
+
+REQUIRED_KEYS = [
+    "data.root",
+    "data.features",
+    "data.split.train",
+    "data.split.val",
+    "data.split.test",
+    "data.seed",
+    "data.on_bad_image",
+    "model.backbone",
+    "model.weights",
+    "model.image_size",
+    "model.bits",
+    "train.mode",
+    "train.epochs",
+    "train.steps_per_epoch",
+    "train.classes_per_batch",
+    "train.samples_per_class",
+    "train.learning_rate",
+    "sampler.mode",
+    "loss.alpha",
+    "loss.beta",
+    "eval.k",
+    "eval.protocol",
+    "output.workdir",
+]
+
+
+def _lookup(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+@pytest.mark.parametrize("name", ["ucmd.yaml", "aid.yaml"])
+def test_shipped_configs_carry_original_hyperparameters(name):
+    config = load_config(REPO_ROOT / name)
+    raw = yaml.safe_load((REPO_ROOT / name).read_text())
+    for key in REQUIRED_KEYS:
+        _lookup(raw, key)  # present in the file itself, not only as a default
+    assert config.model.bits == 32
+    assert config.train.samples_per_class == 5
+    assert config.loss.alpha == pytest.approx(0.3)
+    assert config.loss.beta == pytest.approx(0.6)
+    assert config.loss.quantization_weight == pytest.approx(0.01)
+    assert config.loss.push_weight == pytest.approx(0.001)
+    assert config.loss.balance_weight == pytest.approx(1.0)
+    assert config.train.learning_rate == pytest.approx(1e-4)
+    assert (config.train.beta_1, config.train.beta_2) == (0.5, 0.9)
+    assert config.train.epochs == 40
+    assert (config.data.split.train, config.data.split.test) == (0.6, 0.4)
+    assert config.model.backbone == "inception_v3"
+    assert config.model.image_size == 299
+    assert config.model.weights == "imagenet"
+    expected = {"ucmd.yaml": (21, 100), "aid.yaml": (30, 900)}[name]
+    assert (config.train.classes_per_batch, config.train.steps_per_epoch) == expected
+
+
+def test_defaults_validate_and_roundtrip(tmp_path):
+    config = load_config(None)
+    assert config == Config()
+    path = save_config(config, tmp_path / "sub" / "config.yaml")
+    assert load_config(path) == config
+    assert not list(path.parent.glob(".config.yaml.*")), "temp file left behind"
+
+
+def test_override_types_and_nested_keys():
+    config = load_config(
+        REPO_ROOT / "aid.yaml",
+        [
+            "train.epochs=5",
+            "data.split.train=0.5",
+            "data.split.val=0.1",
+            "model.weights=none",
+            "train.classes_per_batch=null",
+            "model.hidden_units=[64, 32]",
+        ],
+    )
+    assert config.train.epochs == 5
+    assert (config.data.split.train, config.data.split.val) == (0.5, 0.1)
+    assert config.model.weights == "none"
+    assert config.train.classes_per_batch is None
+    assert config.model.hidden_units == (64, 32)
+
+
+def test_float_accepts_int_and_int_rejects_float():
+    config = apply_overrides(Config(), ["train.learning_rate=1"])
+    assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
+    with pytest.raises(
+        ConfigError, match=r"train\.epochs.*Received: epochs=2\.5; expected an integer"
+    ):
+        apply_overrides(Config(), ["train.epochs=2.5"])
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("model.bits=7", r"model\.bits.*Received: bits=7; expected one of 16, 24, 32, 48, 64"),
+        ("model.bits=0", r"Received: bits=0"),
+        ("train.epochs=0", r"train\.epochs.*expected a positive integer"),
+        ("train.foo=1", r"unknown key 'train\.foo'"),
+        ("nosuch.key=1", r"unknown key 'nosuch\.key'"),
+        ("sampler.mode=fancy", r"sampler\.mode.*one of 'hpsh', 'seed'"),
+        ("data.on_bad_image=ignore", r"data\.on_bad_image.*one of 'skip', 'error'"),
+        ("train.samples_per_class=1", r"samples_per_class=1; expected an integer >= 2"),
+        ("data.split.val=0.3", r"sum to 1"),
+        ("train.augment=maybe", r"train\.augment.*true or false"),
+        ("train", r"expected KEY=VALUE"),
+        ("data.split=3", r"'data\.split' is a section"),
+    ],
+)
+def test_invalid_overrides_name_file_key_and_value(override, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config(REPO_ROOT / "aid.yaml", [override])
+    assert "aid.yaml" in str(info.value)
+
+
+def test_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  bits: 12\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.bits.*Received: bits=12"):
+        load_config(bad)
+    bad.write_text("model: [1, 2]\n")
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml.*'model\.' must be a mapping|bad\.yaml.*model"
+    ):
+        load_config(bad)
+    bad.write_text("model: {bits: 32\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(bad)
+    bad.write_text("modle:\n  bits: 32\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'modle'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_root_and_features_are_exclusive():
+    with pytest.raises(ConfigError, match="only one of 'data.root'"):
+        apply_overrides(Config(), ["data.root=a", "data.features=b.npz"])
+
+
+def test_nonzero_loss_cutoff_defaults():
+    assert Config().nonzero_loss_cutoff == pytest.approx(0.9)
+    assert apply_overrides(Config(), ["sampler.mode=seed"]).nonzero_loss_cutoff == 1.4
+    explicit = apply_overrides(Config(), ["sampler.nonzero_loss_cutoff=1.1"])
+    assert explicit.nonzero_loss_cutoff == 1.1
+
+
+def test_config_to_dict_is_plain_yaml(tmp_path: Path):
+    text = yaml.safe_dump(config_to_dict(Config()))
+    assert "!!python" not in text
+    assert yaml.safe_load(text)["model"]["hidden_units"] == [1024, 512]

@@ -291,7 +291,7 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        where = prefix or "top level"
+        where = prefix.rstrip(".") or "top level"
         raise ConfigError(
             f"{source}: '{where}' must be a mapping. Received: {raw!r} ({type(raw).__name__})"
         )

@@ -105,9 +105,7 @@ def test_override_types_and_nested_keys():
 def test_float_accepts_int_and_int_rejects_float():
     config = apply_overrides(Config(), ["train.learning_rate=1"])
     assert config.train.learning_rate == 1.0 and isinstance(config.train.learning_rate, float)
-    with pytest.raises(
-        ConfigError, match=r"train\.epochs.*Received: epochs=2\.5; expected an integer"
-    ):
+    with pytest.raises(ConfigError, match=r"epochs.*Received: epochs=2\.5; expected an integer"):
         apply_overrides(Config(), ["train.epochs=2.5"])
 
 
@@ -140,9 +138,7 @@ def test_file_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.bits.*Received: bits=12"):
         load_config(bad)
     bad.write_text("model: [1, 2]\n")
-    with pytest.raises(
-        ConfigError, match=r"bad\.yaml.*'model\.' must be a mapping|bad\.yaml.*model"
-    ):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: 'model' must be a mapping"):
         load_config(bad)
     bad.write_text("model: {bits: 32\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
@@ -155,7 +151,7 @@ def test_file_errors_name_the_file(tmp_path):
 
 
 def test_root_and_features_are_exclusive():
-    with pytest.raises(ConfigError, match="only one of 'data.root'"):
+    with pytest.raises(ConfigError, match=r"only one of 'data\.root'"):
         apply_overrides(Config(), ["data.root=a", "data.features=b.npz"])
 
 

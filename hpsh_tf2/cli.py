@@ -1,0 +1,151 @@
+"""Command-line interface: ``python cli.py VERB`` or the ``hpsh`` console script.
+
+Verbs: download, prepare, extract, train, evaluate, export, query, run, demo. Every verb takes
+``--config FILE`` and repeatable ``--set dotted.key=value`` overrides; each is a thin wrapper
+over :mod:`hpsh_tf2.workflow` (everything here is callable from Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. aid.yaml, ucmd.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=5 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all verbs."""
+    parser = argparse.ArgumentParser(
+        prog="hpsh", description="HPSH deep hashing for remote-sensing image retrieval."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    download = verbs.add_parser("download", help="download and extract a dataset (ucmd)")
+    download.add_argument("name", help="dataset name (ucmd)")
+    download.add_argument("--dest", required=True, help="folder to extract into")
+    download.add_argument("--url", help="alternative URL (a mirror)")
+    download.add_argument("--checksum", help="expected checksum (md5:HEX or sha256:HEX)")
+    _add_config_options(download)
+
+    for name, text in (
+        ("prepare", "scan the dataset, make the seeded split, print a per-class table"),
+        ("extract", "compute (cached, resumable) backbone features of the split"),
+        ("train", "train the hash model (train.mode: features or end_to_end)"),
+        ("evaluate", "retrieval evaluation: report.json, codes.npz, figures"),
+        ("export", "export a SavedModel for TF Serving"),
+        ("run", "prepare, extract, train, evaluate and export, skipping up-to-date steps"),
+    ):
+        verb = verbs.add_parser(name, help=text)
+        _add_config_options(verb)
+        if name == "evaluate":
+            verb.add_argument(
+                "--saved-model",
+                metavar="DIR",
+                help="evaluate an exported SavedModel (model or version folder) instead",
+            )
+
+    query = verbs.add_parser("query", help="nearest neighbours of an image via a SavedModel")
+    query.add_argument("--model", required=True, help="export/<name> (or a version folder)")
+    query.add_argument("--image", required=True, action="append", help="query image (repeatable)")
+    query.add_argument("--top", type=int, default=10, help="neighbours to return (default 10)")
+    query.add_argument("--out", help="save a retrieval grid PNG here")
+    query.add_argument("--image-root", help="dataset root, to draw the neighbours in the grid")
+    _add_config_options(query)
+
+    demo = verbs.add_parser("demo", help="run everything on the embedded synthetic dataset")
+    demo.add_argument("--workdir", default="runs/demo", help="output folder (default runs/demo)")
+    _add_config_options(demo)
+    return parser
+
+
+def _load(args) -> object:
+    from hpsh_tf2.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def _run_verb(args) -> int:
+    from hpsh_tf2 import workflow
+
+    if args.verb == "download":
+        from hpsh_tf2.data.download import download_dataset
+
+        root = download_dataset(args.name, args.dest, url=args.url, checksum=args.checksum)
+        print(f"images at {root}\nuse: --set data.root={root}")
+        return 0
+    if args.verb == "query":
+        return _query(args)
+    if args.verb == "demo":
+        workflow.demo(args.workdir, args.overrides)
+        return 0
+    config = _load(args)
+    if args.verb == "prepare":
+        workflow.prepare(config)
+    elif args.verb == "extract":
+        features = workflow.extract(config)
+        shapes = ", ".join(f"{k}={v.shape}" for k, v in features.items())
+        print(f"features in {config.workdir / 'features'}: {shapes}")
+    elif args.verb == "train":
+        result = workflow.train(config)
+        print(
+            f"model: {result.hash_model_path} (epoch {result.selected_epoch}, {result.selection})"
+        )
+    elif args.verb == "evaluate":
+        workflow.evaluate(config, saved_model=args.saved_model)
+    elif args.verb == "export":
+        workflow.export(config)
+    elif args.verb == "run":
+        workflow.run(config)
+    return 0
+
+
+def _query(args) -> int:
+    from hpsh_tf2.serving import format_neighbours, query_images, save_query_grid
+
+    if args.top <= 0:
+        raise ValueError(f"Received: --top={args.top}; expected a positive integer")
+    results = query_images(args.model, args.image, top=args.top)
+    for image, neighbours in zip(args.image, results):
+        print(f"query: {image}")
+        print(format_neighbours(neighbours))
+    if args.out:
+        save_query_grid(args.out, args.image[0], results[0], image_root=args.image_root)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status (2 for invalid input)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _run_verb(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""tf.data pipelines: image loading, augmentation and the class-balanced P x K sampler.
+
+The sampler yields batches of exactly P classes x K samples laid out as P consecutive blocks of
+K rows with the same label, which the HPSH negative sampler relies on. Batch ``b`` is drawn with
+stateless random ops seeded by ``(seed, b)``, so a run is reproducible and can resume at any
+step without replaying earlier batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from hpsh_tf2.data.images import read_image, resize_image
+
+__all__ = [
+    "ClassBalancedSampler",
+    "augment_image",
+    "image_dataset",
+    "load_and_preprocess",
+    "train_dataset_from_arrays",
+    "train_dataset_from_images",
+]
+
+logger = logging.getLogger(__name__)
+
+Preprocess = Callable[[tf.Tensor], tf.Tensor]
+
+
+class ClassBalancedSampler:
+    """Draws index batches of P classes x K samples, as P consecutive same-label blocks.
+
+    For every batch, P distinct classes are drawn uniformly at random (all classes when P equals
+    the number of classes, which reproduces the original HPSH batches) and laid out in ascending
+    label order. Inside a class, K samples are drawn without replacement; a class with fewer than
+    K samples is drawn with replacement (a warning is logged once at construction).
+
+    Args:
+        labels: Integer labels [N] of the items to sample from.
+        classes_per_batch: P; ``None`` means all classes.
+        samples_per_class: K (>= 2).
+        seed: Integer seed; batch ``b`` uses the stateless seed ``(seed, b)``.
+
+    Raises:
+        ValueError: If a class has fewer than 2 items, P exceeds the number of classes, or an
+            argument is out of range.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        *,
+        classes_per_batch: int | None,
+        samples_per_class: int,
+        seed: int,
+    ) -> None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                "labels must be a non-empty 1-D integer array. Received: "
+                f"shape={labels.shape}, dtype={labels.dtype}"
+            )
+        if samples_per_class < 2:
+            raise ValueError(
+                f"Received: samples_per_class={samples_per_class}; expected an integer >= 2"
+            )
+        classes, counts = np.unique(labels, return_counts=True)
+        p = len(classes) if classes_per_batch is None else int(classes_per_batch)
+        if not 2 <= p <= len(classes):
+            raise ValueError(
+                f"Received: classes_per_batch={classes_per_batch}; expected an integer in "
+                f"[2, {len(classes)}] (the number of classes in the training set) or null"
+            )
+        too_small = classes[counts < 2]
+        if too_small.size:
+            raise ValueError(
+                f"classes {too_small.tolist()} have fewer than 2 training items; a class needs "
+                "at least 2 to form anchor-positive pairs"
+            )
+        short = classes[counts < samples_per_class]
+        if short.size:
+            logger.warning(
+                "%d classes have fewer than samples_per_class=%d training items and are drawn "
+                "with replacement: %s",
+                short.size,
+                samples_per_class,
+                short.tolist(),
+            )
+        self.classes_per_batch = p
+        self.samples_per_class = int(samples_per_class)
+        self.seed = int(seed)
+        self.num_classes = len(classes)
+        self._class_ids = tf.constant(classes, tf.int32)
+        self._counts = tf.constant(counts, tf.int32)
+        order = np.argsort(labels, kind="stable")
+        table = np.zeros((len(classes), counts.max()), np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for row, (start, count) in enumerate(zip(starts, counts)):
+            table[row, :count] = order[start : start + count]
+        self._table = tf.constant(table, tf.int64)
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per batch, P x K."""
+        return self.classes_per_batch * self.samples_per_class
+
+    def batch_indices(self, batch_number: tf.Tensor | int) -> tf.Tensor:
+        """Item indices [P*K] (int64) of batch ``batch_number``; a pure function of the seed."""
+        batch_number = tf.cast(batch_number, tf.int64)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), batch_number])
+        class_seed, item_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, num=2), num=2
+        )
+        num_classes = self.num_classes
+        class_keys = tf.random.stateless_uniform([num_classes], seed=class_seed)
+        chosen = tf.sort(tf.math.top_k(class_keys, k=self.classes_per_batch).indices)
+        counts = tf.gather(self._counts, chosen)
+        width = self._table.shape[1]
+        keys = tf.random.stateless_uniform([self.classes_per_batch, width], seed=item_seed)
+        valid = tf.range(width)[tf.newaxis, :] < counts[:, tf.newaxis]
+        keys = tf.where(valid, keys, 2.0)  # invalid slots sort last
+        k = min(self.samples_per_class, width)
+        without = tf.math.top_k(-keys, k=k).indices  # k smallest keys: no replacement
+        if k < self.samples_per_class:
+            without = tf.pad(without, [[0, 0], [0, self.samples_per_class - k]])
+        uniform = tf.random.stateless_uniform(
+            [self.classes_per_batch, self.samples_per_class],
+            seed=tf.random.experimental.stateless_fold_in(item_seed, 1),
+        )
+        with_repl = tf.cast(uniform * tf.cast(counts[:, tf.newaxis], tf.float32), tf.int32)
+        with_repl = tf.minimum(with_repl, counts[:, tf.newaxis] - 1)
+        enough = (counts >= self.samples_per_class)[:, tf.newaxis]
+        slots = tf.where(enough, without, with_repl)
+        rows = tf.gather(self._table, chosen)
+        return tf.reshape(tf.gather(rows, slots, batch_dims=1), [-1])
+
+    def dataset(self, start_batch: int = 0) -> tf.data.Dataset:
+        """An infinite dataset of index batches, starting at batch ``start_batch``."""
+        return tf.data.Dataset.counter(start=start_batch).map(
+            self.batch_indices, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
+
+
+def augment_image(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Random horizontal flip and a random multiple of 90-degree rotation (aerial imagery).
+
+    Args:
+        image: A square image [S, S, C].
+        seed: A stateless seed, int tensor of shape [2].
+
+    Returns:
+        The augmented image, same shape and dtype.
+    """
+    flip_seed, rot_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2), num=2)
+    flip = tf.random.stateless_uniform([], seed=flip_seed) < 0.5
+    image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+    turns = tf.random.stateless_uniform([], seed=rot_seed, minval=0, maxval=4, dtype=tf.int32)
+    return tf.image.rot90(image, k=turns)
+
+
+def load_and_preprocess(
+    path: tf.Tensor, *, image_size: int, preprocess: Preprocess | None = None
+) -> tf.Tensor:
+    """Reads, decodes (any supported format, to RGB), resizes and preprocesses one image."""
+    image = resize_image(read_image(path), image_size)
+    return preprocess(image) if preprocess is not None else image
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return options
+
+
+def image_dataset(
+    paths: Sequence[str],
+    *,
+    image_size: int,
+    batch_size: int,
+    preprocess: Preprocess | None = None,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """A finite, ordered dataset of preprocessed image batches (for extraction and encoding).
+
+    Args:
+        paths: Absolute image paths, in output order.
+        image_size: Side of the square model input.
+        batch_size: Images per batch (the last batch may be smaller).
+        preprocess: The backbone's preprocessing, applied to float pixels in [0, 255].
+        deterministic: Keep the input order (required for extraction).
+
+    Returns:
+        A dataset of float32 tensors [b, image_size, image_size, 3].
+    """
+    if batch_size <= 0:
+        raise ValueError(f"Received: batch_size={batch_size}; expected a positive integer")
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string))
+    ds = ds.map(
+        lambda p: load_and_preprocess(p, image_size=image_size, preprocess=preprocess),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
+
+
+def train_dataset_from_arrays(
+    features: np.ndarray,
+    labels: np.ndarray,
+    sampler: ClassBalancedSampler,
+    *,
+    start_batch: int = 0,
+) -> tf.data.Dataset:
+    """Infinite P x K batches of cached feature rows: ``(features [P*K, D], labels [P*K])``."""
+    features = np.asarray(features, np.float32)
+    labels = np.asarray(labels)
+    if features.ndim != 2 or len(features) != len(labels):
+        raise ValueError(
+            "features must be [N, D] with one label per row. Received: "
+            f"features.shape={features.shape}, labels.shape={labels.shape}"
+        )
+    table = tf.constant(features)
+    label_table = tf.constant(labels.astype(np.int32))
+
+    def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.gather(table, indices), tf.gather(label_table, indices)
+
+    return (
+        sampler.dataset(start_batch)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def train_dataset_from_images(
+    paths: Sequence[str],
+    labels: np.ndarray,
+    sampler: ClassBalancedSampler,
+    *,
+    image_size: int,
+    preprocess: Preprocess | None = None,
+    augment: bool = False,
+    deterministic: bool = True,
+    start_batch: int = 0,
+) -> tf.data.Dataset:
+    """Infinite P x K batches of images: ``(images [P*K, S, S, 3], labels [P*K])``.
+
+    Images are decoded in parallel; with ``deterministic`` the block order is kept exactly
+    (the HPSH sampler needs it). Augmentation is seeded per batch and row.
+    """
+    path_table = tf.constant(list(paths), tf.string)
+    label_table = tf.constant(np.asarray(labels).astype(np.int32))
+    batch_size = sampler.batch_size
+    base_seed = sampler.seed
+
+    def expand(batch_number: tf.Tensor, indices: tf.Tensor) -> tf.data.Dataset:
+        rows = tf.range(batch_size, dtype=tf.int64)
+        seeds = tf.stack(
+            [
+                tf.fill([batch_size], tf.constant(base_seed + 1, tf.int64)),
+                batch_number * 4096 + rows,
+            ],
+            axis=1,
+        )
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.gather(path_table, indices), tf.gather(label_table, indices), seeds)
+        )
+
+    def load(path: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = resize_image(read_image(path), image_size)
+        if augment:
+            image = augment_image(image, seed)
+        if preprocess is not None:
+            image = preprocess(image)
+        return image, label
+
+    counter = tf.data.Dataset.counter(start=start_batch)
+    ds = tf.data.Dataset.zip((counter, sampler.dataset(start_batch)))
+    ds = ds.flat_map(expand)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.with_options(_options(deterministic))

@@ -1,0 +1,264 @@
+"""Evaluation of a run: model -> codes -> search -> metrics -> report, codes and figures.
+
+Protocols (``eval.protocol``):
+
+- ``paper``: queries = test split, database = test split minus the query itself (the original
+  HPSH / MHCLN protocol, on our leak-free split).
+- ``standard``: queries = test split, database = train + val splits.
+
+Outputs under ``<workdir>/eval/``: ``report.json``, ``codes.npz`` (rows in ranking order) and,
+with ``eval.figures``, ``grid_<query>.png``, ``pr_curve.png`` and ``code_embedding.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hpsh_tf2.config import Config
+from hpsh_tf2.evaluation.report import compute_report, format_report_table
+from hpsh_tf2.ops.codes import np_binarize
+
+if TYPE_CHECKING:
+    from hpsh_tf2.workflow import Prepared
+
+__all__ = ["evaluate_run", "protocol_subsets", "score_subsets"]
+
+logger = logging.getLogger(__name__)
+
+
+def protocol_subsets(protocol: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    """(query subsets, database subsets, exclude_self) of an evaluation protocol."""
+    if protocol == "paper":
+        return ("test",), ("test",), True
+    if protocol == "standard":
+        return ("test",), ("train", "val"), False
+    raise ValueError(f"Received: eval.protocol={protocol!r}; expected 'paper' or 'standard'")
+
+
+def _model_scorer(config: Config, prepared: Prepared) -> Callable[[str], np.ndarray]:
+    """Scores of one subset from the trained Keras model in ``<workdir>/model``."""
+    import keras
+
+    from hpsh_tf2.train import encode_scores
+    from hpsh_tf2.workflow import _inputs, extract
+
+    model_dir = config.workdir / "model"
+    if config.train.mode == "features":
+        path = model_dir / "hash_model.keras"
+        features = extract(config, prepared=prepared, progress=False)
+    else:
+        path = model_dir / "image_model.keras"
+        features = None
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}; run train first")
+    model = keras.saving.load_model(path)
+
+    def score(name: str) -> np.ndarray:
+        return encode_scores(
+            model,
+            _inputs(prepared, name, features),
+            batch_size=config.train.eval_batch_size,
+            image_size=config.model.image_size,
+            backbone=config.model.backbone,
+        )
+
+    return score
+
+
+def _saved_model_scorer(
+    config: Config, prepared: Prepared, saved_model: str | os.PathLike
+) -> Callable[[str], np.ndarray]:
+    """Scores of one subset from an exported SavedModel's ``encode_images`` signature."""
+    from hpsh_tf2.data.pipeline import image_dataset
+    from hpsh_tf2.serving import load_exported
+
+    loaded = load_exported(saved_model)
+    encode = loaded.signatures["encode_images"]
+
+    def score(name: str) -> np.ndarray:
+        paths = [str(prepared.root / p) for p in prepared.subset_paths(name)]
+        if not paths:
+            return np.zeros((0, config.model.bits), np.float32)
+        batches = image_dataset(
+            paths, image_size=config.model.image_size, batch_size=config.train.eval_batch_size
+        )
+        return np.concatenate([encode(images=batch)["scores"].numpy() for batch in batches])
+
+    return score
+
+
+def score_subsets(
+    config: Config, prepared: Prepared, saved_model: str | os.PathLike | None = None
+) -> Callable[[str], np.ndarray]:
+    """A function returning the sigmoid scores of a named subset."""
+    if saved_model is not None:
+        if prepared.features is not None:
+            raise ValueError("evaluating a SavedModel needs images; data.features has none")
+        return _saved_model_scorer(config, prepared, saved_model)
+    return _model_scorer(config, prepared)
+
+
+def _gather(prepared: Prepared, names, score) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    scores = np.concatenate([score(name) for name in names])
+    labels = np.concatenate([prepared.subset_labels(name) for name in names])
+    paths = [p for name in names for p in prepared.subset_paths(name)]
+    return np_binarize(scores), labels, paths
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_json(path: Path, payload: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def evaluate_run(
+    config: Config,
+    *,
+    prepared: Prepared,
+    saved_model: str | os.PathLike | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Evaluates retrieval and writes ``<workdir>/eval``.
+
+    Args:
+        config: The resolved config (``eval.*`` keys).
+        prepared: The dataset and split (from :func:`hpsh_tf2.workflow.prepare`).
+        saved_model: Evaluate an exported SavedModel (a model or version folder) instead of
+            the Keras model in ``<workdir>/model``.
+        echo: Where the summary table is printed.
+
+    Returns:
+        The report dictionary (also written to ``eval/report.json``).
+    """
+    query_names, db_names, exclude_self = protocol_subsets(config.eval.protocol)
+    score = score_subsets(config, prepared, saved_model)
+    query_codes, query_labels, query_paths = _gather(prepared, query_names, score)
+    if exclude_self:
+        db_codes, db_labels, db_paths = query_codes, query_labels, query_paths
+    else:
+        db_codes, db_labels, db_paths = _gather(prepared, db_names, score)
+    if len(query_codes) == 0 or len(db_codes) == 0:
+        raise ValueError(
+            f"protocol {config.eval.protocol!r} needs queries and a database; got "
+            f"{len(query_codes)} queries and {len(db_codes)} database items"
+        )
+    k = config.eval.k
+    available = len(db_codes) - (1 if exclude_self else 0)
+    if available < k + 1:
+        raise ValueError(
+            f"eval.k={k} needs at least {k + 1} database items (seed metric scores ranks "
+            f"2..k+1); the {config.eval.protocol!r} database has {available}"
+        )
+    report, result = compute_report(
+        query_codes=query_codes,
+        query_labels=query_labels,
+        db_codes=db_codes,
+        db_labels=db_labels,
+        k=k,
+        exclude_self=exclude_self,
+        radius=config.eval.radius,
+        backend=config.eval.backend,
+    )
+    report.update(
+        {
+            "protocol": config.eval.protocol,
+            "k": k,
+            "model": str(saved_model) if saved_model else str(config.workdir / "model"),
+            "queries": list(query_names),
+            "database": list(db_names),
+        }
+    )
+    out = config.workdir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    _save_json(out / "report.json", report)
+    _save_npz(
+        out / "codes.npz",
+        query_codes=query_codes.astype(np.uint8),
+        db_codes=db_codes.astype(np.uint8),
+        query_labels=query_labels,
+        db_labels=db_labels,
+        query_paths=np.asarray(query_paths),
+        db_paths=np.asarray(db_paths),
+        class_names=np.asarray(prepared.split.class_names),
+    )
+    if config.eval.figures:
+        _figures(
+            config,
+            prepared,
+            out,
+            report,
+            result,
+            query_codes,
+            query_labels,
+            query_paths,
+            db_labels,
+            db_paths,
+        )
+    echo(format_report_table(report))
+    echo(f"wrote {out / 'report.json'} and {out / 'codes.npz'}")
+    return report
+
+
+def _figures(
+    config,
+    prepared,
+    out,
+    report,
+    result,
+    query_codes,
+    query_labels,
+    query_paths,
+    db_labels,
+    db_paths,
+) -> None:
+    """Retrieval grids, precision-recall curve and the 2-D code embedding."""
+    from hpsh_tf2.evaluation.plots import save_code_embedding, save_pr_curve, save_retrieval_grid
+
+    class_names = prepared.split.class_names
+    curve = report.get("pr_curve") or {}
+    if curve.get("precision") and curve.get("recall"):
+        save_pr_curve(out / "pr_curve.png", precision=curve["precision"], recall=curve["recall"])
+    save_code_embedding(
+        out / "code_embedding.png", codes=query_codes, labels=query_labels, class_names=class_names
+    )
+    if prepared.features is not None:
+        return  # no images to draw
+    from hpsh_tf2.data.images import load_image_rgb
+
+    k = config.eval.k
+    picks = list(range(0, len(query_paths), config.eval.interval))[: config.eval.max_grids]
+    for q in picks:
+        ids = result.indices[q, :k]
+        save_retrieval_grid(
+            out / f"grid_{q:05d}.png",
+            query_image=load_image_rgb(prepared.root / query_paths[q]),
+            retrieved_images=[load_image_rgb(prepared.root / db_paths[i]) for i in ids],
+            query_label=int(query_labels[q]),
+            retrieved_labels=[int(db_labels[i]) for i in ids],
+            class_names=class_names,
+            distances=[int(d) for d in result.distances[q, :k]],
+        )

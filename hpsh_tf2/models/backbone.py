@@ -1,0 +1,199 @@
+"""Backbones from ``keras.applications`` with explicit weight handling and preprocessing.
+
+``weights`` is ``"imagenet"`` (Keras downloads the no-top file once and caches it under
+``~/.keras/models/``), a local ``.h5`` path, or ``"none"`` (random initialisation). Offline, a
+failed download says exactly which file to put where.
+
+Preprocessing is written with plain TF ops (no Keras helper), so that the training pipeline and
+the exported SavedModel share one definition.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "WeightsError",
+    "build_backbone",
+    "get_backbone_spec",
+    "preprocess_images",
+    "preprocessor",
+]
+
+
+class WeightsError(ValueError):
+    """Backbone weights are missing, unreadable or do not fit the architecture."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one ``keras.applications`` backbone.
+
+    Attributes:
+        constructor: Name of the ``keras.applications`` function.
+        preprocessing: ``"tf"`` (x / 127.5 - 1), ``"torch"`` (ImageNet mean/std on x / 255),
+            ``"caffe"`` (RGB to BGR, ImageNet mean subtracted) or ``"none"`` (the model
+            normalises internally, e.g. EfficientNet).
+        min_size: Smallest accepted input side.
+        notop_file: File name of the no-top ImageNet weights in Keras' cache.
+        feature_dim: Width of the pooled feature vector.
+    """
+
+    constructor: str
+    preprocessing: str
+    min_size: int
+    notop_file: str
+    feature_dim: int
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "inception_v3": BackboneSpec(
+        "InceptionV3", "tf", 75, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048
+    ),
+    "resnet50": BackboneSpec(
+        "ResNet50", "caffe", 32, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048
+    ),
+    "mobilenet_v2": BackboneSpec(
+        "MobileNetV2",
+        "tf",
+        32,
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        1280,
+    ),
+    "densenet121": BackboneSpec(
+        "DenseNet121", "torch", 32, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", 1024
+    ),
+    "efficientnet_b0": BackboneSpec("EfficientNetB0", "none", 32, "efficientnetb0_notop.h5", 1280),
+}
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """Looks up a backbone by name, with an error listing the known names."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(
+            f"Received: model.backbone={name!r}; expected one of {', '.join(sorted(BACKBONES))}"
+        ) from None
+
+
+def preprocess_images(images: tf.Tensor, backbone: str) -> tf.Tensor:
+    """Applies the backbone's input normalisation to float RGB pixels in [0, 255].
+
+    Args:
+        images: Float tensor [..., H, W, 3], RGB, values in [0, 255].
+        backbone: A name from :data:`BACKBONES`.
+
+    Returns:
+        The normalised float32 tensor, same shape.
+    """
+    mode = get_backbone_spec(backbone).preprocessing
+    images = tf.cast(images, tf.float32)
+    if mode == "tf":
+        return images / 127.5 - 1.0
+    if mode == "torch":
+        return (images / 255.0 - tf.constant(_IMAGENET_MEAN)) / tf.constant(_IMAGENET_STD)
+    if mode == "caffe":
+        return images[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR)
+    return images
+
+
+def preprocessor(backbone: str) -> Callable[[tf.Tensor], tf.Tensor]:
+    """The preprocessing of :func:`preprocess_images` bound to one backbone."""
+    get_backbone_spec(backbone)
+    return lambda images: preprocess_images(images, backbone)
+
+
+def keras_cache_path(spec: BackboneSpec) -> Path:
+    """Where Keras caches downloaded weights (``$KERAS_HOME/models`` or ``~/.keras/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models" / spec.notop_file
+
+
+def _layer_names_in_h5(path: Path) -> list[str]:
+    """Top-level layer names stored in a Keras ``.h5`` weights file."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        group = handle["model_weights"] if "model_weights" in handle else handle
+        names = group.attrs.get("layer_names")
+        if names is None:
+            return list(group.keys())
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _check_local_weights(path: Path, name: str, spec: BackboneSpec) -> None:
+    """Validates a local weights file before Keras reads it."""
+    if not path.is_file():
+        raise WeightsError(
+            f"model.weights: file not found: {path}. Expected a Keras .h5 weights file of "
+            f"{name} without its classification top (e.g. {spec.notop_file})"
+        )
+    try:
+        layers = _layer_names_in_h5(path)
+    except (OSError, KeyError) as err:
+        raise WeightsError(
+            f"model.weights: {path} is not a readable Keras .h5 file ({err})"
+        ) from None
+    if "predictions" in layers:
+        raise WeightsError(
+            f"model.weights: {path} holds the model WITH its ImageNet classification top "
+            "('predictions' layer); the backbone needs the no-top file "
+            f"({spec.notop_file})"
+        )
+
+
+def build_backbone(name: str, *, weights: str, image_size: int) -> keras.Model:
+    """Builds a pooled feature extractor ``images [b, S, S, 3] -> features [b, D]``.
+
+    Args:
+        name: A name from :data:`BACKBONES` (default of the project: ``inception_v3``).
+        weights: ``"imagenet"``, ``"none"`` or a local ``.h5`` path of no-top weights.
+        image_size: Input side S.
+
+    Returns:
+        A Keras model with global average pooling (``include_top=False, pooling="avg"``).
+
+    Raises:
+        ValueError: Unknown backbone or an image size below the backbone's minimum.
+        WeightsError: Weights cannot be downloaded, found, or loaded.
+    """
+    spec = get_backbone_spec(name)
+    if image_size < spec.min_size:
+        raise ValueError(
+            f"Received: model.image_size={image_size}; {name} needs at least {spec.min_size} px"
+        )
+    constructor = getattr(keras.applications, spec.constructor)
+    kwargs = {"include_top": False, "pooling": "avg", "input_shape": (image_size, image_size, 3)}
+    if weights.lower() == "none":
+        return constructor(weights=None, **kwargs)
+    if weights.lower() == "imagenet":
+        try:
+            return constructor(weights="imagenet", **kwargs)
+        except Exception as err:  # Keras raises bare Exception on failed downloads
+            raise WeightsError(
+                f"could not obtain ImageNet weights for {name} ({type(err).__name__}: {err}). "
+                f"Offline, put the no-top weights file at {keras_cache_path(spec)} "
+                "(Keras' cache), or set model.weights to a local .h5 path, or to none "
+                "for random initialisation"
+            ) from err
+    path = Path(weights).expanduser()
+    _check_local_weights(path, name, spec)
+    try:
+        return constructor(weights=str(path), **kwargs)
+    except ValueError as err:
+        raise WeightsError(
+            f"model.weights: {path} does not fit {name} without top at {image_size} px: {err}"
+        ) from err

@@ -127,7 +127,7 @@ def extract_features(
     Returns:
         float32 [len(paths), D].
     """
-    import tensorflow as tf
+    import keras
 
     from hpsh_tf2.data.pipeline import image_dataset
     from hpsh_tf2.models.backbone import build_backbone, preprocessor
@@ -150,7 +150,6 @@ def extract_features(
             if model_factory
             else build_backbone(backbone, weights=weights, image_size=image_size)
         )
-        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         abs_paths = [str(Path(root) / p) for p in paths[start:]]
         ds = image_dataset(
             abs_paths,
@@ -159,10 +158,10 @@ def extract_features(
             preprocess=preprocessor(backbone),
         )
         total_batches = -(-len(abs_paths) // batch_size)
-        bar = tf.keras.utils.Progbar(total_batches, verbose=1 if progress else 0)
+        bar = keras.utils.Progbar(total_batches, verbose=1 if progress else 0)
         pending: list[np.ndarray] = []
         for step, images in enumerate(ds, start=1):
-            pending.append(forward(images).numpy().astype(np.float32))
+            pending.append(np.asarray(model.predict_on_batch(images), np.float32))
             if len(pending) == chunk_batches or step == total_batches:
                 _atomic_save_npy(out_dir / f"part-{len(parts):05d}.npy", np.concatenate(pending))
                 parts.append(out_dir / f"part-{len(parts):05d}.npy")

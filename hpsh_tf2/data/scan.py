@@ -1,0 +1,278 @@
+"""Scan a folder-per-class image dataset into paths and integer labels.
+
+Layout: ``root/<class name>/<image file>``. Classes are sorted by name (Python string order, so
+upper case sorts before lower case) and labelled 0, 1, ...; files are sorted by name inside each
+class. Hidden entries (leading ``.``), non-image files and sub-folders of class folders are
+ignored and counted; image files lying directly in ``root`` are an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from hpsh_tf2.data.images import IMAGE_EXTENSIONS, has_image_extension, load_image_rgb
+from hpsh_tf2.errors import BadImageError, DatasetError
+
+__all__ = ["ScanResult", "SkippedFile", "scan_dataset"]
+
+_ON_BAD_IMAGE = ("skip", "error")
+_DEFAULT_MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """An image file left out of a scan.
+
+    Attributes:
+        path: Path relative to the dataset root (POSIX separators).
+        reason: Why it was left out (the decoder's message).
+    """
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, eq=False)
+class ScanResult:
+    """The images found under a dataset root.
+
+    Attributes:
+        root: The dataset root, as an absolute path.
+        class_names: Class folder names, sorted; a label indexes this tuple.
+        paths: Image paths relative to ``root`` with POSIX separators, e.g.
+            ``"Airport/airport_1.jpg"``; grouped by class, sorted by name inside a class.
+        labels: int32 array, one label per path (read-only).
+        skipped: Image files left out because they could not be decoded.
+        ignored: Count of hidden entries, non-image files and sub-folders that were ignored.
+    """
+
+    root: str
+    class_names: tuple[str, ...]
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    skipped: tuple[SkippedFile, ...] = ()
+    ignored: int = 0
+
+    def __post_init__(self) -> None:
+        labels = np.array(self.labels, dtype=np.int32)
+        if labels.shape != (len(self.paths),):
+            raise ValueError(
+                f"Received: labels of shape {labels.shape} for {len(self.paths)} paths; "
+                "expected one label per path"
+            )
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise ValueError(
+                f"Received: labels in [{labels.min()}, {labels.max()}]; expected values in "
+                f"[0, {len(self.class_names) - 1}]"
+            )
+        labels.setflags(write=False)
+        object.__setattr__(self, "labels", labels)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ScanResult):
+            return NotImplemented
+        return (
+            (self.root, self.class_names, self.paths, self.skipped, self.ignored)
+            == (other.root, other.class_names, other.paths, other.skipped, other.ignored)
+        ) and np.array_equal(self.labels, other.labels)
+
+    def __hash__(self) -> int:
+        return hash((self.root, self.class_names, self.paths, self.labels.tobytes()))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def counts_per_class(self) -> dict[str, int]:
+        """Number of (valid) images per class, in class order."""
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(count) for name, count in zip(self.class_names, counts)}
+
+    def skipped_per_class(self) -> dict[str, int]:
+        """Number of skipped (undecodable) images per class, in class order."""
+        counts = dict.fromkeys(self.class_names, 0)
+        for item in self.skipped:
+            counts[item.path.split("/", 1)[0]] += 1
+        return counts
+
+    def absolute_paths(self) -> tuple[str, ...]:
+        """The image paths joined to ``root`` (native separators)."""
+        return tuple(os.path.join(self.root, *path.split("/")) for path in self.paths)
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _sorted_entries(folder: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda entry: entry.name)
+
+
+def _list_classes(root: Path) -> tuple[list[str], int]:
+    """Class folder names (sorted) and the number of ignored entries directly in ``root``."""
+    classes: list[str] = []
+    ignored = 0
+    for entry in _sorted_entries(root):
+        if _is_hidden(entry.name):
+            ignored += 1
+        elif entry.is_dir():
+            classes.append(entry.name)
+        elif has_image_extension(entry.name):
+            raise DatasetError(
+                f"Image file {entry.path!r} lies directly in the dataset root; expected "
+                "images inside one folder per class (root/<class>/<image>)"
+            )
+        else:
+            ignored += 1
+    return classes, ignored
+
+
+def _list_images(class_dir: Path) -> tuple[list[str], int]:
+    """Image file names of one class folder (sorted) and the number of ignored entries."""
+    names: list[str] = []
+    ignored = 0
+    for entry in _sorted_entries(class_dir):
+        if not _is_hidden(entry.name) and entry.is_file() and has_image_extension(entry.name):
+            names.append(entry.name)
+        else:
+            ignored += 1
+    return names, ignored
+
+
+def _check_image(path: str) -> str | None:
+    """None if the image decodes completely, else the reason it does not."""
+    try:
+        load_image_rgb(path)
+    except BadImageError as err:
+        return err.reason
+    return None
+
+
+def _verify(root: Path, rel_paths: list[str], num_workers: int) -> list[str | None]:
+    full = [os.path.join(root, *rel.split("/")) for rel in rel_paths]
+    if num_workers == 1 or len(full) <= 1:
+        return [_check_image(path) for path in full]
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        return list(pool.map(_check_image, full))
+
+
+def _validate_args(on_bad_image: str, num_workers: int | None) -> int:
+    if on_bad_image not in _ON_BAD_IMAGE:
+        raise DatasetError(f"Received: on_bad_image={on_bad_image!r}; expected 'skip' or 'error'")
+    if num_workers is None:
+        return min(_DEFAULT_MAX_WORKERS, os.cpu_count() or 1)
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(
+            f"Received: num_workers={num_workers!r}; expected a positive integer or None"
+        )
+    return num_workers
+
+
+def _resolve_root(root: str | os.PathLike[str]) -> Path:
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DatasetError(f"Dataset root {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise DatasetError(f"Dataset root {str(path)!r} is not a folder")
+    return Path(os.path.abspath(path))
+
+
+def _bad_images(
+    rel_paths: Iterable[str], reasons: Iterable[str | None], on_bad_image: str, root: Path
+) -> list[SkippedFile]:
+    skipped = [SkippedFile(p, r) for p, r in zip(rel_paths, reasons) if r is not None]
+    if skipped and on_bad_image == "error":
+        first = skipped[0]
+        raise BadImageError(str(root.joinpath(*first.path.split("/"))), first.reason)
+    return skipped
+
+
+def _list_all_images(root: Path, class_names: list[str]) -> tuple[list[list[str]], int]:
+    per_class: list[list[str]] = []
+    ignored = 0
+    for name in class_names:
+        files, class_ignored = _list_images(root / name)
+        ignored += class_ignored
+        per_class.append([f"{name}/{file}" for file in files])
+    return per_class, ignored
+
+
+def _keep_good(
+    root: Path, class_names: list[str], per_class: list[list[str]], bad: set[str]
+) -> tuple[list[str], list[int]]:
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, (name, files) in enumerate(zip(class_names, per_class)):
+        good = [path for path in files if path not in bad]
+        if not good:
+            detail = f" ({len(files)} undecodable image(s) skipped)" if files else ""
+            raise DatasetError(
+                f"Class folder {str(root / name)!r} has no valid images{detail}; expected "
+                f"at least one file ending in one of {', '.join(IMAGE_EXTENSIONS)}"
+            )
+        paths.extend(good)
+        labels.extend([label] * len(good))
+    return paths, labels
+
+
+def scan_dataset(
+    root: str | os.PathLike[str],
+    *,
+    on_bad_image: Literal["skip", "error"] = "skip",
+    verify: bool = True,
+    num_workers: int | None = None,
+) -> ScanResult:
+    """Find the images of a folder-per-class dataset and label them by folder.
+
+    Args:
+        root: Folder holding one sub-folder per class.
+        on_bad_image: What to do with files that have an image extension but do not decode
+            (only checked when ``verify``): ``"skip"`` leaves them out and lists them in
+            ``ScanResult.skipped``; ``"error"`` raises :class:`BadImageError` for the first.
+        verify: Fully decode every image with Pillow now (in a thread pool), so broken files are
+            found before training rather than in the middle of it.
+        num_workers: Threads for verification; None means ``min(8, os.cpu_count())``.
+
+    Returns:
+        The :class:`ScanResult`.
+
+    Raises:
+        DatasetError: If ``root`` is missing or not a folder, has no class folders, has image
+            files directly inside it, or a class folder has no (valid) images; or if
+            ``on_bad_image`` is not ``"skip"``/``"error"``.
+        BadImageError: For an undecodable image when ``on_bad_image="error"``.
+        ValueError: If ``num_workers`` is not a positive integer or None.
+    """
+    workers = _validate_args(on_bad_image, num_workers)
+    root_path = _resolve_root(root)
+    class_names, ignored = _list_classes(root_path)
+    if not class_names:
+        raise DatasetError(
+            f"Dataset root {str(root_path)!r} has no class folders; expected "
+            "root/<class>/<image> with one folder per class"
+        )
+    per_class, class_ignored = _list_all_images(root_path, class_names)
+    candidates = [path for paths in per_class for path in paths]
+    reasons = _verify(root_path, candidates, workers) if verify else [None] * len(candidates)
+    skipped = _bad_images(candidates, reasons, on_bad_image, root_path)
+    paths, labels = _keep_good(root_path, class_names, per_class, {s.path for s in skipped})
+    return ScanResult(
+        root=str(root_path),
+        class_names=tuple(class_names),
+        paths=tuple(paths),
+        labels=np.asarray(labels, dtype=np.int32),
+        skipped=tuple(skipped),
+        ignored=ignored + class_ignored,
+    )

@@ -153,7 +153,7 @@ class HashTrainer(keras.Model):
         return tf.stack([base, step])
 
     def train_step(self, data):
-        inputs, labels = data
+        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             scores = self(inputs, training=True)

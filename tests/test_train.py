@@ -1,0 +1,181 @@
+"""Tests for hpsh_tf2.train: fit in features and end-to-end modes, resume, selection, options."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hpsh_tf2.config import load_config
+from hpsh_tf2.features import load_feature_file
+from hpsh_tf2.train import HashTrainer, loss_options, subset_inputs, train
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def aid_features(aid_features_path):
+    return load_feature_file(aid_features_path)
+
+
+def _config(workdir, *overrides):
+    base = [
+        "data.root=null",
+        "train.epochs=2",
+        "train.steps_per_epoch=5",
+        "train.classes_per_batch=10",
+        "train.samples_per_class=3",
+        "train.learning_rate=0.001",
+        "model.bits=16",
+        "model.hidden_units=[64, 32]",
+        f"output.workdir={workdir}",
+    ]
+    return load_config(REPO_ROOT / "aid.yaml", [*base, *overrides])
+
+
+def _split_rows(labels, per_class_val=2):
+    """Deterministic train/val rows: the first `per_class_val` rows of each class are val."""
+    val = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        val[np.flatnonzero(labels == c)[:per_class_val]] = True
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
+    """One train_step equals loss + Adam computed by hand with the same seed."""
+    config = _config(tmp_path)
+    from hpsh_tf2.losses import hpsh_loss
+    from hpsh_tf2.models.head import build_hash_model
+
+    y = np.repeat(np.arange(10), 3).astype(np.int32)
+    rows = [i for c in range(10) for i in np.flatnonzero(aid_features.labels == c)[:3]]
+    x = aid_features.features[rows]
+    model_a = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
+    model_b = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
+    options = loss_options(config)
+    trainer = HashTrainer(model_a, loss_options=options, seed=5)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    logs = trainer.train_on_batch(x, y, return_dict=True)
+
+    optimizer = keras.optimizers.Adam(1e-3)
+    with tf.GradientTape() as tape:
+        loss = hpsh_loss(
+            y, model_b(x, training=True), seed=tf.constant([5000, 0], tf.int64), **options
+        )
+    grads = tape.gradient(loss, model_b.trainable_variables)
+    optimizer.apply(grads, model_b.trainable_variables)
+    np.testing.assert_allclose(logs["loss"], float(loss), rtol=1e-5)
+    for a, b in zip(model_a.get_weights(), model_b.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_features_mode_improves_validation_map(aid_features, tmp_path):
+    train_rows, val_rows = _split_rows(aid_features.labels)
+    config = _config(tmp_path, "train.epochs=4", "train.steps_per_epoch=15", "eval.k=5")
+    train_in = subset_inputs(
+        aid_features.labels[train_rows], features=aid_features.features[train_rows]
+    )
+    val_in = subset_inputs(aid_features.labels[val_rows], features=aid_features.features[val_rows])
+    result = train(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
+
+    history = result.history
+    assert len(history["loss"]) == 4
+    assert history["loss"][-1] < history["loss"][0]
+    assert result.selection == "val_map@5"
+    assert result.best_val_map == pytest.approx(max(history["val_map@5"]))
+    assert result.selected_epoch == int(np.argmax(history["val_map@5"])) + 1
+    # Chance level for 30 balanced classes is ~1/30; trained codes must beat it clearly.
+    assert result.best_val_map > 0.3
+    saved = keras.saving.load_model(result.hash_model_path)
+    assert saved.output_shape == (None, 16)
+    summary = json.loads((result.model_dir / "train_summary.json").read_text())
+    assert summary["selection"] == "val_map@5"
+    assert (result.model_dir / "history.csv").read_text().count("\n") == 5
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(aid_features, tmp_path):
+    inputs = subset_inputs(aid_features.labels, features=aid_features.features)
+    full = train(_config(tmp_path / "full", "train.epochs=3"), train_inputs=inputs, verbose=0)
+    train(_config(tmp_path / "cut", "train.epochs=2"), train_inputs=inputs, verbose=0)
+    resumed = train(_config(tmp_path / "cut", "train.epochs=3"), train_inputs=inputs, verbose=0)
+    assert len(resumed.history["loss"]) == 1  # only epoch 3 ran
+    a = keras.saving.load_model(full.hash_model_path).get_weights()
+    b = keras.saving.load_model(resumed.hash_model_path).get_weights()
+    for wa, wb in zip(a, b):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+def test_changed_config_does_not_resume(aid_features, tmp_path):
+    inputs = subset_inputs(aid_features.labels, features=aid_features.features)
+    train(_config(tmp_path, "train.epochs=1"), train_inputs=inputs, verbose=0)
+    other = train(
+        _config(tmp_path, "train.epochs=2", "loss.alpha=0.2"), train_inputs=inputs, verbose=0
+    )
+    assert len(other.history["loss"]) == 2  # started afresh
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("train.mixed_precision=true",),
+        ("train.jit_compile=true",),
+        ("sampler.mode=seed", "loss.variant=seed"),
+        ("sampler.mode=semihard",),
+        ("sampler.mode=random", "train.deterministic=true"),
+    ],
+)
+def test_training_options_give_finite_losses(aid_features, tmp_path, overrides):
+    inputs = subset_inputs(aid_features.labels, features=aid_features.features)
+    config = _config(tmp_path, "train.epochs=1", "train.steps_per_epoch=3", *overrides)
+    result = train(config, train_inputs=inputs, verbose=0)
+    assert np.isfinite(result.history["loss"]).all()
+    scores = keras.saving.load_model(result.hash_model_path).predict(
+        aid_features.features[:8], verbose=0
+    )
+    assert scores.dtype == np.float32 and np.all((scores > 0) & (scores < 1))
+
+
+def test_features_mode_without_features_is_an_error(tmp_path):
+    config = _config(tmp_path)
+    with pytest.raises(ValueError, match="needs feature rows"):
+        train(config, train_inputs=subset_inputs([0, 0, 1, 1], paths=["a", "b", "c", "d"]))
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
+    script = textwrap.dedent(
+        f"""
+        import os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+        )
+        import numpy as np
+        from hpsh_tf2.config import load_config
+        from hpsh_tf2.features import load_feature_file
+        from hpsh_tf2.train import make_strategy, subset_inputs, train
+        assert make_strategy("mirrored").num_replicas_in_sync == 2
+        fs = load_feature_file({str(aid_features_path)!r})
+        config = load_config(None, [
+            "train.strategy=mirrored", "train.epochs=1", "train.steps_per_epoch=3",
+            "train.classes_per_batch=10", "train.samples_per_class=3", "model.bits=16",
+            "model.hidden_units=[32]", "output.workdir={tmp_path}",
+        ])
+        result = train(config, train_inputs=subset_inputs(fs.labels, features=fs.features), verbose=0)
+        print("LOSS", result.history["loss"][0])
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    loss = float(done.stdout.split("LOSS")[-1])
+    assert np.isfinite(loss) and loss > 0

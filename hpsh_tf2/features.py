@@ -81,14 +81,18 @@ def _weights_fingerprint(weights: str) -> str:
     return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
-def cache_key(*, backbone: str, weights: str, image_size: int, paths: Sequence[str]) -> str:
-    """A hash of everything the features depend on."""
+def cache_key(
+    *, backbone: str, weights: str, image_size: int, paths: Sequence[str], seed: int = 123
+) -> str:
+    """A hash of everything the features depend on (the seed only for random weights)."""
     digest = hashlib.sha256()
     payload = {
         "backbone": backbone,
         "weights": _weights_fingerprint(weights),
         "image_size": int(image_size),
     }
+    if weights.lower() == "none":
+        payload["seed"] = int(seed)
     digest.update(json.dumps(payload, sort_keys=True).encode())
     for path in paths:
         digest.update(path.encode())
@@ -104,6 +108,7 @@ def extract_features(
     backbone: str,
     weights: str,
     image_size: int,
+    seed: int = 123,
     batch_size: int = 32,
     model_factory: Callable[[], object] | None = None,
     chunk_batches: int = 8,
@@ -118,6 +123,7 @@ def extract_features(
         backbone: Backbone name (see :mod:`hpsh_tf2.models.backbone`).
         weights: ``"imagenet"``, ``"none"`` or a local ``.h5`` path.
         image_size: Input side.
+        seed: Initialisation seed of a ``weights="none"`` backbone (part of the cache key).
         batch_size: Images per forward pass.
         model_factory: Builds the feature model (defaults to :func:`build_backbone`); only
             called when something is left to compute.
@@ -133,7 +139,9 @@ def extract_features(
     from hpsh_tf2.models.backbone import build_backbone, preprocessor
 
     out_dir = Path(out_dir)
-    key = cache_key(backbone=backbone, weights=weights, image_size=image_size, paths=paths)
+    key = cache_key(
+        backbone=backbone, weights=weights, image_size=image_size, paths=paths, seed=seed
+    )
     done = _prepare_cache(out_dir, key, len(paths))
     final = out_dir / "features.npy"
     if done is None:
@@ -148,7 +156,7 @@ def extract_features(
         model = (
             model_factory()
             if model_factory
-            else build_backbone(backbone, weights=weights, image_size=image_size)
+            else build_backbone(backbone, weights=weights, image_size=image_size, seed=seed)
         )
         abs_paths = [str(Path(root) / p) for p in paths[start:]]
         ds = image_dataset(

@@ -312,7 +312,10 @@ def _build_models(config: Config, feature_dim: int | None):
         hash_model = build_hash_model(feature_dim, **head_options)
         return hash_model, hash_model, None
     backbone = build_backbone(
-        config.model.backbone, weights=config.model.weights, image_size=config.model.image_size
+        config.model.backbone,
+        weights=config.model.weights,
+        image_size=config.model.image_size,
+        seed=config.model.init_seed,
     )
     _set_trainable_layers(backbone, config.train.trainable_layers)
     hash_model = build_hash_model(backbone.output_shape[-1], **head_options)

@@ -174,6 +174,7 @@ def extract(
         backbone=model.backbone,
         weights=model.weights,
         image_size=model.image_size,
+        seed=model.init_seed,
         batch_size=config.train.extract_batch_size,
         progress=progress,
     )
@@ -247,6 +248,7 @@ def export(config: Config, *, prepared: Prepared | None = None, echo=print) -> P
     from hpsh_tf2.models.backbone import build_backbone
     from hpsh_tf2.models.head import build_image_hash_model
     from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
+    from hpsh_tf2.serving import encode_for_serving
 
     prepared = prepared or prepare(config, echo=logger.info)
     if prepared.features is not None:
@@ -258,7 +260,10 @@ def export(config: Config, *, prepared: Prepared | None = None, echo=print) -> P
         image_model = keras.saving.load_model(model_dir / "image_model.keras")
     else:
         backbone = build_backbone(
-            config.model.backbone, weights=config.model.weights, image_size=config.model.image_size
+            config.model.backbone,
+            weights=config.model.weights,
+            image_size=config.model.image_size,
+            seed=config.model.init_seed,
         )
         hash_model = keras.saving.load_model(model_dir / "hash_model.keras")
         image_model = build_image_hash_model(backbone, hash_model)
@@ -274,7 +279,7 @@ def export(config: Config, *, prepared: Prepared | None = None, echo=print) -> P
             class_names=tuple(prepared.split.class_names),
         )
     samples = prepared.subset_paths("train")[: config.export.warmup_requests]
-    warmup = [(prepared.root / p).read_bytes() for p in samples]
+    warmup = [encode_for_serving(prepared.root / p) for p in samples]  # TIFF -> PNG
     version_dir = export_saved_model(
         image_model=image_model,
         backbone=config.model.backbone,

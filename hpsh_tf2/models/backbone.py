@@ -116,10 +116,26 @@ def preprocessor(backbone: str) -> Callable[[tf.Tensor], tf.Tensor]:
     return lambda images: preprocess_images(images, backbone)
 
 
-def keras_cache_path(spec: BackboneSpec) -> Path:
-    """Where Keras caches downloaded weights (``$KERAS_HOME/models`` or ``~/.keras/models``)."""
+# MobileNetV2 has one no-top file per square input side in this list (224 otherwise).
+_MOBILENET_V2_SIZES = (96, 128, 160, 192, 224)
+
+
+def _notop_file(spec: BackboneSpec, image_size: int | None) -> str:
+    """The no-top file Keras requests at ``image_size`` (``spec.notop_file`` by default)."""
+    if spec.constructor == "MobileNetV2" and image_size in _MOBILENET_V2_SIZES:
+        return spec.notop_file.replace("_224_no_top", f"_{image_size}_no_top")
+    return spec.notop_file
+
+
+def keras_cache_path(spec: BackboneSpec, image_size: int | None = None) -> Path:
+    """Where Keras caches downloaded weights (``$KERAS_HOME/models`` or ``~/.keras/models``).
+
+    Args:
+        spec: The backbone.
+        image_size: Input side; only MobileNetV2 has size-specific files (96..224).
+    """
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "models" / spec.notop_file
+    return Path(home) / "models" / _notop_file(spec, image_size)
 
 
 def _layer_names_in_h5(path: Path) -> list[str]:
@@ -155,13 +171,15 @@ def _check_local_weights(path: Path, name: str, spec: BackboneSpec) -> None:
         )
 
 
-def build_backbone(name: str, *, weights: str, image_size: int) -> keras.Model:
+def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123) -> keras.Model:
     """Builds a pooled feature extractor ``images [b, S, S, 3] -> features [b, D]``.
 
     Args:
         name: A name from :data:`BACKBONES` (default of the project: ``inception_v3``).
         weights: ``"imagenet"``, ``"none"`` or a local ``.h5`` path of no-top weights.
         image_size: Input side S.
+        seed: With ``weights="none"``, the seed of the random initialisation, so that every
+            build (extraction, export) gives the same network. Resets Keras' global seed.
 
     Returns:
         A Keras model with global average pooling (``include_top=False, pooling="avg"``).
@@ -178,6 +196,7 @@ def build_backbone(name: str, *, weights: str, image_size: int) -> keras.Model:
     constructor = getattr(keras.applications, spec.constructor)
     kwargs = {"include_top": False, "pooling": "avg", "input_shape": (image_size, image_size, 3)}
     if weights.lower() == "none":
+        keras.utils.set_random_seed(seed)
         return constructor(weights=None, **kwargs)
     if weights.lower() == "imagenet":
         try:
@@ -185,7 +204,7 @@ def build_backbone(name: str, *, weights: str, image_size: int) -> keras.Model:
         except Exception as err:  # Keras raises bare Exception on failed downloads
             raise WeightsError(
                 f"could not obtain ImageNet weights for {name} ({type(err).__name__}: {err}). "
-                f"Offline, put the no-top weights file at {keras_cache_path(spec)} "
+                f"Offline, put the no-top weights file at {keras_cache_path(spec, image_size)} "
                 "(Keras' cache), or set model.weights to a local .h5 path, or to none "
                 "for random initialisation"
             ) from err

@@ -1,0 +1,238 @@
+"""End-to-end tests of the CLI verbs and hpsh_tf2.workflow (prepare, extract, train, evaluate,
+export, run, query), on the shared AID sample, its features, and generated demo data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hpsh_tf2 import cli, workflow
+from hpsh_tf2.config import load_config
+from hpsh_tf2.data.demo import make_demo_dataset
+from tests.conftest import REPO_ROOT
+
+FAST = (
+    "train.epochs=2",
+    "train.steps_per_epoch=10",
+    "train.learning_rate=0.001",
+    "model.hidden_units=[64, 32]",
+    "model.bits=16",
+)
+
+
+def test_prepare_aid_sample_reports_30_classes(aid_sample_root, tmp_path, capsys):
+    argv = [
+        "prepare",
+        "--config",
+        str(REPO_ROOT / "aid.yaml"),
+        "--set",
+        f"data.root={aid_sample_root}",
+        "--set",
+        f"output.workdir={tmp_path}",
+    ]
+    assert cli.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "total                180    0   120        0" in table
+    assert table.count("     6    0     4") == 30
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert len(split["class_names"]) == 30
+    train, test = set(split["subsets"]["train"]["paths"]), set(split["subsets"]["test"]["paths"])
+    assert len(train) == 180 and len(test) == 120 and not train & test
+    assert (tmp_path / "config.yaml").is_file()
+    # Re-running re-uses the split; a second workdir with the same seed reproduces it.
+    assert cli.main(argv) == 0
+    assert "re-used" in capsys.readouterr().out
+    other = tmp_path / "again"
+    assert cli.main([*argv[:-1], f"output.workdir={other}"]) == 0
+    assert json.loads((other / "split.json").read_text()) == split
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    code = cli.main(["prepare", "--config", str(REPO_ROOT / "aid.yaml"), "--set", "model.bits=7"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "aid.yaml" in err and "model.bits" in err and "bits=7" in err
+    code = cli.main(
+        [
+            "prepare",
+            "--set",
+            f"data.root={tmp_path / 'nope'}",
+            "--set",
+            f"output.workdir={tmp_path / 'w'}",
+        ]
+    )
+    assert code == 2 and "nope" in capsys.readouterr().err
+    code = cli.main(["prepare", "--set", f"output.workdir={tmp_path / 'w'}"])
+    assert code == 2 and "data.root" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["fly"])
+
+
+def test_features_file_train_and_evaluate(aid_features_path, tmp_path, capsys):
+    """Bring-your-own features: prepare, train and evaluate work unchanged."""
+    config = load_config(
+        REPO_ROOT / "aid.yaml",
+        [
+            "data.root=null",
+            f"data.features={aid_features_path}",
+            "data.split.train=0.5",
+            "data.split.val=0.1",
+            "eval.k=5",
+            f"output.workdir={tmp_path}",
+            *FAST,
+        ],
+    )
+    prepared = workflow.prepare(config)
+    assert prepared.features is not None
+    assert {n: len(prepared.subset_paths(n)) for n in workflow.SUBSETS} == {
+        "train": 150,
+        "val": 30,
+        "test": 120,
+    }
+    result = workflow.train(config, prepared=prepared, verbose=0)
+    assert result.selection == "val_map@5"
+    report = workflow.evaluate(config, prepared=prepared)
+    assert (tmp_path / "eval" / "report.json").is_file()
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert saved["protocol"] == "paper" and saved["bits"] == 16
+    for key in ("map@5", "precision@5", "map@r", "seed_map@5"):
+        assert 0.0 <= saved[key] <= 1.0
+    assert saved["map@5"] == pytest.approx(report["map@5"])
+    codes = np.load(tmp_path / "eval" / "codes.npz")
+    assert codes["query_codes"].shape == (120, 16) and codes["query_codes"].dtype == np.uint8
+    assert set(np.unique(codes["query_codes"])) <= {0, 1}
+    assert np.array_equal(codes["query_codes"], codes["db_codes"])  # paper protocol
+    assert list(codes["query_paths"]) == list(prepared.subset_paths("test"))
+    assert (tmp_path / "eval" / "pr_curve.png").is_file()
+    assert "map@5" in capsys.readouterr().out
+
+
+def test_standard_protocol_uses_train_and_val_as_database(aid_features_path, tmp_path):
+    config = load_config(
+        None,
+        [
+            f"data.features={aid_features_path}",
+            "data.split.train=0.5",
+            "data.split.val=0.1",
+            "eval.protocol=standard",
+            "eval.figures=false",
+            f"output.workdir={tmp_path}",
+            *FAST,
+        ],
+    )
+    workflow.train(config, verbose=0)
+    report = workflow.evaluate(config)
+    assert report["num_queries"] == 120 and report["num_database"] == 180
+    codes = np.load(tmp_path / "eval" / "codes.npz")
+    assert len(codes["db_paths"]) == 180
+    assert not set(codes["db_paths"]) & set(codes["query_paths"])
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One full `run` on a small generated dataset (InceptionV3 at 75 px, random weights)."""
+    workdir = tmp_path_factory.mktemp("demo")
+    make_demo_dataset(workdir / "data", num_classes=4, images_per_class=12, image_size=64)
+    config = workflow.demo_config(
+        workdir, ["train.epochs=2", "train.steps_per_epoch=5", "eval.k=3", "eval.interval=5"]
+    )
+    summary = workflow.run(config, echo=lambda _: None)
+    return config, summary
+
+
+def test_run_writes_every_output(demo_run):
+    config, summary = demo_run
+    workdir = config.workdir
+    for path in (
+        "config.yaml",
+        "split.json",
+        "scan_report.json",
+        "features/features.npy",
+        "model/hash_model.keras",
+        "model/history.csv",
+        "eval/report.json",
+        "eval/codes.npz",
+        "eval/pr_curve.png",
+        "eval/code_embedding.png",
+    ):
+        assert (workdir / path).exists(), path
+    assert list((workdir / "eval").glob("grid_*.png"))
+    assert summary["bits"] == 16 and 0.0 <= summary["map@3"] <= 1.0
+    assert (workdir / "export" / "demo" / "1" / "saved_model.pb").is_file()
+    assert set(summary["steps"].values()) == {"evaluated", "exported"} | {summary["steps"]["train"]}
+
+
+def test_second_run_skips_up_to_date_steps(demo_run):
+    config, _ = demo_run
+    again = workflow.run(config, echo=lambda _: None)
+    assert again["steps"] == {
+        "train": "up to date",
+        "evaluate": "up to date",
+        "export": "up to date",
+    }
+    assert not (config.workdir / "export" / "demo" / "2").exists()
+    # A changed evaluation option re-runs evaluation only.
+    changed = workflow.run(config.replace(["eval.radius=1"]), echo=lambda _: None)
+    assert changed["steps"]["train"] == "up to date"
+    assert changed["steps"]["evaluate"] == "evaluated"
+
+
+def test_query_cli_on_the_export(demo_run, capsys, tmp_path):
+    config, _ = demo_run
+    prepared = workflow.prepare(config, echo=lambda _: None)
+    image = prepared.root / prepared.subset_paths("test")[0]
+    out = tmp_path / "grid.png"
+    code = cli.main(
+        [
+            "query",
+            "--model",
+            str(config.workdir / "export" / "demo"),
+            "--image",
+            str(image),
+            "--top",
+            "4",
+            "--out",
+            str(out),
+            "--image-root",
+            str(prepared.root),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert text.count("\n") >= 5 and str(image) in text
+    assert out.is_file()
+
+
+def test_evaluate_from_saved_model_matches_keras_model(demo_run):
+    config, _ = demo_run
+    from_keras = json.loads((config.workdir / "eval" / "report.json").read_text())
+    from_export = workflow.evaluate(
+        config.replace(["eval.figures=false"]),
+        saved_model=config.workdir / "export" / "demo",
+        echo=lambda _: None,
+    )
+    assert from_export["map@3"] == pytest.approx(from_keras["map@3"], abs=1e-6)
+
+
+def test_end_to_end_mode_tiny(tmp_path):
+    """Images in, backbone trainable (top layers), 75 px: a few steps run and a model is saved."""
+    make_demo_dataset(tmp_path / "data", num_classes=3, images_per_class=8, image_size=48)
+    config = workflow.demo_config(
+        tmp_path,
+        [
+            "train.mode=end_to_end",
+            "train.epochs=1",
+            "train.steps_per_epoch=2",
+            "train.samples_per_class=2",
+            "train.trainable_layers=4",
+            "train.augment=true",
+            "data.split.val=0.0",
+            "data.split.train=0.6",
+            "eval.k=2",
+        ],
+    )
+    result = workflow.train(config, verbose=0)
+    assert result.image_model_path is not None and result.image_model_path.is_file()
+    assert np.isfinite(result.history["loss"]).all()

@@ -168,7 +168,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
             "train.classes_per_batch=10", "train.samples_per_class=3", "model.bits=16",
             "model.hidden_units=[32]", "output.workdir={tmp_path}",
         ])
-        result = train(config, train_inputs=subset_inputs(fs.labels, features=fs.features), verbose=0)
+        inputs = subset_inputs(fs.labels, features=fs.features)
+        result = train(config, train_inputs=inputs, verbose=0)
         print("LOSS", result.history["loss"][0])
         """
     )

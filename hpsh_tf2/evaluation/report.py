@@ -1,0 +1,296 @@
+"""One-pass retrieval report: search, every metric of ``metrics.py``, a printable table.
+
+Protocol: each query is ranked against the database by Hamming distance, ties broken by
+database index (lower first). With ``exclude_self=True`` query ``i`` is database item ``i``
+and is left out of its own ranking and relevance counts (the seed code's "database = test
+set minus the query" protocol).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hpsh_tf2.evaluation import metrics
+from hpsh_tf2.evaluation.search import SearchResult, np_popcount, search
+from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
+
+__all__ = ["FULL_RANKING_LIMIT", "compute_report", "format_report_table"]
+
+FULL_RANKING_LIMIT = 50_000_000
+_BLOCK_ENTRIES = 1 << 22
+_TABLE_RADII = 8
+
+
+def _codes(codes: Any, name: str) -> np.ndarray:
+    """Validates 0/1 codes ``[N, bits]`` and returns them as ``uint8``."""
+    array = np.asarray(codes)
+    if array.ndim != 2 or array.shape[1] == 0 or array.shape[1] % 8:
+        raise ValueError(
+            f"Received: {name} with shape {array.shape}; expected [N, bits] with bits a "
+            "positive multiple of 8"
+        )
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(
+            f"Received: {name} with values in [{array.min()}, {array.max()}]; expected 0/1"
+        )
+    return array.astype(np.uint8)
+
+
+def _labels(labels: Any, name: str, rows: int) -> np.ndarray:
+    """Validates a ``[rows]`` label array."""
+    array = np.asarray(labels)
+    if array.shape != (rows,):
+        raise ValueError(f"Received: {name} with shape {array.shape}; expected ({rows},)")
+    return array
+
+
+def _num_relevant(
+    query_labels: np.ndarray, db_labels: np.ndarray, exclude_self: bool
+) -> np.ndarray:
+    """``R_q``: database items sharing the query's label (minus the query itself)."""
+    classes, counts = np.unique(db_labels, return_counts=True)
+    position = np.minimum(np.searchsorted(classes, query_labels), classes.size - 1)
+    relevant = np.where(classes[position] == query_labels, counts[position], 0)
+    return relevant.astype(np.int64) - int(exclude_self)
+
+
+def _block_distances(query_words: np.ndarray, db_words: np.ndarray) -> np.ndarray:
+    """Hamming distances ``[q, N]`` of a block of query words against all database words."""
+    xored = query_words[:, None, :] ^ db_words[None, :, :]
+    dtype = np.uint8 if db_words.shape[1] * db_words.dtype.itemsize * 8 < 255 else np.uint16
+    return np_popcount(xored).sum(axis=-1, dtype=dtype)
+
+
+def _blocked_pass(
+    query_words: np.ndarray,
+    db_words: np.ndarray,
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    bits: int,
+    exclude_self: bool,
+    columns: int,
+) -> tuple[np.ndarray, np.ndarray, SearchResult | None]:
+    """Distance histograms and, when ``columns > 0``, a stable ranking, by query blocks.
+
+    Each block of queries gets its full distance row block (memory ``O(block * N)``); the
+    ranking is NumPy's stable argsort (a radix sort on these small integer distances).
+    """
+    rows = max(1, _BLOCK_ENTRIES // max(db_words.shape[0], 1))
+    hits, items, indices, distances = [], [], [], []
+    for begin in range(0, query_words.shape[0], rows):
+        end = min(begin + rows, query_words.shape[0])
+        dist = _block_distances(query_words[begin:end], db_words)
+        block_hits, block_items = metrics.distance_histograms(
+            query_labels=query_labels[begin:end],
+            db_labels=db_labels,
+            distances=dist,
+            max_distance=bits,
+            exclude_self=exclude_self,
+            query_offset=begin,
+        )
+        hits.append(block_hits)
+        items.append(block_items)
+        if columns:
+            if exclude_self:
+                dist[np.arange(end - begin), np.arange(begin, end)] = bits + 1
+            order = np.argsort(dist, axis=1, kind="stable")[:, :columns]
+            indices.append(order)
+            distances.append(np.take_along_axis(dist, order, axis=1))
+    empty = np.zeros((0, bits + 1), np.int64)
+    result = None
+    if columns:
+        result = SearchResult(
+            indices=np.concatenate(indices or [np.zeros((0, columns))]).astype(np.int64),
+            distances=np.concatenate(distances or [np.zeros((0, columns))]).astype(np.int32),
+        )
+    return np.concatenate(hits or [empty]), np.concatenate(items or [empty]), result
+
+
+def _check_protocol(
+    query_labels: np.ndarray, db_labels: np.ndarray, k: int, exclude_self: bool
+) -> None:
+    """Checks ``k`` and, with ``exclude_self``, that query ``i`` can be database item ``i``."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"Received: k={k!r}; expected a positive int")
+    available = db_labels.shape[0] - int(exclude_self)
+    if k + 1 > available:
+        raise ValueError(
+            f"Received: k={k} with {available} rankable database items; expected k + 1 <= "
+            f"{available} (the seed metric scores ranks 2..k+1)"
+        )
+    if not exclude_self:
+        return
+    count = query_labels.shape[0]
+    if count > db_labels.shape[0] or not np.array_equal(query_labels, db_labels[:count]):
+        raise ValueError(
+            "Received: exclude_self=True with query_labels that are not db_labels[:Q]; "
+            "expected query i to be database item i"
+        )
+
+
+def compute_report(
+    *,
+    query_codes: Any,
+    query_labels: Any,
+    db_codes: Any,
+    db_labels: Any,
+    k: int,
+    exclude_self: bool,
+    radius: int = 2,
+    backend: str = "tf",
+    empty: str = "zero",
+    full_ranking_limit: int = FULL_RANKING_LIMIT,
+) -> tuple[dict[str, Any], SearchResult]:
+    """Searches once and computes every retrieval metric.
+
+    Keys of the report (values are plain Python numbers/lists, JSON-ready): ``map@{k}``
+    (normalised by relevant retrieved), ``map@{k}_min_k_r``, ``precision@{k}``,
+    ``recall@{k}``, ``map@r``, ``seed_map@{k}`` (the seed's top-1-reference metric over ranks
+    2..k+1; not comparable), ``precision@radius{radius}``, ``recall@radius{radius}``,
+    ``pr_curve`` (``{"radius", "precision", "recall"}`` lists for r = 0..bits, macro-averaged),
+    ``bits``, ``num_queries``, ``num_database``, ``exclude_self``, ``ranking``.
+
+    Ranking: when ``Q * N <= full_ranking_limit`` the whole distance matrix is computed and
+    stably sorted once (NumPy; ``ranking="full"``), which also gives MAP@R. Otherwise the
+    ``backend`` search runs for ``k + 1`` neighbours and a second search for ``max_q R_q``
+    neighbours gives MAP@R (``ranking="search"``); precision/recall by radius then come from
+    distance histograms computed block by block (memory ``O(N)`` per query block). Both routes
+    give identical numbers.
+
+    Args:
+        query_codes: ``[Q, bits]`` 0/1 codes.
+        query_labels: ``[Q]`` labels.
+        db_codes: ``[N, bits]`` 0/1 codes.
+        db_labels: ``[N]`` labels.
+        k: Cut-off rank (20 in the papers); ``k + 1`` neighbours are retrieved.
+        exclude_self: Query ``i`` is database item ``i`` (then ``query_labels == db_labels[:Q]``).
+        radius: Hamming radius of ``precision@radius{radius}``.
+        backend: Search backend for large problems: ``"tf"``, ``"numpy"`` or ``"faiss"``.
+        empty: Radius precision of a query with nothing within r: ``"zero"`` or ``"exclude"``.
+        full_ranking_limit: Largest ``Q * N`` ranked in full.
+
+    Returns:
+        ``(report, result)``; ``result`` holds the ``k + 1`` nearest neighbours per query.
+    """
+    query = _codes(query_codes, "query_codes")
+    database = _codes(db_codes, "db_codes")
+    if query.shape[1] != database.shape[1]:
+        raise ValueError(
+            f"Received: query_codes with shape {query.shape} and db_codes with shape "
+            f"{database.shape}; expected the same number of bits"
+        )
+    query_labels = _labels(query_labels, "query_labels", query.shape[0])
+    db_labels = _labels(db_labels, "db_labels", database.shape[0])
+    _check_protocol(query_labels, db_labels, k, exclude_self)
+    k, bits = int(k), query.shape[1]
+    relevant = _num_relevant(query_labels, db_labels, exclude_self)
+    query_words = np_pack_words(np_pack_codes(query))
+    db_words = np_pack_words(np_pack_codes(database))
+    r_columns = max(int(relevant.max(initial=0)), 1)
+    full = query.shape[0] * database.shape[0] <= full_ranking_limit
+    columns = max(k + 1, r_columns) if full else 0
+    hits, items, ranked = _blocked_pass(
+        query_words, db_words, query_labels, db_labels, bits, exclude_self, columns
+    )
+    if ranked is not None:
+        ranking = "full"
+        result = SearchResult(ranked.indices[:, : k + 1], ranked.distances[:, : k + 1])
+        r_indices = ranked.indices[:, :r_columns]
+    else:
+        ranking = "search"
+        result = search(query, database, k=k + 1, exclude_self=exclude_self, backend=backend)
+        r_indices = result.indices
+        if r_columns > k + 1:
+            r_indices = search(
+                query, database, k=r_columns, exclude_self=exclude_self, backend=backend
+            ).indices
+    report = _metrics(query_labels, db_labels, result, r_indices, relevant, k)
+    report.update(_radius_metrics(hits, items, relevant, radius, empty))
+    report.update(
+        bits=bits,
+        num_queries=int(query.shape[0]),
+        num_database=int(database.shape[0]),
+        exclude_self=bool(exclude_self),
+        ranking=ranking,
+    )
+    return report, result
+
+
+def _metrics(
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    result: SearchResult,
+    r_indices: np.ndarray,
+    relevant: np.ndarray,
+    k: int,
+) -> dict[str, Any]:
+    """The rank-based metrics."""
+    retrieved = db_labels[result.indices]
+    common = {"query_labels": query_labels, "retrieved_labels": retrieved, "k": k}
+    return {
+        f"map@{k}": metrics.map_at_k(**common),
+        f"map@{k}_min_k_r": metrics.map_at_k(**common, normalizer="min_k_r", num_relevant=relevant),
+        f"precision@{k}": metrics.precision_at_k(**common),
+        f"recall@{k}": metrics.recall_at_k(**common, num_relevant=relevant),
+        "map@r": metrics.map_at_r(
+            query_labels=query_labels,
+            retrieved_labels=db_labels[r_indices],
+            num_relevant=relevant,
+        ),
+        f"seed_map@{k}": metrics.seed_map_at_k(retrieved_labels=retrieved, k=k),
+    }
+
+
+def _radius_metrics(
+    hits: np.ndarray, items: np.ndarray, relevant: np.ndarray, radius: int, empty: str
+) -> dict[str, Any]:
+    """Precision/recall within ``radius`` and the full precision-recall curve."""
+    bits = hits.shape[1] - 1
+    if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)):
+        raise ValueError(f"Received: radius={radius!r}; expected an int in [0, {bits}]")
+    if not 0 <= radius <= bits:
+        raise ValueError(f"Received: radius={radius}; expected an int in [0, {bits}]")
+    precision, recall = metrics.precision_recall_from_histograms(
+        hits=hits, items=items, num_relevant=relevant, empty=empty
+    )
+    return {
+        f"precision@radius{radius}": float(precision[radius]),
+        f"recall@radius{radius}": float(recall[radius]),
+        "pr_curve": {
+            "radius": list(range(bits + 1)),
+            "precision": [float(v) for v in precision],
+            "recall": [float(v) for v in recall],
+        },
+    }
+
+
+def format_report_table(report: dict[str, Any]) -> str:
+    """Renders a report from :func:`compute_report` as a plain-text table.
+
+    Scalars first (in the report's order), then precision/recall for radius 0..8 (the full
+    curve is in ``report["pr_curve"]``).
+
+    Args:
+        report: The dict returned by :func:`compute_report`.
+
+    Returns:
+        A multi-line string.
+    """
+    if not isinstance(report, dict):
+        raise TypeError(f"Received: report of type {type(report).__name__}; expected a dict")
+    scalars = [(key, value) for key, value in report.items() if not isinstance(value, dict)]
+    width = max([len(key) for key, _ in scalars] + [6])
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  {'-' * 8}"]
+    for key, value in scalars:
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"{key.ljust(width)}  {text}")
+    curve = report.get("pr_curve")
+    if curve:
+        lines += ["", "radius  precision  recall"]
+        for radius, prec, rec in list(zip(curve["radius"], curve["precision"], curve["recall"]))[
+            : _TABLE_RADII + 1
+        ]:
+            lines.append(f"{radius:>6}  {prec:>9.4f}  {rec:>6.4f}")
+    return "\n".join(lines)

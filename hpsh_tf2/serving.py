@@ -1,0 +1,444 @@
+"""Using an export: load it, query it, and talk to TF Serving (REST and gRPC requests).
+
+* :func:`load_exported` / :func:`query_images`: in-process retrieval with the ``retrieve``
+  signature of an export (what ``python cli.py query`` runs).
+* :func:`make_predict_request`, :func:`parse_predict_response`, :func:`predict_rest`: TF Serving's
+  REST predict API (``POST /v1/models/<name>[/versions/<v>]:predict``), images sent as
+  ``{"b64": ...}``.
+* :func:`make_grpc_request`: a ``PredictRequest`` proto for TF Serving's gRPC
+  ``PredictionService`` (needs the optional ``tensorflow-serving-api`` package).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from hpsh_tf2.data.images import load_image_rgb
+from hpsh_tf2.export import MANIFEST_NAME, read_manifest
+
+__all__ = [
+    "OUTPUT_DTYPES",
+    "Neighbour",
+    "encode_for_serving",
+    "format_neighbours",
+    "load_exported",
+    "make_grpc_request",
+    "make_predict_request",
+    "parse_predict_response",
+    "predict_rest",
+    "query_images",
+    "resolve_version_dir",
+    "rest_predict_url",
+    "save_query_grid",
+]
+
+OUTPUT_DTYPES: dict[str, np.dtype] = {
+    "codes": np.dtype(np.uint8),
+    "packed_codes": np.dtype(np.uint8),
+    "scores": np.dtype(np.float32),
+    "indices": np.dtype(np.int32),
+    "labels": np.dtype(np.int32),
+    "distances": np.dtype(np.int32),
+}
+"""dtypes of the export's numeric outputs, restored by :func:`parse_predict_response`."""
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
+    """A SavedModel folder: ``path`` itself, or its highest integer-named version.
+
+    Raises:
+        FileNotFoundError: No SavedModel at ``path`` nor in a version sub-folder.
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = (
+        [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()] if path.is_dir() else []
+    )
+    versions = [p for p in versions if (p / "saved_model.pb").is_file()]
+    if not versions:
+        raise FileNotFoundError(
+            f"Received: model={str(path)!r}; expected a SavedModel folder or a model folder "
+            "with integer version sub-folders (<export_dir>/<model_name>)"
+        )
+    return max(versions, key=lambda p: int(p.name))
+
+
+def load_exported(path: str | os.PathLike[str]) -> Any:
+    """Loads an export (a model folder -> its highest version) with ``tf.saved_model.load``."""
+    return tf.saved_model.load(str(resolve_version_dir(path)))
+
+
+# --------------------------------------------------------------------------- query
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One retrieved database item.
+
+    Attributes:
+        rank: 1-based position in the ranking.
+        distance: Hamming distance to the query code.
+        label: Class index of the item.
+        class_name: Class name of the item.
+        path: Image path as stored in the export (relative to the dataset root).
+        index: Position of the item in the export's database.
+    """
+
+    rank: int
+    distance: int
+    label: int
+    class_name: str
+    path: str
+    index: int = -1
+
+
+def encode_for_serving(path: str | os.PathLike[str]) -> bytes:
+    """Bytes of an image file as the export accepts them.
+
+    JPEG, PNG, GIF and BMP files are sent as they are (the SavedModel decodes them exactly like
+    the training pipeline). TIFF, which the SavedModel cannot decode, is decoded here with the
+    pipeline's Pillow path and re-encoded as lossless PNG, so it gets the same pixels.
+    """
+    data = Path(path).read_bytes()
+    if not data.startswith(_TIFF_MAGICS):
+        return data
+    buffer = io.BytesIO()
+    Image.fromarray(load_image_rgb(path)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _loaded_and_max_k(model: Any) -> tuple[Any, int | None]:
+    """The loaded export and the largest k its retrieve accepts (None when unknown)."""
+    if isinstance(model, (str, os.PathLike)):
+        version_dir = resolve_version_dir(model)
+        max_k = None
+        if (version_dir / MANIFEST_NAME).is_file():
+            max_k = int(read_manifest(version_dir).get("max_k", 0)) or None
+        return tf.saved_model.load(str(version_dir)), max_k
+    return model, None
+
+
+def _to_neighbours(outputs: Mapping[str, np.ndarray], row: int) -> list[Neighbour]:
+    return [
+        Neighbour(
+            rank=rank + 1,
+            distance=int(outputs["distances"][row, rank]),
+            label=int(outputs["labels"][row, rank]),
+            class_name=_text(outputs["class_names"][row, rank]),
+            path=_text(outputs["paths"][row, rank]),
+            index=int(outputs["indices"][row, rank]),
+        )
+        for rank in range(outputs["indices"].shape[1])
+    ]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def query_images(
+    model_dir: str | os.PathLike[str] | Any,
+    image_paths: Sequence[str | os.PathLike[str]],
+    *,
+    top: int = 10,
+    batch_size: int = 32,
+) -> list[list[Neighbour]]:
+    """Retrieves the ``top`` nearest database items of each image with an export's ``retrieve``.
+
+    Args:
+        model_dir: Model folder (highest version used), version folder, or an already loaded
+            export.
+        image_paths: Query image files (JPEG, PNG, GIF, BMP; TIFF is converted, see
+            :func:`encode_for_serving`).
+        top: Neighbours per query; capped at the export's ``max_k`` (at most the database
+            size) when ``model_dir`` is a folder with a manifest.
+        batch_size: Images per ``retrieve`` call.
+
+    Returns:
+        One list of :class:`Neighbour` per query, nearest first (ties by database index).
+
+    Raises:
+        ValueError: ``top`` or ``batch_size`` not positive, or an export without ``retrieve``.
+    """
+    for name, value in (("top", top), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Received: {name}={value!r}; expected a positive integer")
+    loaded, max_k = _loaded_and_max_k(model_dir)
+    if "retrieve" not in loaded.signatures:
+        raise ValueError(
+            "Received: an export without a 'retrieve' signature; expected one exported with a "
+            "database (export_saved_model(database=...))"
+        )
+    k = tf.constant(min(top, max_k) if max_k else top, tf.int32)
+    results: list[list[Neighbour]] = []
+    for start in range(0, len(image_paths), batch_size):
+        chunk = [encode_for_serving(p) for p in image_paths[start : start + batch_size]]
+        raw = loaded.signatures["retrieve"](image_bytes=tf.constant(chunk, tf.string), k=k)
+        outputs = {key: value.numpy() for key, value in raw.items()}
+        results.extend(_to_neighbours(outputs, row) for row in range(len(chunk)))
+    return results
+
+
+def format_neighbours(neighbours: Sequence[Neighbour], *, title: str | None = None) -> str:
+    """A plain-text table of one query's neighbours (rank, distance, label, class, path)."""
+    header = ("rank", "distance", "label", "class", "path")
+    rows = [(str(n.rank), str(n.distance), str(n.label), n.class_name, n.path) for n in neighbours]
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = [title] if title else []
+    for row in (header, *rows):
+        cells = [
+            cell.rjust(w) if i < 3 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- grid
+
+
+_PLACEHOLDER = np.full((64, 64, 3), 200, np.uint8)
+
+
+def _load_for_grid(path: Path) -> np.ndarray:
+    """The image's RGB pixels, or a light grey tile when it is missing or unreadable."""
+    if not path.is_file():
+        return _PLACEHOLDER
+    try:
+        return load_image_rgb(path)
+    except ValueError:
+        return _PLACEHOLDER
+
+
+def save_query_grid(
+    path: str | os.PathLike[str],
+    query_image: str | os.PathLike[str] | np.ndarray,
+    neighbours: Sequence[Neighbour],
+    image_root: str | os.PathLike[str] | None = None,
+    *,
+    query_class: str | None = None,
+    columns: int = 5,
+) -> Path:
+    """Saves a PNG grid: the query, then its neighbours titled with rank, class and distance.
+
+    Drawn by :func:`hpsh_tf2.evaluation.plots.save_retrieval_grid`: the query is framed blue,
+    a neighbour green when its class is ``query_class`` and red otherwise (all red when the
+    query's class is unknown).
+
+    Args:
+        path: Output PNG file (parent folders are created).
+        query_image: Query image file or ``uint8`` RGB array ``[H, W, 3]``.
+        neighbours: One query's neighbours (from :func:`query_images`).
+        image_root: Folder that the neighbours' relative paths are resolved against (paths are
+            used as stored when None). Missing images are drawn as grey tiles.
+        query_class: The query's class name, if known.
+        columns: Tiles per row.
+
+    Returns:
+        The written file.
+    """
+    from hpsh_tf2.evaluation.plots import save_retrieval_grid
+
+    if isinstance(query_image, np.ndarray):
+        query = query_image
+    else:
+        query = load_image_rgb(query_image)
+    root = Path(image_root) if image_root is not None else Path()
+    return save_retrieval_grid(
+        path,
+        query_image=query,
+        retrieved_images=[_load_for_grid(root / n.path) for n in neighbours],
+        query_label=query_class if query_class is not None else "?",
+        retrieved_labels=[n.class_name for n in neighbours],
+        distances=[n.distance for n in neighbours],
+        columns=columns,
+    )
+
+
+# --------------------------------------------------------------------------- REST
+
+
+def _b64_instances(image_bytes_list: Sequence[bytes]) -> list[dict[str, str]]:
+    if isinstance(image_bytes_list, (bytes, str)):
+        raise TypeError(
+            "Received: image_bytes_list of type "
+            f"{type(image_bytes_list).__name__}; expected a sequence of bytes objects"
+        )
+    encoded = []
+    for position, item in enumerate(image_bytes_list):
+        if not isinstance(item, (bytes, bytearray)):
+            raise TypeError(
+                f"Received: image_bytes_list[{position}] of type {type(item).__name__}; "
+                "expected bytes (an encoded image)"
+            )
+        encoded.append({"b64": base64.b64encode(bytes(item)).decode("ascii")})
+    return encoded
+
+
+def make_predict_request(
+    image_bytes_list: Sequence[bytes],
+    signature_name: str = "serving_default",
+    *,
+    extra_inputs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A TF Serving REST predict body with the images base64-encoded.
+
+    Without ``extra_inputs`` this is the row format
+    ``{"signature_name": ..., "instances": [{"image_bytes": {"b64": ...}}, ...]}``. With them
+    (e.g. ``{"k": 10}`` for ``retrieve``, whose ``k`` has no batch dimension) it is the columnar
+    format ``{"signature_name": ..., "inputs": {"image_bytes": [{"b64": ...}], "k": 10}}``.
+    """
+    encoded = _b64_instances(image_bytes_list)
+    if not extra_inputs:
+        return {
+            "signature_name": signature_name,
+            "instances": [{"image_bytes": item} for item in encoded],
+        }
+    inputs = {"image_bytes": encoded, **{str(k): v for k, v in extra_inputs.items()}}
+    return {"signature_name": signature_name, "inputs": inputs}
+
+
+def _decode_json_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode_json_value(v) for v in value]
+    return value
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    array = np.asarray(_decode_json_value(value))
+    if name in OUTPUT_DTYPES and array.dtype.kind in "iufb":
+        return array.astype(OUTPUT_DTYPES[name])
+    if name in OUTPUT_DTYPES and array.size == 0:
+        return array.astype(OUTPUT_DTYPES[name])
+    return array
+
+
+def parse_predict_response(body: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """TF Serving's REST response (row ``predictions`` or columnar ``outputs``) as arrays.
+
+    Numeric outputs of an hpsh export get their dtype back (:data:`OUTPUT_DTYPES`); strings
+    stay ``str``, ``{"b64": ...}`` values become ``bytes``. A single unnamed output is returned
+    under the key ``"output"``.
+
+    Raises:
+        RuntimeError: The body holds TF Serving's ``{"error": ...}``.
+        ValueError: The body has neither ``predictions`` nor ``outputs``.
+    """
+    if "error" in body:
+        raise RuntimeError(f"TF Serving error: {body['error']}")
+    if "outputs" in body:
+        outputs = body["outputs"]
+        if not isinstance(outputs, Mapping):
+            return {"output": _as_array("output", outputs)}
+        return {name: _as_array(name, value) for name, value in outputs.items()}
+    if "predictions" not in body:
+        raise ValueError(
+            f"Received: a response with keys {sorted(body)}; expected 'predictions' or 'outputs'"
+        )
+    rows = body["predictions"]
+    if rows and all(isinstance(row, Mapping) for row in rows):
+        return {name: _as_array(name, [row[name] for row in rows]) for name in rows[0]}
+    return {"output": _as_array("output", rows)}
+
+
+def rest_predict_url(
+    model_name: str, *, host: str = "localhost", port: int = 8501, version: int | None = None
+) -> str:
+    """``http://<host>:<port>/v1/models/<model_name>[/versions/<version>]:predict``."""
+    suffix = "" if version is None else f"/versions/{int(version)}"
+    return f"http://{host}:{int(port)}/v1/models/{model_name}{suffix}:predict"
+
+
+def predict_rest(
+    url: str,
+    image_bytes_list: Sequence[bytes],
+    *,
+    signature_name: str = "serving_default",
+    extra_inputs: Mapping[str, Any] | None = None,
+    timeout: float = 30.0,
+) -> dict[str, np.ndarray]:
+    """POSTs images to a TF Serving REST predict URL and returns the parsed outputs.
+
+    Args:
+        url: Predict URL (see :func:`rest_predict_url`).
+        image_bytes_list: Encoded images.
+        signature_name: Signature to run.
+        extra_inputs: Non-batched inputs, e.g. ``{"k": 10}`` for ``retrieve``.
+        timeout: Seconds to wait for the server.
+
+    Raises:
+        RuntimeError: The server answered with an HTTP error (its message included).
+    """
+    body = make_predict_request(image_bytes_list, signature_name, extra_inputs=extra_inputs)
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.loads(response.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode("utf-8", errors="replace")
+        raise RuntimeError(f"TF Serving at {url} answered HTTP {err.code}: {detail}") from err
+    return parse_predict_response(payload)
+
+
+# --------------------------------------------------------------------------- gRPC
+
+
+def make_grpc_request(
+    image_bytes_list: Sequence[bytes],
+    *,
+    model_name: str,
+    signature_name: str = "serving_default",
+    k: int | None = None,
+    version: int | None = None,
+) -> Any:
+    """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for the gRPC API.
+
+    Send it with ``prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict``.
+
+    Raises:
+        ImportError: ``tensorflow-serving-api`` is not installed.
+    """
+    try:
+        from tensorflow_serving.apis import predict_pb2
+    except ImportError as err:
+        raise ImportError(
+            "make_grpc_request needs tensorflow-serving-api: pip install hpsh-tf2[serving]"
+        ) from err
+    _b64_instances(image_bytes_list)  # type checks with clear messages
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    request.inputs["image_bytes"].CopyFrom(
+        tf.make_tensor_proto([bytes(b) for b in image_bytes_list], dtype=tf.string)
+    )
+    if k is not None:
+        request.inputs["k"].CopyFrom(tf.make_tensor_proto(int(k), dtype=tf.int32))
+    return request

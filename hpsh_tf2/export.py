@@ -228,8 +228,7 @@ class _HashingModule(tf.Module):
     def _decode_one(self, contents: tf.Tensor) -> tf.Tensor:
         # The training pipeline's decoder minus its Pillow (tf.py_function) TIFF branch, which a
         # SavedModel cannot hold; TIFF is rejected earlier by _check_image_bytes.
-        image = image_lib._decode_non_tiff(contents)
-        image.set_shape([None, None, 3])
+        image = image_lib.decode_image(contents, allow_tiff=False)
         return image_lib.resize_image(image, self._image_size)
 
     def _decode_batch(self, image_bytes: tf.Tensor) -> tf.Tensor:
@@ -473,7 +472,10 @@ def _build_version(module: _HashingModule, plan: _ExportPlan, target: Path) -> d
         with_retrieve="retrieve" in signatures,
         k=min(_DEFAULT_WARMUP_K, plan.max_k),
     )
-    if records is None:
+    if not plan.warmup:
+        records = None
+        warmup_note = "disabled (no warmup images requested)"
+    elif records is None:
         warmup_note = (
             "skipped: tensorflow-serving-api is not installed (pip install hpsh-tf2[serving])"
         )
@@ -521,7 +523,7 @@ def export_saved_model(
     export_dir: str | os.PathLike[str],
     model_name: str,
     database: RetrievalDatabase | None = None,
-    warmup_images: Sequence[bytes | str | os.PathLike[str]] = (),
+    warmup_images: Sequence[bytes | str | os.PathLike[str]] | None = None,
     class_names: Sequence[str] = (),
     config: Mapping[str, Any] | Any | None = None,
     max_k: int = 100,
@@ -538,7 +540,8 @@ def export_saved_model(
         model_name: Model name for TF Serving (a plain folder name).
         database: Items to search; adds the ``retrieve`` signature.
         warmup_images: Encoded images (bytes or file paths; JPEG/PNG/GIF/BMP) written as TF
-            Serving warmup requests. Without any, one synthetic grey JPEG is used.
+            Serving warmup requests. ``None``: one synthetic grey JPEG; an empty sequence:
+            no warmup file.
         class_names: Class names for the manifest (taken from ``database`` when given).
         config: The run configuration (mapping or dataclass); its SHA-256 goes to the manifest.
         max_k: Largest ``k`` the ``retrieve`` signature accepts (capped at the database size);
@@ -557,9 +560,10 @@ def export_saved_model(
         raise ValueError(f"Received: max_k={max_k!r}; expected a positive integer")
     max_k = min(max_k, database.size) if database is not None else 0
     names = _resolve_class_names(class_names, database, bits)
-    warmup = tuple(_read_warmup_image(item) for item in warmup_images) or (
-        _synthetic_jpeg(image_size),
-    )
+    if warmup_images is None:
+        warmup = (_synthetic_jpeg(image_size),)
+    else:
+        warmup = tuple(_read_warmup_image(item) for item in warmup_images)
     base = Path(export_dir) / model_name
     plan = _ExportPlan(
         model_name=model_name,
@@ -581,7 +585,8 @@ def export_saved_model(
         database=database,
         max_k=max_k,
     )
-    module.serve(tf.constant(list(warmup)))  # fails early on undecodable warmup images
+    if warmup:
+        module.serve(tf.constant(list(warmup)))  # fails early on undecodable warmup images
     base.mkdir(parents=True, exist_ok=True)
     tmp_dir = base / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
     try:

@@ -244,7 +244,12 @@ def export(config: Config, *, prepared: Prepared | None = None, echo=print) -> P
     import keras
 
     from hpsh_tf2.evaluation.evaluate import score_subsets
-    from hpsh_tf2.export import RetrievalDatabase, export_saved_model
+    from hpsh_tf2.export import (
+        RetrievalDatabase,
+        export_saved_model,
+        read_manifest,
+        summarize_export,
+    )
     from hpsh_tf2.models.backbone import build_backbone
     from hpsh_tf2.models.head import build_image_hash_model
     from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
@@ -290,8 +295,9 @@ def export(config: Config, *, prepared: Prepared | None = None, echo=print) -> P
         database=database,
         warmup_images=warmup,
         class_names=tuple(prepared.split.class_names),
+        config=config_to_dict(config),
     )
-    echo(f"exported SavedModel: {version_dir}")
+    echo(summarize_export(read_manifest(version_dir), version_dir))
     return version_dir
 
 

@@ -408,6 +408,14 @@ def test_missing_serving_api_skips_warmup(tmp_path, monkeypatch, caplog):
     assert "tensorflow-serving-api" in caplog.text
 
 
+def test_empty_warmup_list_disables_the_warmup_file(tmp_path):
+    version_dir = _tiny_export(tmp_path, warmup_images=[])
+    assert not (version_dir / "assets.extra").exists()
+    manifest = read_manifest(version_dir)
+    assert manifest["warmup_requests"] == 0
+    assert manifest["warmup"].startswith("disabled")
+
+
 def test_default_warmup_is_a_decodable_jpeg(tmp_path):
     from tensorflow_serving.apis import prediction_log_pb2
 

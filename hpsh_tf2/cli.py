@@ -138,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # TF's SavedModel writer logs every renamed capture at INFO level through absl.
+        for name in ("absl", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return _run_verb(args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -595,7 +595,7 @@ def export_saved_model(
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     _write_text_atomic(base / MODELS_CONFIG_NAME, _models_config_text(model_name))
-    logger.info("%s", summarize_export(manifest, base / str(plan.version)))
+    logger.debug("%s", summarize_export(manifest, base / str(plan.version)))
     return base / str(plan.version)
 
 

@@ -39,6 +39,7 @@ from hpsh_tf2.models.head import build_hash_model, build_image_hash_model
 __all__ = [
     "HashTrainer",
     "RetrievalValidation",
+    "ScoreEncoder",
     "TrainInputs",
     "TrainResult",
     "dtype_policy_scope",
@@ -171,21 +172,50 @@ class HashTrainer(keras.Model):
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
 
+class ScoreEncoder:
+    """Runs a model over a subset (feature rows or image files) and returns its scores.
+
+    The forward pass is a ``tf.function`` with an unknown batch dimension, traced once, so
+    encoding subsets of different sizes (every epoch) does not retrace.
+
+    Args:
+        model: Inputs -> scores model (hash head or image model).
+        batch_size: Rows per forward pass.
+        image_size: Input side, for image subsets.
+        backbone: Backbone name, for the image preprocessing.
+    """
+
+    def __init__(self, model: keras.Model, *, batch_size: int, image_size: int, backbone: str):
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.image_size = int(image_size)
+        self.backbone = backbone
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        self._forward = tf.function(
+            lambda x: model(x, training=False), input_signature=[spec], autograph=False
+        )
+
+    def __call__(self, inputs: TrainInputs) -> np.ndarray:
+        if len(inputs) == 0:
+            return np.zeros((0, self.model.output_shape[-1]), np.float32)
+        if inputs.features is not None:
+            batches = tf.data.Dataset.from_tensor_slices(inputs.features).batch(self.batch_size)
+        else:
+            batches = image_dataset(
+                inputs.paths,
+                image_size=self.image_size,
+                batch_size=self.batch_size,
+                preprocess=preprocessor(self.backbone),
+            )
+        return np.concatenate([self._forward(batch).numpy() for batch in batches])
+
+
 def encode_scores(
     model: keras.Model, inputs: TrainInputs, *, batch_size: int, image_size: int, backbone: str
 ) -> np.ndarray:
-    """Runs ``model`` over a subset (feature rows or image files) and returns its scores."""
-    if len(inputs) == 0:
-        return np.zeros((0, model.output_shape[-1]), np.float32)
-    if inputs.features is not None:
-        return np.asarray(model.predict(inputs.features, batch_size=batch_size, verbose=0))
-    ds = image_dataset(
-        inputs.paths,
-        image_size=image_size,
-        batch_size=batch_size,
-        preprocess=preprocessor(backbone),
-    )
-    return np.asarray(model.predict(ds, verbose=0))
+    """One-off :class:`ScoreEncoder` call: the scores of a subset."""
+    encoder = ScoreEncoder(model, batch_size=batch_size, image_size=image_size, backbone=backbone)
+    return encoder(inputs)
 
 
 class RetrievalValidation(keras.callbacks.Callback):
@@ -489,14 +519,12 @@ def _callbacks(
     if val_inputs is not None and len(val_inputs):
         selected = image_model if image_model is not None else hash_model
 
-        def encode(inputs: TrainInputs) -> np.ndarray:
-            return encode_scores(
-                selected,
-                inputs,
-                batch_size=config.train.eval_batch_size,
-                image_size=config.model.image_size,
-                backbone=config.model.backbone,
-            )
+        encode = ScoreEncoder(
+            selected,
+            batch_size=config.train.eval_batch_size,
+            image_size=config.model.image_size,
+            backbone=config.model.backbone,
+        )
 
         validation = RetrievalValidation(
             train_inputs=train_inputs,

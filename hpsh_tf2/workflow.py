@@ -415,7 +415,7 @@ def demo(workdir: str | os.PathLike = "runs/demo", overrides=(), *, echo=print) 
     root = make_demo_dataset(config.data.root)
     echo(f"demo dataset: {root}")
     summary = run(config, echo=echo)
-    prepared = prepare(config, echo=logger.info)
+    prepared = prepare(config, echo=lambda _: None)
     query = prepared.root / prepared.subset_paths("test")[0]
     neighbours = query_images(Path(summary["export"]).parent, [str(query)], top=5)[0]
     echo(f"\nquery {query} -> top 5 via the SavedModel's retrieve signature:")

@@ -47,7 +47,7 @@ def _model_scorer(config: Config, prepared: Prepared) -> Callable[[str], np.ndar
     """Scores of one subset from the trained Keras model in ``<workdir>/model``."""
     import keras
 
-    from hpsh_tf2.train import encode_scores
+    from hpsh_tf2.train import ScoreEncoder
     from hpsh_tf2.workflow import _inputs, extract
 
     model_dir = config.workdir / "model"
@@ -59,18 +59,13 @@ def _model_scorer(config: Config, prepared: Prepared) -> Callable[[str], np.ndar
         features = None
     if not path.is_file():
         raise FileNotFoundError(f"no trained model at {path}; run train first")
-    model = keras.saving.load_model(path)
-
-    def score(name: str) -> np.ndarray:
-        return encode_scores(
-            model,
-            _inputs(prepared, name, features),
-            batch_size=config.train.eval_batch_size,
-            image_size=config.model.image_size,
-            backbone=config.model.backbone,
-        )
-
-    return score
+    encode = ScoreEncoder(
+        keras.saving.load_model(path),
+        batch_size=config.train.eval_batch_size,
+        image_size=config.model.image_size,
+        backbone=config.model.backbone,
+    )
+    return lambda name: encode(_inputs(prepared, name, features))
 
 
 def _saved_model_scorer(

@@ -349,7 +349,10 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
         _write_json(steps_path, steps)
 
     export_key = _fingerprint(config, ("export",), train_key + _file_stamp(model_path))
-    if steps.get("export") == export_key and Path(steps.get("export_path", "")).is_dir():
+    export_path: Path | None = None
+    if prepared.features is not None:
+        ran["export"] = "skipped: a data.features run has no image model to export"
+    elif steps.get("export") == export_key and Path(steps.get("export_path", "")).is_dir():
         export_path = Path(steps["export_path"])
         ran["export"] = "up to date"
     else:
@@ -364,7 +367,7 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
         f"map@{k}": report.get(f"map@{k}"),
         "bits": config.model.bits,
         "protocol": config.eval.protocol,
-        "export": str(export_path),
+        "export": None if export_path is None else str(export_path),
         "steps": ran,
     }
     echo("")
@@ -373,7 +376,7 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
         echo(f"  {step:<9} {status}")
     echo(f"  mAP@{k} ({config.eval.protocol} protocol): {summary[f'map@{k}']:.4f}")
     echo(f"  bits: {config.model.bits}")
-    echo(f"  SavedModel: {export_path}")
+    echo(f"  SavedModel: {export_path or '-'}")
     return summary
 
 

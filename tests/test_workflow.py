@@ -236,3 +236,40 @@ def test_end_to_end_mode_tiny(tmp_path):
     result = workflow.train(config, verbose=0)
     assert result.image_model_path is not None and result.image_model_path.is_file()
     assert np.isfinite(result.history["loss"]).all()
+
+
+def test_run_on_features_file_skips_export(aid_features_path, tmp_path):
+    config = load_config(
+        None,
+        [
+            f"data.features={aid_features_path}",
+            "eval.k=5",
+            "eval.figures=false",
+            f"output.workdir={tmp_path}",
+            *FAST,
+        ],
+    )
+    lines = []
+    summary = workflow.run(config, echo=lines.append)
+    assert summary["export"] is None
+    assert summary["steps"]["export"].startswith("skipped")
+    assert summary["steps"]["evaluate"] == "evaluated"
+    assert any("SavedModel: -" in line for line in lines)
+    assert not (tmp_path / "export").exists()
+
+
+def test_console_script_is_the_same_cli(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("hpsh")
+    assert script.is_file(), "the hpsh console script is installed with the package"
+    done = subprocess.run(
+        [str(script), "prepare", "--set", "model.bits=12"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "Received: bits=12" in done.stderr
+    help_text = subprocess.run([str(script), "--help"], capture_output=True, text=True).stdout
+    for verb in ("download", "prepare", "extract", "train", "evaluate", "export", "query", "run"):
+        assert verb in help_text

@@ -323,3 +323,25 @@ def test_file_checksum(tmp_path: Path) -> None:
     path.write_bytes(b"hello world")
     assert file_checksum(path, "md5") == "5eb63bbbe01eeed093cb22bb8f5acdc3"
     assert file_checksum(path, "sha256") == hashlib.sha256(b"hello world").hexdigest()
+
+
+def test_cli_download_verb_with_url_and_checksum(
+    server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpsh_tf2 import cli
+
+    server.files["/mirror.zip"] = UCMD_LIKE
+    url = server.url("/mirror.zip")
+    argv = ["download", "ucmd", "--dest", str(tmp_path), "--url", url]
+    assert cli.main([*argv, "--checksum", f"md5:{_md5(UCMD_LIKE)}"]) == 0
+    out = capsys.readouterr().out
+    assert f"data.root={tmp_path / ROOT}" in out
+    assert (tmp_path / ROOT / "airplane" / "airplane01.tif").is_file()
+    # A wrong checksum is a clean error (exit 2) that leaves nothing in a fresh folder.
+    bad = tmp_path / "bad"
+    code = cli.main(
+        ["download", "ucmd", "--dest", str(bad), "--url", url, "--checksum", "md5:" + "0" * 32]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"expected {'0' * 32}, got {_md5(UCMD_LIKE)}" in err
+    assert _visible_and_hidden(bad) == []

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2 import __version__
+from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.data import images as image_lib
 from hpsh_tf2.models.backbone import get_backbone_spec, preprocess_images
 from hpsh_tf2.ops.codes import binarize, np_pack_codes, pack_codes
@@ -343,12 +344,6 @@ def _models_config_text(model_name: str) -> str:
     )
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _read_warmup_image(item: bytes | str | os.PathLike[str]) -> bytes:
     if isinstance(item, (bytes, bytearray)):
         return bytes(item)
@@ -594,7 +589,7 @@ def export_saved_model(
         _publish(tmp_dir, base / str(plan.version))
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    _write_text_atomic(base / MODELS_CONFIG_NAME, _models_config_text(model_name))
+    write_text_atomic(base / MODELS_CONFIG_NAME, _models_config_text(model_name))
     logger.debug("%s", summarize_export(manifest, base / str(plan.version)))
     return base / str(plan.version)
 

@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
 
 __all__ = [
     "FeatureSet",
@@ -48,28 +49,6 @@ class FeatureSet:
     labels: np.ndarray
     paths: tuple[str, ...]
     class_names: tuple[str, ...]
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _weights_fingerprint(weights: str) -> str:
@@ -171,7 +150,7 @@ def extract_features(
         for step, images in enumerate(ds, start=1):
             pending.append(np.asarray(model.predict_on_batch(images), np.float32))
             if len(pending) == chunk_batches or step == total_batches:
-                _atomic_save_npy(out_dir / f"part-{len(parts):05d}.npy", np.concatenate(pending))
+                save_npy_atomic(out_dir / f"part-{len(parts):05d}.npy", np.concatenate(pending))
                 parts.append(out_dir / f"part-{len(parts):05d}.npy")
                 pending = []
             bar.update(step)
@@ -181,10 +160,10 @@ def extract_features(
             f"feature cache {out_dir} holds {len(features)} rows for {len(paths)} images; "
             "delete the folder and run extract again"
         )
-    _atomic_save_npy(final, features)
+    save_npy_atomic(final, features)
     # Mark the cache complete before removing the parts: an interruption in between must not
     # leave an incomplete cache whose remaining parts no longer start at row 0.
-    _atomic_write_json(out_dir / "cache.json", {"key": key, "rows": len(paths), "complete": True})
+    write_json_atomic(out_dir / "cache.json", {"key": key, "rows": len(paths), "complete": True})
     for part in out_dir.glob("part-*.npy"):
         part.unlink()
     return features
@@ -205,7 +184,7 @@ def _prepare_cache(out_dir: Path, key: str, rows: int) -> int | None:
     for pattern in _CACHE_FILE_PATTERNS:
         for stale in out_dir.glob(pattern):
             stale.unlink()
-    _atomic_write_json(meta_path, {"key": key, "rows": rows, "complete": False})
+    write_json_atomic(meta_path, {"key": key, "rows": rows, "complete": False})
     return 0
 
 

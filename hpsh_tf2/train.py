@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.config import Config
 from hpsh_tf2.data.pipeline import (
     ClassBalancedSampler,
@@ -280,18 +280,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.validation is not None:
             state["best"] = self.validation.best
             state["best_epoch"] = self.validation.best_epoch
-        _atomic_write_text(self.state_path, json.dumps(state))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_text_atomic(self.state_path, json.dumps(state))
 
 
 def _atomic_keras_save(model: keras.Model, path: Path) -> None:
@@ -571,7 +560,7 @@ def _finish(config, model_dir: Path, hash_model, image_model, validation, histor
         "steps_per_epoch": config.train.steps_per_epoch,
         "final_loss": history.get("loss", [math.nan])[-1] if history else None,
     }
-    _atomic_write_text(model_dir / "train_summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(model_dir / "train_summary.json", json.dumps(summary, indent=1))
     return TrainResult(
         model_dir=model_dir,
         hash_model_path=model_dir / "hash_model.keras",

@@ -11,13 +11,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.config import Config, config_to_dict, load_config, save_config
 from hpsh_tf2.data.scan import ScanResult, scan_dataset
 from hpsh_tf2.data.split import Split, prepare_split, split_table
@@ -75,18 +75,6 @@ class Prepared:
         return tuple(p for name in SUBSETS for p in self.subset_paths(name))
 
 
-def _write_json(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _start(config: Config) -> Path:
     workdir = config.workdir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +120,7 @@ def prepare(config: Config, *, echo: Callable[[str], None] = print) -> Prepared:
         test=data.split.test,
         seed=data.seed,
     )
-    _write_json(
+    write_json_atomic(
         workdir / "scan_report.json",
         {
             "root": scan.root,
@@ -335,7 +323,7 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
         result = train(config, prepared=prepared)
         steps["train"] = train_key
         ran["train"] = f"trained; kept epoch {result.selected_epoch} ({result.selection})"
-        _write_json(steps_path, steps)
+        write_json_atomic(steps_path, steps)
 
     eval_key = _fingerprint(config, ("eval",), train_key + _file_stamp(model_path))
     report_path = workdir / "eval" / "report.json"
@@ -346,7 +334,7 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
         report = evaluate(config, prepared=prepared, echo=echo)
         steps["evaluate"] = eval_key
         ran["evaluate"] = "evaluated"
-        _write_json(steps_path, steps)
+        write_json_atomic(steps_path, steps)
 
     export_key = _fingerprint(config, ("export",), train_key + _file_stamp(model_path))
     export_path: Path | None = None
@@ -360,7 +348,7 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
         steps["export"] = export_key
         steps["export_path"] = str(export_path)
         ran["export"] = "exported"
-        _write_json(steps_path, steps)
+        write_json_atomic(steps_path, steps)
 
     k = config.eval.k
     summary = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.data.scan import ScanResult
 from hpsh_tf2.errors import DatasetError
 
@@ -263,20 +263,7 @@ def save_split(split: Split, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_split_to_json(split), indent=1) + "\n"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text_atomic(path, json.dumps(_split_to_json(split), indent=1) + "\n")
 
 
 def _malformed(path: Path, what: str) -> DatasetError:

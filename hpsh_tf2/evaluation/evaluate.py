@@ -12,16 +12,14 @@ with ``eval.figures``, ``grid_<query>.png``, ``pr_curve.png`` and ``code_embeddi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpsh_tf2.atomic import save_npz_atomic, write_json_atomic
 from hpsh_tf2.config import Config
 from hpsh_tf2.evaluation.report import compute_report, format_report_table
 from hpsh_tf2.ops.codes import np_binarize
@@ -108,28 +106,6 @@ def _gather(prepared: Prepared, names, score) -> tuple[np.ndarray, np.ndarray, l
     return np_binarize(scores), labels, paths
 
 
-def _save_npz(path: Path, **arrays) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate_run(
     config: Config,
     *,
@@ -189,8 +165,8 @@ def evaluate_run(
     )
     out = config.workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    _save_json(out / "report.json", report)
-    _save_npz(
+    write_json_atomic(out / "report.json", report)
+    save_npz_atomic(
         out / "codes.npz",
         query_codes=query_codes.astype(np.uint8),
         db_codes=db_codes.astype(np.uint8),

@@ -8,9 +8,7 @@ touches pyplot's global state or the selected backend. Every file is written ato
 from __future__ import annotations
 
 import importlib
-import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from hpsh_tf2.atomic import atomic_path
 
 __all__ = [
     "EMBEDDING_METHODS",
@@ -36,22 +36,10 @@ _BLUE = (0, 90, 255)
 
 def _write_atomic(path: str | os.PathLike[str], figure: Figure, dpi: int) -> Path:
     """Renders ``figure`` to PNG and moves it into place atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
     FigureCanvasAgg(figure)
-    figure.savefig(buffer, format="png", dpi=dpi)
-    handle, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(buffer.getvalue())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return target
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    return Path(path)
 
 
 def _rgb(image: Any, name: str) -> np.ndarray:

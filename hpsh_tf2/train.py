@@ -267,12 +267,19 @@ class RetrievalValidation(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves model + optimizer state after every epoch, for resuming an interrupted run."""
 
-    def __init__(self, manager: tf.train.CheckpointManager, state_path: Path, fingerprint: str):
+    def __init__(
+        self,
+        manager: tf.train.CheckpointManager,
+        state_path: Path,
+        fingerprint: str,
+        *,
+        validation: RetrievalValidation | None = None,
+    ):
         super().__init__()
         self.manager = manager
         self.state_path = state_path
         self.fingerprint = fingerprint
-        self.validation: RetrievalValidation | None = None
+        self.validation = validation
 
     def on_epoch_end(self, epoch, logs=None):
         self.manager.save(checkpoint_number=epoch + 1)
@@ -417,20 +424,18 @@ def train(
     initial_epoch, best, best_epoch = _maybe_resume(manager, checkpoint, state_path, fingerprint)
 
     dataset = _training_dataset(config, train_inputs, sampler, initial_epoch)
-    callbacks, validation = _callbacks(
-        config,
-        model_dir,
-        hash_model,
-        image_model,
-        train_inputs,
-        val_inputs,
-        best,
-        manager,
-        state_path,
-        fingerprint,
-    )
+    selected = image_model if image_model is not None else hash_model
+    best_path = model_dir / ("image_model.keras" if image_model is not None else "hash_model.keras")
+    validation = _validation_callback(config, best_path, selected, train_inputs, val_inputs)
     if validation is not None:
-        validation.best_epoch = best_epoch
+        validation.best, validation.best_epoch = best, best_epoch
+    callbacks = [
+        *([validation] if validation is not None else []),
+        EpochCheckpoint(manager, state_path, fingerprint, validation=validation),
+        keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(model_dir / "logs"), write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+    ]
     history = {}
     if initial_epoch < config.train.epochs:
         fit = trainer.fit(
@@ -491,49 +496,30 @@ def _training_dataset(config, inputs: TrainInputs, sampler, initial_epoch: int):
     )
 
 
-def _callbacks(
-    config,
-    model_dir,
-    hash_model,
-    image_model,
-    train_inputs,
-    val_inputs,
-    best,
-    manager,
-    state_path,
-    fingerprint,
-):
-    callbacks: list[keras.callbacks.Callback] = []
-    validation = None
-    if val_inputs is not None and len(val_inputs):
-        selected = image_model if image_model is not None else hash_model
-
-        encode = ScoreEncoder(
-            selected,
-            batch_size=config.train.eval_batch_size,
-            image_size=config.model.image_size,
-            backbone=config.model.backbone,
-        )
-
-        validation = RetrievalValidation(
-            train_inputs=train_inputs,
-            val_inputs=val_inputs,
-            k=config.eval.k,
-            save_path=model_dir / ("image_model.keras" if image_model else "hash_model.keras"),
-            hash_model=selected,
-            encode=encode,
-            best=best,
-        )
-        callbacks.append(validation)
-    saver = EpochCheckpoint(manager, state_path, fingerprint)
-    saver.validation = validation
-    callbacks += [
-        saver,
-        keras.callbacks.CSVLogger(str(model_dir / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(log_dir=str(model_dir / "logs"), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    return callbacks, validation
+def _validation_callback(
+    config: Config,
+    save_path: Path,
+    selected: keras.Model,
+    train_inputs: TrainInputs,
+    val_inputs: TrainInputs | None,
+) -> RetrievalValidation | None:
+    """Model selection on the validation split; ``None`` without one (final epoch is kept)."""
+    if val_inputs is None or len(val_inputs) == 0:
+        return None
+    encode = ScoreEncoder(
+        selected,
+        batch_size=config.train.eval_batch_size,
+        image_size=config.model.image_size,
+        backbone=config.model.backbone,
+    )
+    return RetrievalValidation(
+        train_inputs=train_inputs,
+        val_inputs=val_inputs,
+        k=config.eval.k,
+        save_path=save_path,
+        hash_model=selected,
+        encode=encode,
+    )
 
 
 def _finish(config, model_dir: Path, hash_model, image_model, validation, history) -> TrainResult:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,7 +29,7 @@ from hpsh_tf2.ops.codes import np_binarize
 if TYPE_CHECKING:
     from hpsh_tf2.workflow import Prepared
 
-__all__ = ["evaluate_run", "protocol_subsets", "score_subsets"]
+__all__ = ["EncodedSet", "evaluate_run", "protocol_subsets", "score_subsets"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +101,23 @@ def score_subsets(
     return _model_scorer(config, prepared)
 
 
-def _gather(prepared: Prepared, names, score) -> tuple[np.ndarray, np.ndarray, list[str]]:
+@dataclass(frozen=True)
+class EncodedSet:
+    """Codes of one side of the search (queries or database) with their labels and paths."""
+
+    codes: np.ndarray
+    labels: np.ndarray
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def _encode(prepared: Prepared, names, score) -> EncodedSet:
     scores = np.concatenate([score(name) for name in names])
     labels = np.concatenate([prepared.subset_labels(name) for name in names])
-    paths = [p for name in names for p in prepared.subset_paths(name)]
-    return np_binarize(scores), labels, paths
+    paths = tuple(p for name in names for p in prepared.subset_paths(name))
+    return EncodedSet(np_binarize(scores), labels, paths)
 
 
 def evaluate_run(
@@ -127,28 +141,25 @@ def evaluate_run(
     """
     query_names, db_names, exclude_self = protocol_subsets(config.eval.protocol)
     score = score_subsets(config, prepared, saved_model)
-    query_codes, query_labels, query_paths = _gather(prepared, query_names, score)
-    if exclude_self:
-        db_codes, db_labels, db_paths = query_codes, query_labels, query_paths
-    else:
-        db_codes, db_labels, db_paths = _gather(prepared, db_names, score)
-    if len(query_codes) == 0 or len(db_codes) == 0:
+    queries = _encode(prepared, query_names, score)
+    database = queries if exclude_self else _encode(prepared, db_names, score)
+    if len(queries) == 0 or len(database) == 0:
         raise ValueError(
             f"protocol {config.eval.protocol!r} needs queries and a database; got "
-            f"{len(query_codes)} queries and {len(db_codes)} database items"
+            f"{len(queries)} queries and {len(database)} database items"
         )
     k = config.eval.k
-    available = len(db_codes) - (1 if exclude_self else 0)
+    available = len(database) - (1 if exclude_self else 0)
     if available < k + 1:
         raise ValueError(
             f"eval.k={k} needs at least {k + 1} database items (seed metric scores ranks "
             f"2..k+1); the {config.eval.protocol!r} database has {available}"
         )
     report, result = compute_report(
-        query_codes=query_codes,
-        query_labels=query_labels,
-        db_codes=db_codes,
-        db_labels=db_labels,
+        query_codes=queries.codes,
+        query_labels=queries.labels,
+        db_codes=database.codes,
+        db_labels=database.labels,
         k=k,
         exclude_self=exclude_self,
         radius=config.eval.radius,
@@ -168,43 +179,29 @@ def evaluate_run(
     write_json_atomic(out / "report.json", report)
     save_npz_atomic(
         out / "codes.npz",
-        query_codes=query_codes.astype(np.uint8),
-        db_codes=db_codes.astype(np.uint8),
-        query_labels=query_labels,
-        db_labels=db_labels,
-        query_paths=np.asarray(query_paths),
-        db_paths=np.asarray(db_paths),
+        query_codes=queries.codes.astype(np.uint8),
+        db_codes=database.codes.astype(np.uint8),
+        query_labels=queries.labels,
+        db_labels=database.labels,
+        query_paths=np.asarray(queries.paths),
+        db_paths=np.asarray(database.paths),
         class_names=np.asarray(prepared.split.class_names),
     )
     if config.eval.figures:
-        _figures(
-            config,
-            prepared,
-            out,
-            report,
-            result,
-            query_codes,
-            query_labels,
-            query_paths,
-            db_labels,
-            db_paths,
-        )
+        _figures(config, prepared, out, report, result, queries, database)
     echo(format_report_table(report))
     echo(f"wrote {out / 'report.json'} and {out / 'codes.npz'}")
     return report
 
 
 def _figures(
-    config,
-    prepared,
-    out,
-    report,
+    config: Config,
+    prepared: Prepared,
+    out: Path,
+    report: dict,
     result,
-    query_codes,
-    query_labels,
-    query_paths,
-    db_labels,
-    db_paths,
+    queries: EncodedSet,
+    database: EncodedSet,
 ) -> None:
     """Retrieval grids, precision-recall curve and the 2-D code embedding."""
     from hpsh_tf2.evaluation.plots import save_code_embedding, save_pr_curve, save_retrieval_grid
@@ -214,22 +211,25 @@ def _figures(
     if curve.get("precision") and curve.get("recall"):
         save_pr_curve(out / "pr_curve.png", precision=curve["precision"], recall=curve["recall"])
     save_code_embedding(
-        out / "code_embedding.png", codes=query_codes, labels=query_labels, class_names=class_names
+        out / "code_embedding.png",
+        codes=queries.codes,
+        labels=queries.labels,
+        class_names=class_names,
     )
     if prepared.features is not None:
         return  # no images to draw
     from hpsh_tf2.data.images import load_image_rgb
 
     k = config.eval.k
-    picks = list(range(0, len(query_paths), config.eval.interval))[: config.eval.max_grids]
+    picks = list(range(0, len(queries), config.eval.interval))[: config.eval.max_grids]
     for q in picks:
         ids = result.indices[q, :k]
         save_retrieval_grid(
             out / f"grid_{q:05d}.png",
-            query_image=load_image_rgb(prepared.root / query_paths[q]),
-            retrieved_images=[load_image_rgb(prepared.root / db_paths[i]) for i in ids],
-            query_label=int(query_labels[q]),
-            retrieved_labels=[int(db_labels[i]) for i in ids],
+            query_image=load_image_rgb(prepared.root / queries.paths[q]),
+            retrieved_images=[load_image_rgb(prepared.root / database.paths[i]) for i in ids],
+            query_label=int(queries.labels[q]),
+            retrieved_labels=[int(database.labels[i]) for i in ids],
             class_names=class_names,
             distances=[int(d) for d in result.distances[q, :k]],
         )

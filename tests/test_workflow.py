@@ -217,25 +217,36 @@ def test_evaluate_from_saved_model_matches_keras_model(demo_run):
 
 
 def test_end_to_end_mode_tiny(tmp_path):
-    """Images in, backbone trainable (top layers), 75 px: a few steps run and a model is saved."""
-    make_demo_dataset(tmp_path / "data", num_classes=3, images_per_class=8, image_size=48)
+    """Images in, backbone trainable (top layers), 75 px: a few steps run, the best epoch on the
+    validation split is kept, and both the image model and its hash head are saved."""
+    import keras
+
+    make_demo_dataset(tmp_path / "data", num_classes=3, images_per_class=10, image_size=48)
     config = workflow.demo_config(
         tmp_path,
         [
             "train.mode=end_to_end",
-            "train.epochs=1",
+            "train.epochs=2",
             "train.steps_per_epoch=2",
             "train.samples_per_class=2",
             "train.trainable_layers=4",
             "train.augment=true",
-            "data.split.val=0.0",
-            "data.split.train=0.6",
+            "data.split.train=0.5",
+            "data.split.val=0.2",
+            "data.split.test=0.3",
             "eval.k=2",
         ],
     )
     result = workflow.train(config, verbose=0)
-    assert result.image_model_path is not None and result.image_model_path.is_file()
     assert np.isfinite(result.history["loss"]).all()
+    assert result.selection == "val_map@2"
+    assert result.selected_epoch == int(np.argmax(result.history["val_map@2"])) + 1
+    image_model = keras.saving.load_model(result.image_model_path)
+    hash_model = keras.saving.load_model(result.hash_model_path)
+    assert image_model.output_shape == hash_model.output_shape == (None, 16)
+    # The saved hash head is the head inside the saved image model.
+    for a, b in zip(image_model.layers[-1].get_weights(), hash_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_run_on_features_file_skips_export(aid_features_path, tmp_path):

@@ -524,6 +524,14 @@ def _validation_callback(
 
 def _finish(config, model_dir: Path, hash_model, image_model, validation, history) -> TrainResult:
     """Writes the selected model(s) and a summary."""
+    best_file = model_dir / ("image_model.keras" if image_model is not None else "hash_model.keras")
+    if validation is not None and validation.best_epoch is not None and not best_file.is_file():
+        logger.warning(
+            "the best-epoch model %s is missing (deleted after training?); keeping the final "
+            "epoch's weights instead",
+            best_file,
+        )
+        validation = None
     if validation is not None and validation.best_epoch is not None:
         selection = f"val_map@{config.eval.k}"
         selected_epoch = validation.best_epoch

@@ -180,3 +180,21 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
     assert done.returncode == 0, done.stderr[-3000:]
     loss = float(done.stdout.split("LOSS")[-1])
     assert np.isfinite(loss) and loss > 0
+
+
+def test_missing_best_model_after_finished_run_falls_back_to_final_epoch(
+    aid_features, tmp_path, caplog
+):
+    train_rows, val_rows = _split_rows(aid_features.labels)
+    config = _config(tmp_path, "train.epochs=2", "eval.k=5")
+    train_in = subset_inputs(
+        aid_features.labels[train_rows], features=aid_features.features[train_rows]
+    )
+    val_in = subset_inputs(aid_features.labels[val_rows], features=aid_features.features[val_rows])
+    first = train(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
+    first.hash_model_path.unlink()
+    again = train(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
+    assert again.history == {}  # nothing left to train: restored after epoch 2
+    assert again.selection == "final_epoch"
+    assert again.hash_model_path.is_file()
+    assert "missing" in caplog.text

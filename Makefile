@@ -33,7 +33,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_train_step.py
+	$(BIN)/python bench/bench_train_step.py --loss-only
 	$(BIN)/python bench/bench_eval.py
 	$(BIN)/python bench/bench_search.py
 	$(BIN)/python bench/bench_serving.py

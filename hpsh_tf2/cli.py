@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = verbs.add_parser("download", help="download and extract a dataset (ucmd)")
     download.add_argument("name", help="dataset name (ucmd)")
-    download.add_argument("--dest", required=True, help="folder to extract into")
+    download.add_argument(
+        "--dest",
+        help="folder to extract into (default: derived from the config's data.root, e.g. "
+        "data for data/UCMerced_LandUse/Images)",
+    )
     download.add_argument("--url", help="alternative URL (a mirror)")
     download.add_argument("--checksum", help="expected checksum (md5:HEX or sha256:HEX)")
     _add_config_options(download)
@@ -61,11 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     query = verbs.add_parser("query", help="nearest neighbours of an image via a SavedModel")
-    query.add_argument("--model", required=True, help="export/<name> (or a version folder)")
+    query.add_argument(
+        "--model",
+        help="export/<name> or a version folder (default: <output.workdir>/export/<name> of the "
+        "config)",
+    )
     query.add_argument("--image", required=True, action="append", help="query image (repeatable)")
     query.add_argument("--top", type=int, default=10, help="neighbours to return (default 10)")
     query.add_argument("--out", help="save a retrieval grid PNG here")
-    query.add_argument("--image-root", help="dataset root, to draw the neighbours in the grid")
+    query.add_argument(
+        "--image-root",
+        help="dataset root, to draw the neighbours in the grid (default: the config's data.root)",
+    )
     _add_config_options(query)
 
     demo = verbs.add_parser("demo", help="run everything on the embedded synthetic dataset")
@@ -84,15 +95,11 @@ def _run_verb(args) -> int:
     from hpsh_tf2 import workflow
 
     if args.verb == "download":
-        from hpsh_tf2.data.download import download_dataset
-
-        root = download_dataset(args.name, args.dest, url=args.url, checksum=args.checksum)
-        print(f"images at {root}\nuse: --set data.root={root}")
-        return 0
+        return _download(args)
     if args.verb == "query":
         return _query(args)
     if args.verb == "demo":
-        workflow.demo(args.workdir, args.overrides)
+        workflow.demo(args.workdir, args.overrides, base=args.config)
         return 0
     config = _load(args)
     if args.verb == "prepare":
@@ -115,11 +122,42 @@ def _run_verb(args) -> int:
     return 0
 
 
+def _download(args) -> int:
+    from pathlib import PurePosixPath
+
+    from hpsh_tf2.data.download import DATASETS, download_dataset
+
+    dest = args.dest
+    if dest is None:
+        root = _load(args).data.root if (args.config or args.overrides) else None
+        source = DATASETS.get(args.name)
+        suffix = PurePosixPath(source.extracted_root).parts if source else ()
+        parts = PurePosixPath(root).parts if root else ()
+        if not root or not suffix or parts[-len(suffix) :] != suffix:
+            raise ValueError(
+                "download: pass --dest DIR, or a config whose data.root ends with the "
+                f"dataset's image folder ({'/'.join(suffix) or 'unknown dataset'}). "
+                f"Received: data.root={root!r}"
+            )
+        dest = str(PurePosixPath(*parts[: -len(suffix)])) if len(parts) > len(suffix) else "."
+    root = download_dataset(args.name, dest, url=args.url, checksum=args.checksum)
+    print(f"images at {root}\nuse: --set data.root={root}")
+    return 0
+
+
 def _query(args) -> int:
     from hpsh_tf2.serving import format_neighbours, query_images, save_query_grid
 
     if args.top <= 0:
         raise ValueError(f"Received: --top={args.top}; expected a positive integer")
+    if args.model is None or (args.out and args.image_root is None):
+        config = _load(args) if (args.config or args.overrides) else None
+        if args.model is None:
+            if config is None:
+                raise ValueError("query: pass --model DIR, or --config FILE to use its export")
+            args.model = str(config.workdir / "export" / (config.export.name or config.name))
+        if args.image_root is None and config is not None:
+            args.image_root = config.data.root
     results = query_images(args.model, args.image, top=args.top)
     for image, neighbours in zip(args.image, results):
         print(f"query: {image}")

@@ -390,19 +390,36 @@ DEMO_OVERRIDES = (
 )
 
 
-def demo_config(workdir: str | os.PathLike = "runs/demo", overrides=()) -> Config:
-    """The embedded demo's config: tiny InceptionV3 (75 px, random weights) on the demo data."""
+def demo_config(
+    workdir: str | os.PathLike = "runs/demo",
+    overrides=(),
+    *,
+    base: str | os.PathLike | None = None,
+) -> Config:
+    """The embedded demo's config: tiny InceptionV3 (75 px, random weights) on the demo data.
+
+    Args:
+        workdir: Output folder; the demo dataset goes to ``<workdir>/data``.
+        overrides: Dotted-key overrides applied last.
+        base: A config file to start from (the demo settings are applied on top of it).
+    """
     workdir = Path(workdir)
-    base = (*DEMO_OVERRIDES, f"data.root={workdir / 'data'}", f"output.workdir={workdir}")
-    return load_config(None, [*base, *overrides])
+    demo = (*DEMO_OVERRIDES, f"data.root={workdir / 'data'}", f"output.workdir={workdir}")
+    return load_config(base, [*demo, *overrides])
 
 
-def demo(workdir: str | os.PathLike = "runs/demo", overrides=(), *, echo=print) -> dict:
+def demo(
+    workdir: str | os.PathLike = "runs/demo",
+    overrides=(),
+    *,
+    base: str | os.PathLike | None = None,
+    echo=print,
+) -> dict:
     """Generates the demo dataset, runs the whole job on it, and queries the export."""
     from hpsh_tf2.data.demo import make_demo_dataset
     from hpsh_tf2.serving import format_neighbours, query_images
 
-    config = demo_config(workdir, overrides)
+    config = demo_config(workdir, overrides, base=base)
     root = make_demo_dataset(config.data.root)
     echo(f"demo dataset: {root}")
     summary = run(config, echo=echo)

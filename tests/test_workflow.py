@@ -203,6 +203,13 @@ def test_query_cli_on_the_export(demo_run, capsys, tmp_path):
     text = capsys.readouterr().out
     assert text.count("\n") >= 5 and str(image) in text
     assert out.is_file()
+    # With --config, the export and the image root come from the run's saved config.
+    out2 = tmp_path / "grid2.png"
+    saved = str(config.workdir / "config.yaml")
+    argv = ["query", "--config", saved, "--image", str(image), "--top", "4", "--out", str(out2)]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[2:6] == text.splitlines()[2:6]
+    assert out2.is_file()
 
 
 def test_evaluate_from_saved_model_matches_keras_model(demo_run):
@@ -247,6 +254,16 @@ def test_end_to_end_mode_tiny(tmp_path):
     # The saved hash head is the head inside the saved image model.
     for a, b in zip(image_model.layers[-1].get_weights(), hash_model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_demo_config_layers_demo_settings_over_a_base_file(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("loss:\n  alpha: 0.25\nsampler:\n  mode: seed\n")
+    config = workflow.demo_config(tmp_path / "w", ["eval.k=7"], base=base)
+    assert (config.loss.alpha, config.sampler.mode) == (0.25, "seed")  # from the base file
+    assert (config.model.image_size, config.model.weights) == (75, "none")  # demo settings
+    assert config.eval.k == 7  # overrides last
+    assert config.data.root == str(tmp_path / "w" / "data")
 
 
 def test_run_on_features_file_skips_export(aid_features_path, tmp_path):

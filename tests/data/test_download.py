@@ -345,3 +345,17 @@ def test_cli_download_verb_with_url_and_checksum(
     err = capsys.readouterr().err
     assert code == 2 and f"expected {'0' * 32}, got {_md5(UCMD_LIKE)}" in err
     assert _visible_and_hidden(bad) == []
+
+
+def test_cli_download_dest_from_config_data_root(server: _Server, tmp_path: Path) -> None:
+    from hpsh_tf2 import cli
+
+    server.files["/ucmd.zip"] = UCMD_LIKE
+    config = tmp_path / "ucmd.yaml"
+    config.write_text(f"data:\n  root: {tmp_path / 'data' / ROOT}\n")
+    argv = ["download", "ucmd", "--config", str(config), "--url", server.url("/ucmd.zip")]
+    assert cli.main([*argv, "--checksum", f"md5:{_md5(UCMD_LIKE)}"]) == 0
+    assert (tmp_path / "data" / ROOT / "airplane" / "airplane01.tif").is_file()
+    # A data.root that does not end with the archive's image folder cannot give a --dest.
+    config.write_text(f"data:\n  root: {tmp_path / 'elsewhere'}\n")
+    assert cli.main(argv) == 2

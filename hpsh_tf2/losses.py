@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.ops.checks import check_choice, check_finite
 from hpsh_tf2.ops.distances import (
     angular_distances,
     l2_normalize_embeddings,
@@ -43,18 +44,6 @@ _PAIR_EPS = 1e-8  # d = sqrt(||a - b||^2 + 1e-8), as in the original margin loss
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _check_finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"Received: {name}={value!r}; expected a finite float.")
-    if not math.isfinite(value):
-        raise ValueError(f"Received: {name}={value!r}; expected a finite float.")
-    return float(value)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"Received: {name}={value!r}; expected one of {choices}.")
-    return value
 
 
 def _to_compute_float(x: tf.Tensor, name: str) -> tf.Tensor:
@@ -205,12 +194,12 @@ def hpsh_loss(
         ValueError: On invalid options or shapes (see ``sample_triplets``).
         TypeError: On arguments of the wrong type.
     """
-    _check_choice("variant", variant, HPSH_VARIANTS)
-    _check_choice("sampler_mode", sampler_mode, SAMPLER_MODES)
-    alpha, beta = _check_finite("alpha", alpha), _check_finite("beta", beta)
-    quantization_weight = _check_finite("quantization_weight", quantization_weight)
-    push_weight = _check_finite("push_weight", push_weight)
-    balance_weight = _check_finite("balance_weight", balance_weight)
+    check_choice("variant", variant, HPSH_VARIANTS)
+    check_choice("sampler_mode", sampler_mode, SAMPLER_MODES)
+    alpha, beta = check_finite("alpha", alpha), check_finite("beta", beta)
+    quantization_weight = check_finite("quantization_weight", quantization_weight)
+    push_weight = check_finite("push_weight", push_weight)
+    balance_weight = check_finite("balance_weight", balance_weight)
     s = _to_compute_float(scores, "scores")
     e = l2_normalize_embeddings(s)
     a_idx, p_idx, n_idx = sample_triplets(
@@ -260,8 +249,8 @@ def _label_masks(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 def _triplet_inputs(
     labels: tf.Tensor, embeddings: tf.Tensor, margin: float, distance_metric: str
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, float]:
-    _check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
-    margin = _check_finite("margin", margin)
+    check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
+    margin = check_finite("margin", margin)
     x = _to_compute_float(embeddings, "embeddings")
     dist = _metric_distances(x, distance_metric)
     positive, negative = _label_masks(labels)
@@ -411,8 +400,8 @@ class HPSHLoss(keras.losses.Loss):
             raise ValueError(
                 f"Received: samples_per_class={samples_per_class}; expected an int >= 2."
             )
-        _check_choice("variant", variant, HPSH_VARIANTS)
-        _check_choice("sampler_mode", sampler_mode, SAMPLER_MODES)
+        check_choice("variant", variant, HPSH_VARIANTS)
+        check_choice("sampler_mode", sampler_mode, SAMPLER_MODES)
         self.samples_per_class = samples_per_class
         self.alpha = alpha
         self.beta = beta
@@ -471,8 +460,8 @@ class TripletSemiHardLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.margin = _check_finite("margin", margin)
-        self.distance_metric = _check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
+        self.margin = check_finite("margin", margin)
+        self.distance_metric = check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the scalar semi-hard triplet loss."""
@@ -512,11 +501,11 @@ class TripletHardLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.margin = _check_finite("margin", margin)
+        self.margin = check_finite("margin", margin)
         if not isinstance(soft, bool | np.bool_):
             raise TypeError(f"Received: soft={soft!r}; expected a bool.")
         self.soft = bool(soft)
-        self.distance_metric = _check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
+        self.distance_metric = check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the scalar batch-hard triplet loss."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.ops.checks import check_choice, check_positive, check_samples_per_class
 from hpsh_tf2.ops.distances import pairwise_distances, seed_pseudo_distances
 
 __all__ = [
@@ -35,29 +36,6 @@ _LOG_ARG_FLOOR = 1e-12
 # --------------------------------------------------------------------------------------------
 # argument handling
 # --------------------------------------------------------------------------------------------
-def _check_samples_per_class(samples_per_class: int) -> int:
-    if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int | np.integer):
-        raise TypeError(f"Received: samples_per_class={samples_per_class!r}; expected an int >= 2.")
-    if samples_per_class < 2:
-        raise ValueError(
-            f"Received: samples_per_class={samples_per_class}; expected an int >= 2 "
-            "(each anchor needs at least one positive)."
-        )
-    return int(samples_per_class)
-
-
-def _check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise TypeError(f"Received: {name}={value!r}; expected a positive float.")
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"Received: {name}={value!r}; expected a positive finite float.")
-    return float(value)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"Received: {name}={value!r}; expected one of {choices}.")
-    return value
 
 
 def _prepare_embeddings(embeddings: tf.Tensor) -> tf.Tensor:
@@ -389,11 +367,11 @@ def sample_triplets(
             (``InvalidArgumentError``; XLA drops them).
         TypeError: On arguments of the wrong type.
     """
-    k = _check_samples_per_class(samples_per_class)
-    _check_choice("mode", mode, SAMPLER_MODES)
-    _check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
-    cutoff = _check_positive("cutoff", cutoff)
-    nonzero_loss_cutoff = _check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
+    k = check_samples_per_class(samples_per_class)
+    check_choice("mode", mode, SAMPLER_MODES)
+    check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
+    cutoff = check_positive("cutoff", cutoff)
+    nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     seed = _prepare_seed(seed)
     e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=mode != "seed")
     with tf.control_dependencies(checks):
@@ -431,9 +409,9 @@ def hpsh_negative_probabilities(
     Returns:
         Float ``[n, n]`` probabilities ``P[i, j]`` of drawing row ``j`` for anchor ``i``.
     """
-    k = _check_samples_per_class(samples_per_class)
-    cutoff = _check_positive("cutoff", cutoff)
-    nonzero_loss_cutoff = _check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
+    k = check_samples_per_class(samples_per_class)
+    cutoff = check_positive("cutoff", cutoff)
+    nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=True)
     with tf.control_dependencies(checks):
         return tf.nn.softmax(_hpsh_logits(e, y, cutoff, nonzero_loss_cutoff), axis=1)
@@ -462,10 +440,10 @@ def seed_negative_probabilities(
         Float ``[n, n]`` probabilities; row ``i`` is ``softmax`` of the original's normalised
         weights ``w_i``.
     """
-    k = _check_samples_per_class(samples_per_class)
-    _check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
-    cutoff = _check_positive("cutoff", cutoff)
-    nonzero_loss_cutoff = _check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
+    k = check_samples_per_class(samples_per_class)
+    check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
+    cutoff = check_positive("cutoff", cutoff)
+    nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     e, _, checks = _prepare_batch(embeddings, labels, k, need_negatives=False)
     with tf.control_dependencies(checks):
         logits = _seed_logits(e, k, cutoff, nonzero_loss_cutoff, empty_rows)

@@ -38,6 +38,10 @@ from hpsh_tf2.ops.distances import l2_normalize_embeddings
 from hpsh_tf2.ops.sampling import hpsh_negative_probabilities
 
 FEATURES = 2048
+GOAL = 50.0  # issue 3: full train step >= 50x the seed-style loop
+FLOOR_NAME = "floor: head + Adam only, no sampler (loss = mean score)"
+LOSS_FLOOR_NAME = "floor: call overhead (loss = mean score)"
+XLA = ", jit_compile=True"
 
 
 def build_head(bits: int) -> keras.Model:
@@ -83,6 +87,25 @@ def make_vectorised_step(model: keras.Model, k: int, jit: bool = False):
     return step
 
 
+def make_floor_step(model: keras.Model, jit: bool = False):
+    """The same head forward/backward and Adam update with a trivial loss (no sampler).
+
+    No sampler or loss implementation can make a train step faster than this, so
+    ``loop / floor`` bounds the full-step speed-up on the device at hand.
+    """
+    optimizer = _adam()
+
+    @tf.function(jit_compile=jit)
+    def step(x: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
 def make_vectorised_loss_only(k: int, jit: bool = False):
     """Sampler + loss, forward and backward with respect to the scores (no head)."""
 
@@ -91,6 +114,19 @@ def make_vectorised_loss_only(k: int, jit: bool = False):
         with tf.GradientTape() as tape:
             tape.watch(s)
             loss = hpsh_loss(y, s, samples_per_class=k, seed=seed)
+        return loss + 0.0 * tf.reduce_sum(tape.gradient(loss, s))
+
+    return step
+
+
+def make_floor_loss_only(jit: bool = False):
+    """A trivial loss and its gradient: the cost of calling any ``tf.function`` at all."""
+
+    @tf.function(jit_compile=jit)
+    def step(s: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            tape.watch(s)
+            loss = tf.reduce_mean(s)
         return loss + 0.0 * tf.reduce_sum(tape.gradient(loss, s))
 
     return step
@@ -205,18 +241,41 @@ def _table(title: str, rows: list[tuple]) -> list[str]:
     return [*lines, ""]
 
 
+def _ceiling_lines(rows: list[tuple], floor_name: str, what: str, common: str) -> list[str]:
+    """What the floor row implies for the speed-up on this device (Amdahl's law)."""
+    step_s = {name: mean for name, (_, mean, _), _ in rows}
+    loop = step_s["seed-style loop"]
+    floor = min(step_s[floor_name], step_s[floor_name + XLA])  # the faster of the two floors
+    budget = loop / GOAL
+    verdict = (
+        f"the floor alone is {floor / budget:.1f}x that, so {GOAL:.0f}x is out of reach here"
+        if floor > budget
+        else f"{budget / floor:.1f}x the floor, so {GOAL:.0f}x is reachable in principle"
+    )
+    return [
+        f"Ceiling on this device ({what}): no implementation can beat loop / (faster floor) = "
+        f"{loop / floor:.1f}x, because {common} ({1e3 * floor:.2f} ms) is common to both "
+        f"variants. {GOAL:.0f}x needs {1e3 * budget:.2f} ms per call; {verdict}.",
+        "",
+    ]
+
+
 def _train_step_rows(args, x, y) -> list[tuple]:
     k, n = args.samples_per_class, args.classes * args.samples_per_class
     keras.utils.set_random_seed(123)
-    models = [build_head(args.bits) for _ in range(3)]
+    models = [build_head(args.bits) for _ in range(5)]
     for other in models[1:]:
         other.set_weights(models[0].get_weights())
     fast = make_vectorised_step(models[0], k)
     fast_xla = make_vectorised_step(models[1], k, jit=True)
-    loop = make_loop_step(models[2], n, k)
+    floor = make_floor_step(models[2])
+    floor_xla = make_floor_step(models[3], jit=True)
+    loop = make_loop_step(models[4], n, k)
     calls = [
         ("vectorised", lambda i: fast(x, y, tf.constant([7, i])), args.steps),
-        ("vectorised, jit_compile=True", lambda i: fast_xla(x, y, tf.constant([7, i])), args.steps),
+        ("vectorised" + XLA, lambda i: fast_xla(x, y, tf.constant([7, i])), args.steps),
+        (FLOOR_NAME, lambda i: floor(x), args.steps),
+        (FLOOR_NAME + XLA, lambda i: floor_xla(x), args.steps),
         ("seed-style loop", lambda i: loop(x, y), args.loop_steps),
     ]
     return _measure(calls, args.loop_steps)
@@ -228,10 +287,14 @@ def _loss_only_rows(args, y) -> list[tuple]:
     s = tf.constant(rng.uniform(0.05, 0.95, size=(n, args.bits)).astype(np.float32))
     fast = make_vectorised_loss_only(k)
     fast_xla = make_vectorised_loss_only(k, jit=True)
+    floor = make_floor_loss_only()
+    floor_xla = make_floor_loss_only(jit=True)
     loop = make_loop_loss_only(n, k)
     calls = [
         ("vectorised", lambda i: fast(s, y, tf.constant([7, i])), args.steps),
-        ("vectorised, jit_compile=True", lambda i: fast_xla(s, y, tf.constant([7, i])), args.steps),
+        ("vectorised" + XLA, lambda i: fast_xla(s, y, tf.constant([7, i])), args.steps),
+        (LOSS_FLOOR_NAME, lambda i: floor(s), args.steps),
+        (LOSS_FLOOR_NAME + XLA, lambda i: floor_xla(s), args.steps),
         ("seed-style loop", lambda i: loop(s, y), args.loop_steps),
     ]
     return _measure(calls, args.loop_steps)
@@ -259,9 +322,13 @@ def run(args: argparse.Namespace) -> str:
     ]
     rows = _train_step_rows(args, x, y)
     lines += _table("Full train step (head forward/backward + sampler + loss + Adam)", rows)
+    lines += _ceiling_lines(
+        rows, FLOOR_NAME, "full step", "the head's forward/backward plus the Adam update"
+    )
     if args.loss_only:
         rows = _loss_only_rows(args, y)
         lines += _table("Sampler + loss only (forward + gradient w.r.t. the scores)", rows)
+        lines += _ceiling_lines(rows, LOSS_FLOOR_NAME, "sampler + loss", "calling a tf.function")
     return "\n".join(lines)
 
 

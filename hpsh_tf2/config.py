@@ -143,6 +143,7 @@ class SamplerConfig:
         default=None,
         metadata=_check(_positive, "a positive number or null (alpha + beta; 1.4 in seed mode)"),
     )
+    empty_rows: Literal["index0", "error"] = "index0"
 
 
 @dataclass(frozen=True)

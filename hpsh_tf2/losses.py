@@ -21,7 +21,7 @@ from hpsh_tf2.ops.distances import (
     l2_normalize_embeddings,
     pairwise_distances,
 )
-from hpsh_tf2.ops.sampling import SAMPLER_MODES, sample_triplets
+from hpsh_tf2.ops.sampling import EMPTY_ROW_POLICIES, SAMPLER_MODES, sample_triplets
 
 __all__ = [
     "DISTANCE_METRICS",
@@ -150,6 +150,7 @@ def hpsh_loss(
     cutoff: float = 0.5,
     nonzero_loss_cutoff: float = 0.9,
     seed: tf.Tensor | None = None,
+    empty_rows: str = "index0",
     return_components: bool = False,
 ) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """HPSH training loss of one P x K batch.
@@ -185,6 +186,9 @@ def hpsh_loss(
         nonzero_loss_cutoff: Sampler distance bound; 0.9 = alpha + beta for ``"hpsh"``; pass
             1.4 with ``sampler_mode="seed"`` to reproduce the original.
         seed: ``None`` (stateful draws) or an integer ``[2]`` tensor (stateless draws).
+        empty_rows: ``sampler_mode="seed"`` only: what a row whose weights are all 0 does.
+            ``"index0"`` draws row 0 (the original's GPU kernel), ``"error"`` fails with
+            ``InvalidArgumentError`` (its CPU kernel; XLA drops the check).
         return_components: Also return ``{"margin", "push", "balance", "quantization"}``.
 
     Returns:
@@ -210,6 +214,7 @@ def hpsh_loss(
         cutoff=cutoff,
         nonzero_loss_cutoff=nonzero_loss_cutoff,
         seed=seed,
+        empty_rows=empty_rows,
     )
     rows = (tf.gather(e, a_idx), tf.gather(e, p_idx), tf.gather(e, n_idx))
     if variant == "fixed":
@@ -367,7 +372,7 @@ class HPSHLoss(keras.losses.Loss):
     Args:
         samples_per_class: Rows per class block.
         alpha, beta, quantization_weight, push_weight, balance_weight, variant, sampler_mode,
-            cutoff, nonzero_loss_cutoff: As in ``hpsh_loss``.
+            cutoff, nonzero_loss_cutoff, empty_rows: As in ``hpsh_loss``.
         seed: ``None`` or an int.
         name: Loss name.
         reduction: Keras reduction (no effect on the scalar).
@@ -387,6 +392,7 @@ class HPSHLoss(keras.losses.Loss):
         cutoff: float = 0.5,
         nonzero_loss_cutoff: float = 0.9,
         seed: int | None = None,
+        empty_rows: str = "index0",
         name: str = "hpsh_loss",
         reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
@@ -402,6 +408,7 @@ class HPSHLoss(keras.losses.Loss):
             )
         check_choice("variant", variant, HPSH_VARIANTS)
         check_choice("sampler_mode", sampler_mode, SAMPLER_MODES)
+        check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
         self.samples_per_class = samples_per_class
         self.alpha = alpha
         self.beta = beta
@@ -412,6 +419,7 @@ class HPSHLoss(keras.losses.Loss):
         self.sampler_mode = sampler_mode
         self.cutoff = cutoff
         self.nonzero_loss_cutoff = nonzero_loss_cutoff
+        self.empty_rows = empty_rows
         self.seed = _check_optional_seed(seed)
 
     def _options(self) -> dict[str, Any]:
@@ -426,6 +434,7 @@ class HPSHLoss(keras.losses.Loss):
             "sampler_mode": self.sampler_mode,
             "cutoff": self.cutoff,
             "nonzero_loss_cutoff": self.nonzero_loss_cutoff,
+            "empty_rows": self.empty_rows,
         }
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:

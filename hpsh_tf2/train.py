@@ -323,6 +323,7 @@ def loss_options(config: Config) -> dict:
         "sampler_mode": config.sampler.mode,
         "cutoff": config.sampler.cutoff,
         "nonzero_loss_cutoff": config.nonzero_loss_cutoff,
+        "empty_rows": config.sampler.empty_rows,
     }
 
 

@@ -155,6 +155,13 @@ def test_root_and_features_are_exclusive():
         apply_overrides(Config(), ["data.root=a", "data.features=b.npz"])
 
 
+def test_sampler_empty_rows_choices():
+    assert Config().sampler.empty_rows == "index0"
+    assert apply_overrides(Config(), ["sampler.empty_rows=error"]).sampler.empty_rows == "error"
+    with pytest.raises(ValueError, match=r"sampler\.empty_rows.*'index0', 'error'"):
+        apply_overrides(Config(), ["sampler.empty_rows=nan"])
+
+
 def test_nonzero_loss_cutoff_defaults():
     assert Config().nonzero_loss_cutoff == pytest.approx(0.9)
     assert apply_overrides(Config(), ["sampler.mode=seed"]).nonzero_loss_cutoff == 1.4

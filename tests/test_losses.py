@@ -21,6 +21,7 @@ from hpsh_tf2.losses import (
     triplet_semihard_loss,
 )
 from hpsh_tf2.ops.sampling import sample_triplets
+from tests.conftest import separated_binary_codes
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden" / "tfa_triplet_losses.json"
@@ -325,6 +326,30 @@ def test_hpsh_wrapper_equals_function(reduction: str | None) -> None:
     np.testing.assert_allclose(float(loss(labels, s)), float(ref), rtol=1e-6)
 
 
+def test_hpsh_loss_seed_sampler_empty_rows_policies() -> None:
+    # Spec 4.5(c-d): at 64 bits the original's mask empties rows of separated codes. "index0"
+    # (its GPU kernel) trains on with row 0 as the negative; "error" (its CPU kernel) fails.
+    scores = tf.constant(separated_binary_codes(6, 5), tf.float32)
+    labels = np.repeat(np.arange(6), 5)
+    options = {"samples_per_class": 5, "sampler_mode": "seed", "nonzero_loss_cutoff": 1.4}
+    loss = hpsh_loss(labels, scores, seed=[1, 2], **options)
+    assert np.isfinite(float(loss))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no eligible negative"):
+        hpsh_loss(labels, scores, seed=[1, 2], empty_rows="error", **options)
+    wrapped = HPSHLoss(empty_rows="error", seed=3, **options)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no eligible negative"):
+        tf.function(wrapped)(labels, scores)
+    # Codes that leave every row a candidate pass the "error" check.
+    s, y = _scores(6, 5, 32, seed=4)
+    np.testing.assert_allclose(
+        float(hpsh_loss(y, s, seed=[1, 2], empty_rows="error", **options)),
+        float(hpsh_loss(y, s, seed=[1, 2], **options)),
+        rtol=1e-6,
+    )
+    with pytest.raises(ValueError, match="empty_rows='nan'"):
+        HPSHLoss(samples_per_class=5, empty_rows="nan")
+
+
 def _round_trip(obj: keras.losses.Loss) -> keras.losses.Loss:
     restored = type(obj).from_config(obj.get_config())
     assert restored.get_config() == obj.get_config()
@@ -344,6 +369,7 @@ def test_wrappers_config_round_trip() -> None:
             variant="seed",
             sampler_mode="seed",
             nonzero_loss_cutoff=1.4,
+            empty_rows="error",
             seed=11,
             name="h",
         ),
@@ -355,6 +381,7 @@ def test_wrappers_config_round_trip() -> None:
         np.testing.assert_allclose(float(restored(labels, s)), float(obj(labels, s)), rtol=1e-6)
     config = objects[0].get_config()
     assert config["samples_per_class"] == 3 and config["seed"] == 11 and config["name"] == "h"
+    assert config["empty_rows"] == "error"
 
 
 def test_model_with_compiled_loss_saves_and_reloads(tmp_path: Path) -> None:

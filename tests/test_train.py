@@ -47,6 +47,18 @@ def _split_rows(labels, per_class_val=2):
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
+def test_loss_options_follow_the_config(tmp_path):
+    options = loss_options(_config(tmp_path))
+    assert options["sampler_mode"] == "hpsh" and options["empty_rows"] == "index0"
+    assert options["nonzero_loss_cutoff"] == pytest.approx(0.9)
+    seed = loss_options(
+        _config(tmp_path, "sampler.mode=seed", "sampler.empty_rows=error", "loss.variant=seed")
+    )
+    assert seed["sampler_mode"] == "seed" and seed["empty_rows"] == "error"
+    assert seed["variant"] == "seed" and seed["nonzero_loss_cutoff"] == 1.4
+    assert seed["samples_per_class"] == 3
+
+
 def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
     """One train_step equals loss + Adam computed by hand with the same seed."""
     config = _config(tmp_path)

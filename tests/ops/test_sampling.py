@@ -11,6 +11,7 @@ from hpsh_tf2.ops.sampling import (
     sample_triplets,
     seed_negative_probabilities,
 )
+from tests.conftest import separated_binary_codes
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,19 +110,8 @@ def _batch(classes: int, k: int, bits: int, seed: int = 0, spread: float = 1.0):
 
 
 def _binary_codes_64(classes: int, k: int, seed: int = 0) -> np.ndarray:
-    """Unit rows of balanced 64-bit 0/1 codes: classes separated, 2 bits flipped per row."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(classes):
-        proto = np.zeros(64)
-        proto[rng.permutation(64)[:32]] = 1.0
-        for _ in range(k):
-            code = proto.copy()
-            on, off = np.flatnonzero(code == 1), np.flatnonzero(code == 0)
-            code[rng.choice(on)] = 0.0
-            code[rng.choice(off)] = 1.0
-            rows.append(code)
-    return _unit(np.array(rows)).astype(np.float32)
+    """Unit rows of class-separated balanced 64-bit codes (see ``separated_binary_codes``)."""
+    return _unit(separated_binary_codes(classes, k, seed=seed)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

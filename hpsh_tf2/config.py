@@ -103,6 +103,7 @@ class ModelConfig:
     hidden_units: tuple[int, ...] = (1024, 512)
     leaky_relu_slope: float = field(default=0.2, metadata=_check(_non_negative, "a value >= 0"))
     init_seed: int = 123
+    init: Literal["keras", "seed"] = "keras"
 
 
 @dataclass(frozen=True)

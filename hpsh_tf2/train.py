@@ -327,16 +327,21 @@ def loss_options(config: Config) -> dict:
     }
 
 
-def _build_models(config: Config, feature_dim: int | None):
-    """Returns (model being trained, hash model, image model or None)."""
-    head_options = {
+def head_options(config: Config) -> dict:
+    """Keyword arguments of :func:`hpsh_tf2.models.head.build_hash_model` from a config."""
+    return {
         "bits": config.model.bits,
         "hidden_units": config.model.hidden_units,
         "leaky_relu_slope": config.model.leaky_relu_slope,
         "seed": config.model.init_seed,
+        "init": config.model.init,
     }
+
+
+def _build_models(config: Config, feature_dim: int | None):
+    """Returns (model being trained, hash model, image model or None)."""
     if config.train.mode == "features":
-        hash_model = build_hash_model(feature_dim, **head_options)
+        hash_model = build_hash_model(feature_dim, **head_options(config))
         return hash_model, hash_model, None
     backbone = build_backbone(
         config.model.backbone,
@@ -345,7 +350,7 @@ def _build_models(config: Config, feature_dim: int | None):
         seed=config.model.init_seed,
     )
     _set_trainable_layers(backbone, config.train.trainable_layers)
-    hash_model = build_hash_model(backbone.output_shape[-1], **head_options)
+    hash_model = build_hash_model(backbone.output_shape[-1], **head_options(config))
     image_model = build_image_hash_model(backbone, hash_model)
     return image_model, hash_model, image_model
 

@@ -155,6 +155,13 @@ def test_root_and_features_are_exclusive():
         apply_overrides(Config(), ["data.root=a", "data.features=b.npz"])
 
 
+def test_model_init_choices():
+    assert Config().model.init == "keras"
+    assert apply_overrides(Config(), ["model.init=seed"]).model.init == "seed"
+    with pytest.raises(ValueError, match=r"model\.init.*'keras', 'seed'"):
+        apply_overrides(Config(), ["model.init=numpy"])
+
+
 def test_sampler_empty_rows_choices():
     assert Config().sampler.empty_rows == "index0"
     assert apply_overrides(Config(), ["sampler.empty_rows=error"]).sampler.empty_rows == "error"

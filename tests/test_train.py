@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from hpsh_tf2.config import load_config
 from hpsh_tf2.features import load_feature_file
-from hpsh_tf2.train import HashTrainer, loss_options, subset_inputs, train
+from hpsh_tf2.train import HashTrainer, head_options, loss_options, subset_inputs, train
 from tests.conftest import REPO_ROOT
 
 
@@ -57,6 +57,22 @@ def test_loss_options_follow_the_config(tmp_path):
     assert seed["sampler_mode"] == "seed" and seed["empty_rows"] == "error"
     assert seed["variant"] == "seed" and seed["nonzero_loss_cutoff"] == 1.4
     assert seed["samples_per_class"] == 3
+
+
+def test_head_options_follow_the_config(tmp_path):
+    from hpsh_tf2.models.head import build_hash_model, seed_kernels
+
+    options = head_options(_config(tmp_path, "model.init=seed", "model.init_seed=4"))
+    assert options == {
+        "bits": 16,
+        "hidden_units": (64, 32),
+        "leaky_relu_slope": 0.2,
+        "seed": 4,
+        "init": "seed",
+    }
+    kernel = build_hash_model(30, **options).get_weights()[0]
+    np.testing.assert_array_equal(kernel, seed_kernels(30, [64, 32, 16], seed=4)[0])
+    assert head_options(_config(tmp_path))["init"] == "keras"
 
 
 def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):

@@ -11,8 +11,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 
-__all__ = ["HashHead", "build_hash_model", "build_image_hash_model"]
+__all__ = ["HEAD_INITS", "HashHead", "build_hash_model", "build_image_hash_model", "seed_kernels"]
+
+HEAD_INITS = ("keras", "seed")
+
+
+def seed_kernels(input_dim: int, units: Sequence[int], seed: int = 123) -> list[np.ndarray]:
+    """The original's head kernels, bit for bit (HPSH_SPEC.md section 3).
+
+    The original draws each 1x1 convolution filter ``[1, 1, fan_in, fan_out]`` from NumPy's
+    legacy global generator after ``np.random.seed(123)``, in layer order, as
+    ``np.random.uniform(-stdev * sqrt(3), stdev * sqrt(3))`` with
+    ``stdev = sqrt(4 / (fan_in + fan_out))``, then casts to float32. This replays that stream
+    with a private ``np.random.RandomState(seed)`` (the global generator is left alone),
+    assuming, as the spec does, that nothing else draws from it between the seeding and the
+    network's construction.
+
+    Args:
+        input_dim: Width of the head's input (2048 for InceptionV3 features).
+        units: Widths of the dense layers in order, the code length last.
+        seed: The original's NumPy seed.
+
+    Returns:
+        One float32 kernel ``[fan_in, fan_out]`` per layer.
+    """
+    rng = np.random.RandomState(seed)
+    kernels = []
+    fan_in = int(input_dim)
+    for fan_out in units:
+        stdev = np.sqrt(4.0 / (fan_in + fan_out))
+        bound = stdev * np.sqrt(3)
+        draws = rng.uniform(low=-bound, high=bound, size=(1, 1, fan_in, int(fan_out)))
+        kernels.append(draws.astype("float32").reshape(fan_in, int(fan_out)))
+        fan_in = int(fan_out)
+    return kernels
 
 
 @keras.saving.register_keras_serializable(package="hpsh_tf2")
@@ -24,6 +58,10 @@ class HashHead(keras.layers.Layer):
         hidden_units: Widths of the hidden dense layers.
         leaky_relu_slope: Negative slope of the LeakyReLU activations.
         seed: Seed of the weight initialisers (a fixed seed gives identical weights).
+        init: ``"keras"``: seeded Keras ``VarianceScaling`` initialisers with the original's
+            distribution (layer ``i`` seeded ``seed + i``). ``"seed"``: the original's kernels
+            bit for bit (:func:`seed_kernels`, NumPy's legacy generator seeded ``seed``);
+            needs an integer seed.
         **kwargs: Base layer arguments (``name``, ``dtype``...).
     """
 
@@ -33,9 +71,14 @@ class HashHead(keras.layers.Layer):
         hidden_units: Sequence[int] = (1024, 512),
         leaky_relu_slope: float = 0.2,
         seed: int | None = 123,
+        init: str = "keras",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if init not in HEAD_INITS:
+            raise ValueError(f"Received: init={init!r}; expected one of {HEAD_INITS}")
+        if init == "seed" and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise ValueError(f"Received: seed={seed!r} with init='seed'; expected an integer")
         if not isinstance(bits, int) or bits <= 0 or bits % 8:
             raise ValueError(f"Received: bits={bits!r}; expected a positive multiple of 8")
         hidden_units = tuple(int(u) for u in hidden_units)
@@ -45,6 +88,7 @@ class HashHead(keras.layers.Layer):
         self.hidden_units = hidden_units
         self.leaky_relu_slope = float(leaky_relu_slope)
         self.seed = seed
+        self.init = init
         self.dense_layers = []
         for index, units in enumerate((*hidden_units, bits)):
             init_seed = None if seed is None else seed + index
@@ -65,6 +109,12 @@ class HashHead(keras.layers.Layer):
         for layer in self.dense_layers:
             layer.build(shape)
             shape = (*shape[:-1], layer.units)
+        if self.init == "seed":
+            units = [layer.units for layer in self.dense_layers]
+            for layer, kernel in zip(
+                self.dense_layers, seed_kernels(input_shape[-1], units, self.seed)
+            ):
+                layer.kernel.assign(kernel)
         self.built = True
 
     def call(self, inputs):
@@ -86,6 +136,7 @@ class HashHead(keras.layers.Layer):
                 "hidden_units": list(self.hidden_units),
                 "leaky_relu_slope": self.leaky_relu_slope,
                 "seed": self.seed,
+                "init": self.init,
             }
         )
         return config
@@ -98,13 +149,14 @@ def build_hash_model(
     hidden_units: Sequence[int] = (1024, 512),
     leaky_relu_slope: float = 0.2,
     seed: int | None = 123,
+    init: str = "keras",
     name: str = "hash_model",
 ) -> keras.Model:
     """Features ``[b, input_dim]`` -> scores ``[b, bits]`` (a functional Keras model)."""
     if input_dim <= 0:
         raise ValueError(f"Received: input_dim={input_dim}; expected a positive integer")
     inputs = keras.Input((input_dim,), name="features")
-    head = HashHead(bits, hidden_units, leaky_relu_slope, seed, name="hash_head")
+    head = HashHead(bits, hidden_units, leaky_relu_slope, seed, init, name="hash_head")
     return keras.Model(inputs, head(inputs), name=name)
 
 

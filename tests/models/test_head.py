@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from hpsh_tf2.models.head import HashHead, build_hash_model, build_image_hash_model
+from hpsh_tf2.models.head import HashHead, build_hash_model, build_image_hash_model, seed_kernels
 
 
 def _features(rows: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -142,6 +142,81 @@ class TestOutputs:
     def test_input_dim_validation(self) -> None:
         with pytest.raises(ValueError, match="input_dim=0"):
             build_hash_model(0, bits=8)
+
+
+def _original_global_draws(input_dim: int, units: list[int], seed: int) -> list[np.ndarray]:
+    """The original's recipe through NumPy's *global* generator, state restored afterwards.
+
+    The legacy global API is the point here (NPY002 is silenced on purpose).
+    """
+    saved = np.random.get_state()  # noqa: NPY002
+    try:
+        np.random.seed(seed)  # noqa: NPY002
+        kernels, fan_in = [], input_dim
+        for fan_out in units:
+            stdev = np.sqrt(4.0 / (fan_in + fan_out))  # he_init of a 1x1 filter
+            values = np.random.uniform(  # noqa: NPY002
+                low=-stdev * np.sqrt(3), high=stdev * np.sqrt(3), size=(1, 1, fan_in, fan_out)
+            ).astype("float32")
+            kernels.append(values[0, 0])
+            fan_in = fan_out
+        return kernels
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+
+
+class TestSeedInitialisation:
+    def test_seed_kernels_replay_the_global_numpy_stream(self) -> None:
+        state = np.random.get_state()[1].copy()  # noqa: NPY002
+        got = seed_kernels(2048, [1024, 512, 32], seed=123)
+        after = np.random.get_state()[1]  # noqa: NPY002
+        np.testing.assert_array_equal(after, state)  # the global generator is untouched
+        expected = _original_global_draws(2048, [1024, 512, 32], seed=123)
+        for a, b in zip(got, expected, strict=True):
+            assert a.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+
+    def test_bounds_from_the_spec(self) -> None:
+        kernels = seed_kernels(2048, [1024, 512, 32])
+        for kernel, bound in zip(kernels, [0.0625, 0.08839, 0.14852], strict=True):
+            assert np.abs(kernel).max() <= bound + 1e-5
+            assert np.abs(kernel).max() >= 0.99 * bound
+
+    def test_layers_continue_one_stream(self) -> None:
+        # Layer 2 starts where layer 1's draws end: its first value is draw number 2048 * 1024.
+        first, second, _ = seed_kernels(2048, [1024, 512, 16], seed=7)
+        rng = np.random.RandomState(7)
+        rng.random_sample(2048 * 1024)
+        bound = np.sqrt(3) * np.sqrt(4.0 / (1024 + 512))
+        assert second[0, 0] == np.float32(-bound + 2 * bound * rng.random_sample())
+        assert not np.array_equal(first[:1024, :512], second)
+
+    def test_head_uses_the_seed_kernels(self) -> None:
+        model = build_hash_model(96, bits=16, hidden_units=(48, 24), seed=11, init="seed")
+        weights = model.get_weights()
+        for got, expected in zip(weights[0::2], seed_kernels(96, [48, 24, 16], 11), strict=True):
+            np.testing.assert_array_equal(got, expected)
+        for bias in weights[1::2]:
+            np.testing.assert_array_equal(bias, 0.0)
+        keras_init = build_hash_model(96, bits=16, hidden_units=(48, 24), seed=11).get_weights()
+        assert not np.array_equal(keras_init[0], weights[0])
+
+    def test_round_trip_and_reload_keep_trained_weights(self, tmp_path: Path) -> None:
+        model = build_hash_model(40, bits=8, hidden_units=(16,), seed=2, init="seed")
+        head = model.get_layer("hash_head")
+        assert head.get_config()["init"] == "seed"
+        assert HashHead.from_config(head.get_config()).get_config() == head.get_config()
+        _randomise(model, 5)  # reloading must restore these, not re-draw the initial kernels
+        model.save(tmp_path / "head.keras")
+        loaded = keras.saving.load_model(tmp_path / "head.keras")
+        x = _features(4, 40)
+        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
+
+    def test_validation(self) -> None:
+        with pytest.raises(ValueError, match="init='numpy'"):
+            HashHead(bits=8, init="numpy")
+        with pytest.raises(ValueError, match="seed=None with init='seed'"):
+            HashHead(bits=8, seed=None, init="seed")
 
 
 class TestSerialisation:

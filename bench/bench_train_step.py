@@ -274,58 +274,56 @@ def _ceiling_lines(rows: list[tuple], floor_name: str, what: str, common: str) -
     ]
 
 
-def _train_step_rows(args, x, y) -> list[tuple]:
+def _time_variants(args, steps: tuple, data: tf.Tensor, y: tf.Tensor, floor_name: str):
+    """Times ``steps = (fast, fast_xla, floor, floor_xla, loop)``; returns (rows, op counts).
+
+    ``data`` is the features (full step) or the scores (sampler + loss only).
+    """
+    fast, fast_xla, floor, floor_xla, loop = steps
+    calls = [
+        ("vectorised", lambda i: fast(data, y, tf.constant([7, i])), args.steps),
+        ("vectorised" + XLA, lambda i: fast_xla(data, y, tf.constant([7, i])), args.steps),
+        (floor_name, lambda i: floor(data), args.steps),
+        (floor_name + XLA, lambda i: floor_xla(data), args.steps),
+        ("seed-style loop", lambda i: loop(data, y), args.loop_steps),
+    ]
+    rows = _measure(calls, args.loop_steps)  # first: its first call includes the tracing
+    ops = {
+        "vectorised": _graph_ops(fast, data, y, tf.constant([7, 0])),
+        floor_name: _graph_ops(floor, data),
+        "seed-style loop": _graph_ops(loop, data, y),
+    }
+    return rows, ops
+
+
+def _train_step_rows(args, x, y) -> tuple[list[tuple], dict[str, int]]:
     k, n = args.samples_per_class, args.classes * args.samples_per_class
     keras.utils.set_random_seed(123)
     models = [build_head(args.bits) for _ in range(5)]
     for other in models[1:]:
         other.set_weights(models[0].get_weights())
-    fast = make_vectorised_step(models[0], k)
-    fast_xla = make_vectorised_step(models[1], k, jit=True)
-    floor = make_floor_step(models[2])
-    floor_xla = make_floor_step(models[3], jit=True)
-    loop = make_loop_step(models[4], n, k)
-    calls = [
-        ("vectorised", lambda i: fast(x, y, tf.constant([7, i])), args.steps),
-        ("vectorised" + XLA, lambda i: fast_xla(x, y, tf.constant([7, i])), args.steps),
-        (FLOOR_NAME, lambda i: floor(x), args.steps),
-        (FLOOR_NAME + XLA, lambda i: floor_xla(x), args.steps),
-        ("seed-style loop", lambda i: loop(x, y), args.loop_steps),
-    ]
-    rows = _measure(calls, args.loop_steps)  # first: its first call includes the tracing
-    seed = tf.constant([7, 0])
-    ops = {
-        "vectorised": _graph_ops(fast, x, y, seed),
-        FLOOR_NAME: _graph_ops(floor, x),
-        "seed-style loop": _graph_ops(loop, x, y),
-    }
-    return rows, ops
+    steps = (
+        make_vectorised_step(models[0], k),
+        make_vectorised_step(models[1], k, jit=True),
+        make_floor_step(models[2]),
+        make_floor_step(models[3], jit=True),
+        make_loop_step(models[4], n, k),
+    )
+    return _time_variants(args, steps, x, y, FLOOR_NAME)
 
 
-def _loss_only_rows(args, y) -> list[tuple]:
+def _loss_only_rows(args, y) -> tuple[list[tuple], dict[str, int]]:
     k, n = args.samples_per_class, args.classes * args.samples_per_class
     rng = np.random.default_rng(1)
     s = tf.constant(rng.uniform(0.05, 0.95, size=(n, args.bits)).astype(np.float32))
-    fast = make_vectorised_loss_only(k)
-    fast_xla = make_vectorised_loss_only(k, jit=True)
-    floor = make_floor_loss_only()
-    floor_xla = make_floor_loss_only(jit=True)
-    loop = make_loop_loss_only(n, k)
-    calls = [
-        ("vectorised", lambda i: fast(s, y, tf.constant([7, i])), args.steps),
-        ("vectorised" + XLA, lambda i: fast_xla(s, y, tf.constant([7, i])), args.steps),
-        (LOSS_FLOOR_NAME, lambda i: floor(s), args.steps),
-        (LOSS_FLOOR_NAME + XLA, lambda i: floor_xla(s), args.steps),
-        ("seed-style loop", lambda i: loop(s, y), args.loop_steps),
-    ]
-    rows = _measure(calls, args.loop_steps)  # first: its first call includes the tracing
-    seed = tf.constant([7, 0])
-    ops = {
-        "vectorised": _graph_ops(fast, s, y, seed),
-        LOSS_FLOOR_NAME: _graph_ops(floor, s),
-        "seed-style loop": _graph_ops(loop, s, y),
-    }
-    return rows, ops
+    steps = (
+        make_vectorised_loss_only(k),
+        make_vectorised_loss_only(k, jit=True),
+        make_floor_loss_only(),
+        make_floor_loss_only(jit=True),
+        make_loop_loss_only(n, k),
+    )
+    return _time_variants(args, steps, s, y, LOSS_FLOOR_NAME)
 
 
 def run(args: argparse.Namespace) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,36 @@ def test_shipped_configs_carry_original_hyperparameters(name):
     assert config.model.weights == "imagenet"
     expected = {"ucmd.yaml": (21, 100), "aid.yaml": (30, 900)}[name]
     assert (config.train.classes_per_batch, config.train.steps_per_epoch) == expected
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            keys += _leaf_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+@pytest.mark.parametrize("name", ["ucmd.yaml", "aid.yaml"])
+def test_shipped_configs_list_every_key(name):
+    raw = yaml.safe_load((REPO_ROOT / name).read_text())
+    defaults = config_to_dict(Config())
+    assert sorted(_leaf_keys(raw)) == sorted(_leaf_keys(defaults))
+
+
+def test_readme_documents_every_key():
+    rows = [
+        line for line in (REPO_ROOT / "README.md").read_text().splitlines() if line[:3] == "| `"
+    ]
+    for key in _leaf_keys(config_to_dict(Config())):
+        section, _, leaf = key.rpartition(".")
+        documented = any(
+            f"`{key}`" in row or (f"`{section}." in row and re.search(rf"\b{leaf}\b", row))
+            for row in rows
+        )
+        assert documented, f"{key} is missing from the README's config reference"
 
 
 def test_defaults_validate_and_roundtrip(tmp_path):

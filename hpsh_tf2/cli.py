@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -168,8 +169,29 @@ def _query(args) -> int:
     return 0
 
 
+def _tensorflow_error_line(err: Exception) -> str | None:
+    """One line saying why a TensorFlow runtime error happened, or None for other errors.
+
+    A graph error's message is a header, the Python stack where the failing op was defined and
+    then the op's own message; the last is kept, without its ``[Op:...]`` suffix. TensorFlow is
+    only consulted when it is already imported (the CLI imports it lazily).
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(err, tf.errors.OpError):
+        return None
+    headers = ("Graph execution error", "Detected at node")
+    lines = [
+        line.strip()
+        for line in err.message.splitlines()
+        if line.strip() and not line[0].isspace() and not line.startswith(headers)
+    ]
+    reason = re.sub(r"\s*\[Op:[^\]]*\]$", "", lines[-1]) if lines else err.message.strip()
+    return f"{type(err).__name__}: {reason}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit status (2 for invalid input)."""
+    """Entry point; returns the process exit status (2 for invalid input, 1 for a run that a
+    TensorFlow runtime error stopped)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -187,6 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        line = _tensorflow_error_line(err)
+        if line is None or args.verbose:
+            raise
+        print(
+            f"error: {args.verb} stopped: {line} (--verbose shows the traceback)", file=sys.stderr
+        )
+        return 1
 
 
 if __name__ == "__main__":

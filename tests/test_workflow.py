@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from hpsh_tf2 import cli, workflow
 from hpsh_tf2.config import load_config
@@ -68,6 +69,28 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert code == 2 and "data.root" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["fly"])
+
+
+def test_cli_reports_a_tensorflow_runtime_error_in_one_line(aid_features_path, tmp_path, capsys):
+    # 64-bit codes of the original seed sampler with the CPU policy: once the classes separate,
+    # rows lose every candidate and training stops (spec 4.5(c-d)). Here it happens at once
+    # because the cutoff is tiny.
+    args = [
+        "train",
+        "--config",
+        str(REPO_ROOT / "aid.yaml"),
+        *("--set", "data.root=null", "--set", f"data.features={aid_features_path}"),
+        *("--set", f"output.workdir={tmp_path}", "--set", "model.hidden_units=[16]"),
+        *("--set", "sampler.mode=seed", "--set", "sampler.empty_rows=error"),
+        *("--set", "sampler.nonzero_loss_cutoff=0.01", "--set", "train.classes_per_batch=4"),
+        *("--set", "train.epochs=1", "--set", "train.steps_per_epoch=1"),
+    ]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: train stopped: InvalidArgumentError:")
+    assert "no eligible negative" in err and len(err.splitlines()) == 1
+    with pytest.raises(tf.errors.InvalidArgumentError):  # --verbose keeps the traceback
+        cli.main(["--verbose", *args, "--set", f"output.workdir={tmp_path / 'v'}"])
 
 
 def test_features_file_train_and_evaluate(aid_features_path, tmp_path, capsys):

@@ -241,8 +241,9 @@ def _seed_logits(
             tf.reduce_any(empty),
             False,
             message=(
-                "seed sampler: a row has no eligible negative (its weights sum to 0); the "
-                "original's CPU kernel fails here"
+                "seed sampler: a row has no eligible negative (its weights sum to 0), where "
+                "the original fails on CPU; empty_rows=index0 draws row 0 instead, as the "
+                "original does on GPU"
             ),
         )
         with tf.control_dependencies([check]):

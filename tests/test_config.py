@@ -193,18 +193,20 @@ def test_root_and_features_are_exclusive():
         apply_overrides(Config(), ["data.root=a", "data.features=b.npz"])
 
 
-def test_model_init_choices():
-    assert Config().model.init == "keras"
-    assert apply_overrides(Config(), ["model.init=seed"]).model.init == "seed"
-    with pytest.raises(ValueError, match=r"model\.init.*'keras', 'seed'"):
-        apply_overrides(Config(), ["model.init=numpy"])
-
-
-def test_sampler_empty_rows_choices():
-    assert Config().sampler.empty_rows == "index0"
-    assert apply_overrides(Config(), ["sampler.empty_rows=error"]).sampler.empty_rows == "error"
-    with pytest.raises(ValueError, match=r"sampler\.empty_rows.*'index0', 'error'"):
-        apply_overrides(Config(), ["sampler.empty_rows=nan"])
+@pytest.mark.parametrize(
+    ("key", "default", "other", "choices"),
+    [
+        ("model.init", "keras", "seed", r"'keras', 'seed'"),
+        ("sampler.empty_rows", "index0", "error", r"'index0', 'error'"),
+    ],
+)
+def test_seed_mode_choices(key, default, other, choices):
+    section, leaf = key.split(".")
+    assert getattr(getattr(Config(), section), leaf) == default
+    changed = apply_overrides(Config(), [f"{key}={other}"])
+    assert getattr(getattr(changed, section), leaf) == other
+    with pytest.raises(ValueError, match=re.escape(key) + ".*" + choices):
+        apply_overrides(Config(), [f"{key}=nan"])
 
 
 def test_nonzero_loss_cutoff_defaults():

@@ -29,6 +29,7 @@ __all__ = [
     "HPSHLoss",
     "TripletHardLoss",
     "TripletSemiHardLoss",
+    "classification_loss",
     "hpsh_loss",
     "log_cosh",
     "margin_loss",
@@ -132,6 +133,29 @@ def _seed_quantization(rows: tuple[tf.Tensor, ...], weight: float) -> tf.Tensor:
     return weight * total
 
 
+def classification_loss(labels: tf.Tensor, logits: tf.Tensor, *, weight: float = 1.0) -> tf.Tensor:
+    """Auxiliary classification term: ``weight * mean_i CE(softmax(logits_i), labels_i)``.
+
+    Not part of the paper's loss; the trainer's ``loss.classification_weight`` option. The
+    logits come from a linear softmax classifier on the sigmoid scores (the codes before
+    thresholding), so the term pulls the codes of one class together and those of different
+    classes apart through a class-discriminative projection.
+
+    Args:
+        labels: Integer class ids ``[n]`` or ``[n, 1]`` in ``[0, C)``.
+        logits: ``[n, C]`` classifier logits; any float dtype (computed in float32).
+        weight: Weight of the term (``>= 0``).
+
+    Returns:
+        Scalar loss.
+    """
+    weight = check_finite("weight", weight)
+    z = _to_compute_float(logits, "logits")
+    y = _flat_labels(labels)
+    per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z)
+    return tf.constant(weight, z.dtype) * tf.reduce_mean(per_row)
+
+
 # --------------------------------------------------------------------------------------------
 # HPSH loss
 # --------------------------------------------------------------------------------------------
@@ -151,6 +175,8 @@ def hpsh_loss(
     nonzero_loss_cutoff: float = 0.9,
     seed: tf.Tensor | None = None,
     empty_rows: str = "index0",
+    logits: tf.Tensor | None = None,
+    classification_weight: float = 0.0,
     return_components: bool = False,
 ) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """HPSH training loss of one P x K batch.
@@ -167,7 +193,9 @@ def hpsh_loss(
       ``quantization_weight * sum`` over the ``3 * T * K`` entries ``x`` of the gathered
       ``e`` rows ``(a, p, n)`` of ``(log cosh|h(x) - x|)^2``, ``h(x) = (sign(x - 0.5) + 1) / 2``.
 
-    Total = margin + push + balance + quantisation.
+    Total = margin + push + balance + quantisation, plus (not in the paper; only when
+    ``logits`` is given) ``classification = classification_weight * mean_i CE(logits_i, y_i)``
+    (:func:`classification_loss`).
 
     Args:
         labels: Integer labels ``[n]`` or ``[n, 1]`` in consecutive blocks of
@@ -189,7 +217,11 @@ def hpsh_loss(
         empty_rows: ``sampler_mode="seed"`` only: what a row whose weights are all 0 does.
             ``"index0"`` draws row 0 (the original's GPU kernel), ``"error"`` fails with
             ``InvalidArgumentError`` (its CPU kernel; XLA drops the check).
-        return_components: Also return ``{"margin", "push", "balance", "quantization"}``.
+        logits: Optional ``[n, C]`` logits of a classifier on ``scores``; with them the
+            classification term is added (and reported as ``"classification"``).
+        classification_weight: Weight of the classification term (``>= 0``).
+        return_components: Also return ``{"margin", "push", "balance", "quantization"}``
+            (and ``"classification"`` when ``logits`` is given).
 
     Returns:
         Scalar float32 loss, or ``(loss, components)`` if ``return_components``.
@@ -204,6 +236,11 @@ def hpsh_loss(
     quantization_weight = check_finite("quantization_weight", quantization_weight)
     push_weight = check_finite("push_weight", push_weight)
     balance_weight = check_finite("balance_weight", balance_weight)
+    classification_weight = check_finite("classification_weight", classification_weight)
+    if classification_weight < 0:
+        raise ValueError(
+            f"Received: classification_weight={classification_weight}; expected a value >= 0."
+        )
     s = _to_compute_float(scores, "scores")
     e = l2_normalize_embeddings(s)
     a_idx, p_idx, n_idx = sample_triplets(
@@ -227,6 +264,8 @@ def hpsh_loss(
         "balance": _balance_term(s, balance_weight),
         "quantization": quant,
     }
+    if logits is not None:
+        parts["classification"] = classification_loss(labels, logits, weight=classification_weight)
     total = tf.add_n(list(parts.values()))
     return (total, parts) if return_components else total
 
@@ -369,10 +408,17 @@ class HPSHLoss(keras.losses.Loss):
     ``[seed, 0]`` (reproducible, the same random stream each call; the trainer instead calls
     ``hpsh_loss`` with a per-step seed tensor).
 
+    With ``num_classes=C`` (the auxiliary classification term), ``y_pred`` is
+    ``[n, K + C]``: the K sigmoid scores followed by the C logits of a classifier on them
+    (``keras.ops.concatenate([scores, logits], axis=-1)``), weighted by
+    ``classification_weight``.
+
     Args:
         samples_per_class: Rows per class block.
         alpha, beta, quantization_weight, push_weight, balance_weight, variant, sampler_mode,
-            cutoff, nonzero_loss_cutoff, empty_rows: As in ``hpsh_loss``.
+            cutoff, nonzero_loss_cutoff, empty_rows, classification_weight: As in
+            ``hpsh_loss``.
+        num_classes: ``None`` (``y_pred`` is the scores) or C >= 2 (scores then C logits).
         seed: ``None`` or an int.
         name: Loss name.
         reduction: Keras reduction (no effect on the scalar).
@@ -393,6 +439,8 @@ class HPSHLoss(keras.losses.Loss):
         nonzero_loss_cutoff: float = 0.9,
         seed: int | None = None,
         empty_rows: str = "index0",
+        classification_weight: float = 0.0,
+        num_classes: int | None = None,
         name: str = "hpsh_loss",
         reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
@@ -420,6 +468,20 @@ class HPSHLoss(keras.losses.Loss):
         self.cutoff = cutoff
         self.nonzero_loss_cutoff = nonzero_loss_cutoff
         self.empty_rows = empty_rows
+        self.classification_weight = check_finite("classification_weight", classification_weight)
+        if self.classification_weight < 0:
+            raise ValueError(
+                f"Received: classification_weight={classification_weight}; expected >= 0."
+            )
+        if num_classes is not None and (
+            isinstance(num_classes, bool)
+            or not isinstance(num_classes, int | np.integer)
+            or num_classes < 2
+        ):
+            raise ValueError(
+                f"Received: num_classes={num_classes!r}; expected None or an int >= 2."
+            )
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.seed = _check_optional_seed(seed)
 
     def _options(self) -> dict[str, Any]:
@@ -435,17 +497,30 @@ class HPSHLoss(keras.losses.Loss):
             "cutoff": self.cutoff,
             "nonzero_loss_cutoff": self.nonzero_loss_cutoff,
             "empty_rows": self.empty_rows,
+            "classification_weight": self.classification_weight,
         }
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the scalar HPSH loss of the batch."""
+        scores, logits = y_pred, None
+        if self.num_classes is not None:
+            scores, logits = y_pred[:, : -self.num_classes], y_pred[:, -self.num_classes :]
         return hpsh_loss(
-            _flat_labels(y_true), y_pred, seed=_seed_tensor(self.seed), **self._options()
+            _flat_labels(y_true),
+            scores,
+            seed=_seed_tensor(self.seed),
+            logits=logits,
+            **self._options(),
         )
 
     def get_config(self) -> dict[str, Any]:
         """Init arguments plus the base ``Loss`` config."""
-        return {**super().get_config(), **self._options(), "seed": self.seed}
+        return {
+            **super().get_config(),
+            **self._options(),
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="hpsh_tf2")

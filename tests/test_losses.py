@@ -15,6 +15,7 @@ from hpsh_tf2.losses import (
     HPSHLoss,
     TripletHardLoss,
     TripletSemiHardLoss,
+    classification_loss,
     hpsh_loss,
     margin_loss,
     triplet_hard_loss,
@@ -401,3 +402,63 @@ def test_model_with_compiled_loss_saves_and_reloads(tmp_path: Path) -> None:
     np.testing.assert_allclose(after, before, rtol=1e-6)
     direct = hpsh_loss(labels, model(x), samples_per_class=3, seed=[2, 0], alpha=0.25)
     np.testing.assert_allclose(before, float(direct), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# auxiliary classification term (loss.classification_weight)
+# --------------------------------------------------------------------------------------------
+def _np_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(1, keepdims=True)
+    log_softmax = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-np.mean(log_softmax[np.arange(len(labels)), labels]))
+
+
+def test_classification_loss_matches_numpy() -> None:
+    rng = np.random.default_rng(7)
+    logits = (3 * rng.normal(size=(12, 5))).astype(np.float32)
+    labels = rng.integers(0, 5, size=12)
+    ref = _np_cross_entropy(logits, labels)
+    np.testing.assert_allclose(float(classification_loss(labels, logits)), ref, rtol=1e-5)
+    weighted = classification_loss(labels[:, None], tf.constant(logits, tf.float16), weight=0.3)
+    np.testing.assert_allclose(
+        float(weighted), 0.3 * _np_cross_entropy(logits.astype(np.float16), labels), rtol=1e-3
+    )
+    # Hand value: uniform logits over C classes give log(C) whatever the labels.
+    uniform = classification_loss(labels, np.zeros((12, 5), np.float32), weight=2.0)
+    np.testing.assert_allclose(float(uniform), 2.0 * math.log(5), rtol=1e-6)
+
+
+def test_hpsh_loss_adds_classification_term() -> None:
+    s, labels = _scores(5, 4, 16, seed=2)
+    logits = np.random.default_rng(3).normal(size=(20, 5)).astype(np.float32)
+    options = {"samples_per_class": 4, "sampler_mode": "hard"}
+    total, parts = hpsh_loss(
+        labels, s, logits=logits, classification_weight=0.5, return_components=True, **options
+    )
+    base, base_parts = hpsh_loss(labels, s, return_components=True, **options)
+    assert "classification" not in base_parts
+    ce = 0.5 * _np_cross_entropy(logits, labels)
+    np.testing.assert_allclose(float(parts["classification"]), ce, rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(base) + ce, rtol=1e-5)
+    for key, value in base_parts.items():
+        np.testing.assert_allclose(float(parts[key]), float(value), rtol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="classification_weight=-1"):
+        hpsh_loss(labels, s, logits=logits, classification_weight=-1.0, **options)
+
+
+def test_hpsh_wrapper_with_classifier_logits() -> None:
+    s, labels = _scores(4, 3, 16, seed=5)
+    logits = np.random.default_rng(6).normal(size=(12, 4)).astype(np.float32)
+    loss = HPSHLoss(samples_per_class=3, seed=4, classification_weight=0.2, num_classes=4)
+    ref = hpsh_loss(
+        labels, s, samples_per_class=3, seed=[4, 0], logits=logits, classification_weight=0.2
+    )
+    value = loss(labels, np.concatenate([s, logits], axis=1))
+    np.testing.assert_allclose(float(value), float(ref), rtol=1e-6)
+    restored = _round_trip(loss)
+    assert restored.num_classes == 4 and restored.classification_weight == 0.2
+    with pytest.raises(ValueError, match="num_classes=1"):
+        HPSHLoss(samples_per_class=3, num_classes=1)
+    with pytest.raises(ValueError, match=r"classification_weight=-0\.1"):
+        HPSHLoss(samples_per_class=3, classification_weight=-0.1)

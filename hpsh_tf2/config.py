@@ -104,6 +104,9 @@ class ModelConfig:
     leaky_relu_slope: float = field(default=0.2, metadata=_check(_non_negative, "a value >= 0"))
     init_seed: int = 123
     init: Literal["keras", "seed"] = "keras"
+    input_dropout: float = field(
+        default=0.0, metadata=_check(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
+    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,10 @@ class TrainConfig:
     beta_1: float = field(default=0.5, metadata=_check(lambda v: 0 <= v < 1, "a value in [0, 1)"))
     beta_2: float = field(default=0.9, metadata=_check(lambda v: 0 <= v < 1, "a value in [0, 1)"))
     epsilon: float = field(default=1e-8, metadata=_check(_positive, "a positive number"))
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    early_stopping_patience: int = field(
+        default=0, metadata=_check(_non_negative, "an integer >= 0 (0 = no early stopping)")
+    )
     seed: int = 123
     trainable_layers: int = field(
         default=0, metadata=_check(_non_negative, "an integer >= 0 (0 = whole backbone)")
@@ -157,6 +164,9 @@ class LossConfig:
     quantization_weight: float = field(default=0.01, metadata=_check(_non_negative, "a value >= 0"))
     push_weight: float = field(default=0.001, metadata=_check(_non_negative, "a value >= 0"))
     balance_weight: float = field(default=1.0, metadata=_check(_non_negative, "a value >= 0"))
+    classification_weight: float = field(
+        default=0.0, metadata=_check(_non_negative, "a value >= 0 (0 = no classifier)")
+    )
 
 
 @dataclass(frozen=True)
@@ -355,6 +365,12 @@ def _validate_cross_field(config: Config, *, source: str) -> None:
         raise ConfigError(
             f"{source}: invalid value for 'model.hidden_units'. Received: "
             f"{list(config.model.hidden_units)}; expected positive integers"
+        )
+    if config.train.early_stopping_patience > 0 and split.val <= 0:
+        raise ConfigError(
+            f"{source}: 'train.early_stopping_patience' watches the validation mAP and needs "
+            f"'data.split.val' > 0. Received: early_stopping_patience="
+            f"{config.train.early_stopping_patience}, val={split.val}"
         )
     if config.data.root is None and config.data.features is None:
         return

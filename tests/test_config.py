@@ -220,3 +220,47 @@ def test_config_to_dict_is_plain_yaml(tmp_path: Path):
     text = yaml.safe_dump(config_to_dict(Config()))
     assert "!!python" not in text
     assert yaml.safe_load(text)["model"]["hidden_units"] == [1024, 512]
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("model.input_dropout=1.0", r"model\.input_dropout.*1\.0.*\[0, 1\)"),
+        ("model.input_dropout=-0.2", r"model\.input_dropout.*-0\.2"),
+        ("train.lr_schedule=step", r"train\.lr_schedule.*'constant', 'cosine'"),
+        ("train.early_stopping_patience=-1", r"train\.early_stopping_patience.*-1"),
+        ("train.early_stopping_patience=1.5", r"train\.early_stopping_patience.*an integer"),
+        ("loss.classification_weight=-0.5", r"loss\.classification_weight.*-0\.5"),
+    ],
+)
+def test_recipe_keys_are_validated(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        apply_overrides(Config(), [override])
+
+
+def test_recipe_keys_default_to_the_paper_and_accept_values():
+    config = Config()
+    assert config.model.input_dropout == 0.0
+    assert config.train.lr_schedule == "constant"
+    assert config.train.early_stopping_patience == 0
+    assert config.loss.classification_weight == 0.0
+    changed = apply_overrides(
+        config,
+        [
+            "model.input_dropout=0.5",
+            "train.lr_schedule=cosine",
+            "data.split.train=0.5",
+            "data.split.val=0.1",
+            "train.early_stopping_patience=3",
+            "loss.classification_weight=0.1",
+        ],
+    )
+    assert changed.model.input_dropout == 0.5
+    assert changed.train.lr_schedule == "cosine"
+    assert changed.train.early_stopping_patience == 3
+    assert changed.loss.classification_weight == 0.1
+
+
+def test_early_stopping_needs_a_validation_split():
+    with pytest.raises(ConfigError, match=r"early_stopping_patience.*data\.split\.val.*val=0\.0"):
+        apply_overrides(Config(), ["train.early_stopping_patience=2"])

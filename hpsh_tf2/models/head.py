@@ -3,7 +3,8 @@
 Dense 1024 -> LeakyReLU(0.2) -> Dense 512 -> LeakyReLU(0.2) -> Dense K -> sigmoid, initialised
 as the original (HPSH_SPEC.md section 3): uniform U(-a, a) with a = sqrt(12 / (fan_in + fan_out))
 (Glorot-uniform with gain sqrt(2)) and zero biases. The embedding used by the metric loss is the
-L2-normalised sigmoid output; the binary code is ``scores > 0.5``.
+L2-normalised sigmoid output; the binary code is ``scores > 0.5``. An optional dropout on the
+head's input (``input_dropout``, not in the original) acts in training only.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class HashHead(keras.layers.Layer):
             distribution (layer ``i`` seeded ``seed + i``). ``"seed"``: the original's kernels
             bit for bit (:func:`seed_kernels`, NumPy's legacy generator seeded ``seed``);
             needs an integer seed.
+        input_dropout: Dropout rate on the input features in training (``0`` = none, the
+            original); inference is unaffected.
         **kwargs: Base layer arguments (``name``, ``dtype``...).
     """
 
@@ -72,9 +75,14 @@ class HashHead(keras.layers.Layer):
         leaky_relu_slope: float = 0.2,
         seed: int | None = 123,
         init: str = "keras",
+        input_dropout: float = 0.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(input_dropout, bool) or not 0.0 <= float(input_dropout) < 1.0:
+            raise ValueError(
+                f"Received: input_dropout={input_dropout!r}; expected a rate in [0, 1)"
+            )
         if init not in HEAD_INITS:
             raise ValueError(f"Received: init={init!r}; expected one of {HEAD_INITS}")
         if init == "seed" and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
@@ -89,6 +97,12 @@ class HashHead(keras.layers.Layer):
         self.leaky_relu_slope = float(leaky_relu_slope)
         self.seed = seed
         self.init = init
+        self.input_dropout = float(input_dropout)
+        self.dropout = None
+        if self.input_dropout > 0:
+            self.dropout = keras.layers.Dropout(
+                self.input_dropout, seed=seed if isinstance(seed, int) else None, name="dropout"
+            )
         self.dense_layers = []
         for index, units in enumerate((*hidden_units, bits)):
             init_seed = None if seed is None else seed + index
@@ -117,8 +131,10 @@ class HashHead(keras.layers.Layer):
                 layer.kernel.assign(kernel)
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         x = inputs
+        if self.dropout is not None:
+            x = self.dropout(x, training=training)
         for layer in self.dense_layers[:-1]:
             x = keras.ops.leaky_relu(layer(x), negative_slope=self.leaky_relu_slope)
         logits = self.dense_layers[-1](x)
@@ -137,6 +153,7 @@ class HashHead(keras.layers.Layer):
                 "leaky_relu_slope": self.leaky_relu_slope,
                 "seed": self.seed,
                 "init": self.init,
+                "input_dropout": self.input_dropout,
             }
         )
         return config
@@ -150,13 +167,19 @@ def build_hash_model(
     leaky_relu_slope: float = 0.2,
     seed: int | None = 123,
     init: str = "keras",
+    input_dropout: float = 0.0,
     name: str = "hash_model",
 ) -> keras.Model:
-    """Features ``[b, input_dim]`` -> scores ``[b, bits]`` (a functional Keras model)."""
+    """Features ``[b, input_dim]`` -> scores ``[b, bits]`` (a functional Keras model).
+
+    ``input_dropout`` (training only) is passed to :class:`HashHead`.
+    """
     if input_dim <= 0:
         raise ValueError(f"Received: input_dim={input_dim}; expected a positive integer")
     inputs = keras.Input((input_dim,), name="features")
-    head = HashHead(bits, hidden_units, leaky_relu_slope, seed, init, name="hash_head")
+    head = HashHead(
+        bits, hidden_units, leaky_relu_slope, seed, init, input_dropout, name="hash_head"
+    )
     return keras.Model(inputs, head(inputs), name=name)
 
 

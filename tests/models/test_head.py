@@ -288,3 +288,40 @@ class TestImageHashModel:
         expected = _numpy_head(features, head.get_weights())
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
         assert np.all((got > 0.0) & (got < 1.0))
+
+
+class TestInputDropout:
+    def test_inference_unchanged_training_drops_inputs(self) -> None:
+        x = _features(64, 40)
+        plain = build_hash_model(40, bits=16, hidden_units=(24, 16), seed=3)
+        dropped = build_hash_model(40, bits=16, hidden_units=(24, 16), seed=3, input_dropout=0.5)
+        np.testing.assert_array_equal(plain.get_weights()[0], dropped.get_weights()[0])
+        reference = _numpy_head(x, plain.get_weights())
+        # Inference: dropout is a no-op, the forward pass is the plain head's.
+        np.testing.assert_allclose(dropped(x, training=False), reference, rtol=1e-5, atol=1e-6)
+        # Training: inputs are dropped, so the scores differ (the plain head does not change).
+        trained = np.asarray(dropped(x, training=True))
+        assert not np.allclose(trained, reference, atol=1e-4)
+        plain_out = np.asarray(plain(x, training=True))
+        np.testing.assert_allclose(plain_out, reference, rtol=1e-5, atol=1e-6)
+
+    def test_dropout_rate_is_a_fraction_of_inputs(self) -> None:
+        head = HashHead(bits=8, hidden_units=(4,), seed=1, input_dropout=0.3)
+        x = np.ones((2000, 50), np.float32)
+        kept = np.asarray(head.dropout(x, training=True))
+        assert set(np.unique(kept)).issubset({0.0, np.float32(1 / 0.7)})
+        assert abs((kept == 0).mean() - 0.3) < 0.01
+
+    def test_config_round_trip_and_validation(self, tmp_path: Path) -> None:
+        model = build_hash_model(12, bits=8, hidden_units=(6,), input_dropout=0.25)
+        head = model.get_layer("hash_head")
+        assert HashHead.from_config(head.get_config()).input_dropout == 0.25
+        path = tmp_path / "m.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        x = _features(5, 12)
+        np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
+        assert loaded.get_layer("hash_head").input_dropout == 0.25
+        for rate in (1.0, -0.1, True):
+            with pytest.raises(ValueError, match="input_dropout"):
+                HashHead(bits=8, input_dropout=rate)

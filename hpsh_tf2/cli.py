@@ -14,6 +14,9 @@ import re
 import sys
 from collections.abc import Sequence
 
+# The package is imported inside the verb functions on purpose: `hpsh --help` and argument
+# errors then answer without importing TensorFlow (several seconds). Nothing else is lazy.
+
 __all__ = ["build_parser", "main"]
 
 
@@ -94,6 +97,7 @@ def _load(args) -> object:
 
 def _run_verb(args) -> int:
     from hpsh_tf2 import workflow
+    from hpsh_tf2.layout import RunLayout
 
     if args.verb == "download":
         return _download(args)
@@ -108,7 +112,7 @@ def _run_verb(args) -> int:
     elif args.verb == "extract":
         features = workflow.extract(config)
         shapes = ", ".join(f"{k}={v.shape}" for k, v in features.items())
-        print(f"features in {config.workdir / 'features'}: {shapes}")
+        print(f"features in {RunLayout(config.workdir).features_dir}: {shapes}")
     elif args.verb == "train":
         result = workflow.train(config)
         print(
@@ -147,6 +151,7 @@ def _download(args) -> int:
 
 
 def _query(args) -> int:
+    from hpsh_tf2.layout import RunLayout
     from hpsh_tf2.serving import format_neighbours, query_images, save_query_grid
 
     if args.top <= 0:
@@ -156,7 +161,8 @@ def _query(args) -> int:
         if args.model is None:
             if config is None:
                 raise ValueError("query: pass --model DIR, or --config FILE to use its export")
-            args.model = str(config.workdir / "export" / (config.export.name or config.name))
+            layout = RunLayout(config.workdir)
+            args.model = str(layout.export_model(config.export.name or config.name))
         if args.image_root is None and config is not None:
             args.image_root = config.data.root
     results = query_images(args.model, args.image, top=args.top)

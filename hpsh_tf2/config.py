@@ -172,6 +172,7 @@ class EvalConfig:
     protocol: Literal["paper", "standard"] = "paper"
     radius: int = field(default=2, metadata=_check(_non_negative, "an integer >= 0"))
     backend: Literal["tf", "numpy", "faiss"] = "tf"
+    ties: Literal["expected", "index"] = "expected"
     figures: bool = True
     interval: int = field(default=100, metadata=_check(_positive, "a positive integer"))
     max_grids: int = field(default=20, metadata=_check(_non_negative, "an integer >= 0"))

@@ -32,6 +32,19 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Received: {text!r}; expected comma-separated integers, e.g. 16,32,64"
+        ) from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all verbs."""
     parser = argparse.ArgumentParser(
@@ -67,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="DIR",
                 help="evaluate an exported SavedModel (model or version folder) instead",
             )
+
+    table = verbs.add_parser(
+        "table", help="results table: bits x sampler x split seeds (features mode), resumable"
+    )
+    table.add_argument(
+        "--bits", type=_int_list, default=None, help="code lengths (default 16,32,64)"
+    )
+    table.add_argument(
+        "--samplers",
+        type=_str_list,
+        default=None,
+        help="sampler.mode values (default hpsh,random,semihard)",
+    )
+    table.add_argument(
+        "--seeds",
+        type=_int_list,
+        default=None,
+        help="split seeds (default: data.seed, data.seed+1, data.seed+2)",
+    )
+    _add_config_options(table)
 
     query = verbs.add_parser("query", help="nearest neighbours of an image via a SavedModel")
     query.add_argument(
@@ -124,6 +157,15 @@ def _run_verb(args) -> int:
         workflow.export(config)
     elif args.verb == "run":
         workflow.run(config)
+    elif args.verb == "table":
+        from hpsh_tf2.table import DEFAULT_BITS, DEFAULT_SAMPLERS, results_table
+
+        results_table(
+            config,
+            bits=args.bits or DEFAULT_BITS,
+            samplers=args.samplers or DEFAULT_SAMPLERS,
+            seeds=args.seeds,
+        )
     return 0
 
 

@@ -130,3 +130,37 @@ class RunLayout:
     def export_model(self, name: str) -> Path:
         """``export/<name>/``: the versions of one exported model."""
         return self.export_root / name
+
+    # ------------------------------------------------------------------ table/
+    @property
+    def table_dir(self) -> Path:
+        """``table/``: the results table of ``cli.py table``."""
+        return self.workdir / "table"
+
+    @property
+    def table_features(self) -> Path:
+        """``table/features/``: every image's features, computed once for all cells."""
+        return self.table_dir / "features"
+
+    def table_cell(self, name: str) -> Path:
+        """``table/cells/<name>/``: the run folder of one cell."""
+        return self.table_dir / "cells" / name
+
+    def table_row(self, name: str) -> Path:
+        """``table/cells/<name>/row.json``: the finished cell's results (its presence = done)."""
+        return self.table_cell(name) / "row.json"
+
+    @property
+    def table_csv(self) -> Path:
+        """``table/results.csv``: one row per cell."""
+        return self.table_dir / "results.csv"
+
+    @property
+    def table_md(self) -> Path:
+        """``table/results.md``: mean +- std per code length and sampler, kNN reference."""
+        return self.table_dir / "results.md"
+
+    @property
+    def table_png(self) -> Path:
+        """``table/results.png``: mAP against code length, one line per sampler."""
+        return self.table_dir / "results.png"

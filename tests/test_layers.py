@@ -46,6 +46,10 @@ RUN_FOLDER_NAMES = (
     "report.json",
     "codes.npz",
     "state.json",
+    "row.json",
+    "results.csv",
+    "results.md",
+    "results.png",
 )
 
 

@@ -106,7 +106,7 @@ def evaluate_codes(
         queries: Query codes, labels and paths.
         database: Database codes, labels and paths (``queries`` itself with ``exclude_self``).
         exclude_self: Query ``i`` is database item ``i`` and is left out of its own ranking.
-        config: The ``eval`` section (``k``, ``radius``, ``backend``, ``protocol``).
+        config: The ``eval`` section (``k``, ``radius``, ``backend``, ``protocol``, ``ties``).
 
     Returns:
         ``(report, search_result)``; see :func:`hpsh_tf2.evaluation.report.compute_report`.
@@ -124,6 +124,7 @@ def evaluate_codes(
         exclude_self=exclude_self,
         radius=config.radius,
         backend=config.backend,
+        ties=config.ties,
     )
     report.update({"protocol": config.protocol, "k": config.k})
     return report, result

@@ -13,6 +13,7 @@ from hpsh_tf2.dataset import SubsetInputs
 from hpsh_tf2.encode import ScoreEncoder
 from hpsh_tf2.evaluation.metrics import map_at_k
 from hpsh_tf2.evaluation.search import search
+from hpsh_tf2.evaluation.ties import code_histograms, expected_map_at_k
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.ops.codes import np_binarize
 from hpsh_tf2.training.checkpoints import ResumeState, save_keras_atomic, write_state
@@ -25,6 +26,10 @@ logger = logging.getLogger(__name__)
 class RetrievalValidation(keras.callbacks.Callback):
     """Logs ``val_map@k`` (validation queries vs the training set) and keeps the best model.
 
+    With ``ties="expected"`` (default) the value is tie-aware: the expected mAP@k over every
+    order of database items at equal Hamming distance, so model selection does not depend on
+    how the training files are named; ``"index"`` ranks ties by database index.
+
     Args:
         train_inputs: The database (training subset).
         val_inputs: The queries (validation subset).
@@ -34,6 +39,7 @@ class RetrievalValidation(keras.callbacks.Callback):
         encode: Callable ``(inputs) -> scores`` with the current weights.
         best: Best value of an earlier (resumed) part of the run.
         best_epoch: Its 1-based epoch.
+        ties: ``"expected"`` or ``"index"`` (``eval.ties``).
     """
 
     def __init__(
@@ -47,8 +53,10 @@ class RetrievalValidation(keras.callbacks.Callback):
         encode,
         best=None,
         best_epoch=None,
+        ties="expected",
     ):
         super().__init__()
+        self.ties = ties
         self.train_inputs = train_inputs
         self.val_inputs = val_inputs
         self.k = int(k)
@@ -62,12 +70,7 @@ class RetrievalValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         db_codes = np_binarize(self.encode(self.train_inputs))
         query_codes = np_binarize(self.encode(self.val_inputs))
-        k = min(self.k, len(db_codes))
-        result = search(query_codes, db_codes, k=k)
-        retrieved = self.train_inputs.labels[result.indices]
-        value = float(
-            map_at_k(query_labels=self.val_inputs.labels, retrieved_labels=retrieved, k=k)
-        )
+        value = self._map(query_codes, db_codes, min(self.k, len(db_codes)))
         if logs is not None:
             logs[self.key] = value
         if self.best is None or value > self.best:
@@ -75,6 +78,19 @@ class RetrievalValidation(keras.callbacks.Callback):
             self.best_epoch = epoch + 1
             save_keras_atomic(self.model_to_save, self.save_path)
             logger.info("epoch %d: %s improved to %.4f; saved", epoch + 1, self.key, value)
+
+    def _map(self, query_codes, db_codes, k: int) -> float:
+        query_labels, db_labels = self.val_inputs.labels, self.train_inputs.labels
+        if self.ties == "index":
+            retrieved = db_labels[search(query_codes, db_codes, k=k).indices]
+            return float(map_at_k(query_labels=query_labels, retrieved_labels=retrieved, k=k))
+        relevant, total = code_histograms(
+            query_codes=query_codes,
+            query_labels=query_labels,
+            db_codes=db_codes,
+            db_labels=db_labels,
+        )
+        return float(expected_map_at_k(relevant_hist=relevant, total_hist=total, k=k))
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -127,6 +143,7 @@ def validation_callback(
         encode=encode,
         best=resume.best,
         best_epoch=resume.best_epoch,
+        ties=config.eval.ties,
     )
 
 

@@ -40,6 +40,9 @@ class RetrievalValidation(keras.callbacks.Callback):
         best: Best value of an earlier (resumed) part of the run.
         best_epoch: Its 1-based epoch.
         ties: ``"expected"`` or ``"index"`` (``eval.ties``).
+        patience: Early stopping: training stops once this many epochs have passed without a
+            better value (``train.early_stopping_patience``; 0 = never). The best epoch's model
+            is the one kept.
     """
 
     def __init__(
@@ -54,8 +57,11 @@ class RetrievalValidation(keras.callbacks.Callback):
         best=None,
         best_epoch=None,
         ties="expected",
+        patience=0,
     ):
         super().__init__()
+        self.patience = int(patience)
+        self.stopped_epoch: int | None = None
         self.ties = ties
         self.train_inputs = train_inputs
         self.val_inputs = val_inputs
@@ -78,6 +84,18 @@ class RetrievalValidation(keras.callbacks.Callback):
             self.best_epoch = epoch + 1
             save_keras_atomic(self.model_to_save, self.save_path)
             logger.info("epoch %d: %s improved to %.4f; saved", epoch + 1, self.key, value)
+        elif self.patience and epoch + 1 - self.best_epoch >= self.patience:
+            self.stopped_epoch = epoch + 1
+            if self.model is not None:
+                self.model.stop_training = True
+            logger.info(
+                "epoch %d: no better %s for %d epochs (best %.4f at epoch %d); stopping",
+                epoch + 1,
+                self.key,
+                self.patience,
+                self.best,
+                self.best_epoch,
+            )
 
     def _map(self, query_codes, db_codes, k: int) -> float:
         query_labels, db_labels = self.val_inputs.labels, self.train_inputs.labels
@@ -144,6 +162,7 @@ def validation_callback(
         best=resume.best,
         best_epoch=resume.best_epoch,
         ties=config.eval.ties,
+        patience=config.train.early_stopping_patience,
     )
 
 

@@ -34,10 +34,12 @@ def save_keras_atomic(model: keras.Model, path: str | os.PathLike[str]) -> Path:
 
 
 def train_fingerprint(config: Config, num_train: int) -> str:
-    """What a checkpoint must match to be resumed (everything but epochs and eval/export)."""
-    return config_fingerprint(
-        config, drop=("train.epochs", "eval", "export"), extra={"num_train": num_train}
-    )
+    """What a checkpoint must match to be resumed (everything but eval/export, and epochs
+    unless the learning rate follows a cosine schedule, whose length is the epoch count)."""
+    drop: tuple[str, ...] = ("eval", "export")
+    if config.train.lr_schedule != "cosine":
+        drop = ("train.epochs", *drop)
+    return config_fingerprint(config, drop=drop, extra={"num_train": num_train})
 
 
 @dataclass(frozen=True)

@@ -115,9 +115,10 @@ def fit_hash_model(
     _check_inputs(config, train_inputs)
     session = _build(config, train_inputs)
     fingerprint = train_fingerprint(config, len(train_inputs))
-    checkpoint = tf.train.Checkpoint(
-        model=session.models.fit_model, optimizer=session.trainer.optimizer
-    )
+    parts = {"model": session.models.fit_model, "optimizer": session.trainer.optimizer}
+    if session.trainer.classifier is not None:
+        parts["classifier"] = session.trainer.classifier
+    checkpoint = tf.train.Checkpoint(**parts)
     manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=2)
     resume = maybe_resume(manager, checkpoint, layout.checkpoint_state, fingerprint)
     validation = validation_callback(
@@ -168,7 +169,10 @@ def _build(config: Config, train_inputs: SubsetInputs) -> _Session:
     with strategy.scope(), dtype_policy_scope(config.train.mixed_precision):
         models = build_models(config, feature_dim)
         trainer = HashTrainer(
-            models.fit_model, loss_options=loss_options(config), seed=config.train.seed
+            models.fit_model,
+            loss_options=loss_options(config),
+            seed=config.train.seed,
+            num_classes=int(train_inputs.labels.max()) + 1,
         )
         trainer.compile(optimizer=make_optimizer(config), jit_compile=config.train.jit_compile)
         trainer.optimizer.build(trainer.trainable_variables)
@@ -243,6 +247,8 @@ def _finish(
         "selected_epoch": selected_epoch,
         "best_val_map": best,
         "epochs": config.train.epochs,
+        "epochs_run": len(history.get("loss", [])),
+        "stopped_early": bool(validation is not None and validation.stopped_epoch is not None),
         "steps_per_epoch": config.train.steps_per_epoch,
         "final_loss": history.get("loss", [math.nan])[-1] if history else None,
     }

@@ -2,8 +2,11 @@
 
 ``HashTrainer`` wraps the model being trained (the hash head on cached features, or backbone +
 head on images) and overrides ``train_step``: forward, sample triplets inside the batch, HPSH
-loss, Adam update. The sampler's randomness is stateless and keyed by ``(train.seed, optimizer
-step, replica)``, so a resumed run draws exactly what an uninterrupted one would.
+loss (plus, with ``loss.classification_weight > 0``, the cross-entropy of a linear softmax
+classifier on the scores; the classifier is trained with the head but is not part of the hash
+model, so it is neither selected, saved with the model nor exported), Adam update. The
+sampler's randomness is stateless and keyed by ``(train.seed, optimizer step, replica)``, so a
+resumed run draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = [
     "build_models",
     "dtype_policy_scope",
     "head_options",
+    "learning_rate",
     "loss_options",
     "make_optimizer",
     "make_strategy",
@@ -79,6 +83,7 @@ def loss_options(config: Config) -> dict:
         "cutoff": config.sampler.cutoff,
         "nonzero_loss_cutoff": config.nonzero_loss_cutoff,
         "empty_rows": config.sampler.empty_rows,
+        "classification_weight": config.loss.classification_weight,
     }
 
 
@@ -90,6 +95,7 @@ def head_options(config: Config) -> dict:
         "leaky_relu_slope": config.model.leaky_relu_slope,
         "seed": config.model.init_seed,
         "init": config.model.init,
+        "input_dropout": config.model.input_dropout,
     }
 
 
@@ -101,17 +107,35 @@ class HashTrainer(keras.Model):
         loss_options: Keyword arguments of :func:`hpsh_tf2.losses.hpsh_loss` other than
             labels, scores and seed.
         seed: Base seed of the triplet sampler.
+        num_classes: Classes of the auxiliary classifier; it is built (a float32
+            ``Dense(num_classes)`` on the scores, attribute ``classifier``) only when this is
+            given and ``loss_options["classification_weight"] > 0``.
     """
 
-    def __init__(self, model: keras.Model, *, loss_options: dict, seed: int, **kwargs) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        loss_options: dict,
+        seed: int,
+        num_classes: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.model = model
         self.loss_options = dict(loss_options)
         self.sampler_seed = int(seed)
-        self.trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("loss", "margin", "quantization", "push", "balance")
-        }
+        self.classifier = None
+        names = ["loss", "margin", "quantization", "push", "balance"]
+        if num_classes is not None and self.loss_options.get("classification_weight", 0) > 0:
+            if int(num_classes) < 2:
+                raise HPSHError(f"Received: num_classes={num_classes}; expected an int >= 2")
+            self.classifier = keras.layers.Dense(
+                int(num_classes), name="classifier", dtype="float32"
+            )
+            self.classifier.build((None, model.output_shape[-1]))
+            names.append("classification")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     def call(self, inputs, training=False):
         return self.model(inputs, training=training)
@@ -132,8 +156,14 @@ class HashTrainer(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             scores = self(inputs, training=True)
+            logits = None if self.classifier is None else self.classifier(scores)
             loss, parts = hpsh_loss(
-                labels, scores, seed=self._step_seed(), return_components=True, **self.loss_options
+                labels,
+                scores,
+                seed=self._step_seed(),
+                logits=logits,
+                return_components=True,
+                **self.loss_options,
             )
             scaled = self.optimizer.scale_loss(loss / replicas)
         variables = self.trainable_variables
@@ -189,10 +219,21 @@ def _set_trainable_layers(backbone: keras.Model, top_layers: int) -> None:
     # BatchNorm statistics of frozen layers stay frozen (trainable=False implies inference mode).
 
 
+def learning_rate(config: Config) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """``train.learning_rate``, constant or (``train.lr_schedule: cosine``) decayed to 0 along
+    a half cosine over ``train.epochs x train.steps_per_epoch`` steps."""
+    if config.train.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(
+            config.train.learning_rate,
+            decay_steps=config.train.epochs * config.train.steps_per_epoch,
+        )
+    return config.train.learning_rate
+
+
 def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
     """Adam with the config's settings (loss-scaled under ``mixed_float16``)."""
     optimizer = keras.optimizers.Adam(
-        learning_rate=config.train.learning_rate,
+        learning_rate=learning_rate(config),
         beta_1=config.train.beta_1,
         beta_2=config.train.beta_2,
         epsilon=config.train.epsilon,

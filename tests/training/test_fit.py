@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -63,13 +64,16 @@ def test_loss_options_follow_the_config(tmp_path):
 def test_head_options_follow_the_config(tmp_path):
     from hpsh_tf2.models.head import build_hash_model, seed_kernels
 
-    options = head_options(_config(tmp_path, "model.init=seed", "model.init_seed=4"))
+    options = head_options(
+        _config(tmp_path, "model.init=seed", "model.init_seed=4", "model.input_dropout=0")
+    )
     assert options == {
         "bits": 16,
         "hidden_units": (64, 32),
         "leaky_relu_slope": 0.2,
         "seed": 4,
         "init": "seed",
+        "input_dropout": 0.0,
     }
     kernel = build_hash_model(30, **options).get_weights()[0]
     np.testing.assert_array_equal(kernel, seed_kernels(30, [64, 32, 16], seed=4)[0])
@@ -128,14 +132,22 @@ def test_features_mode_improves_validation_map(aid_features, tmp_path):
     assert (result.model_dir / "history.csv").read_text().count("\n") == 5
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(aid_features, tmp_path):
+@pytest.mark.parametrize("classification_weight", [0.0, 0.5])
+def test_resume_after_interruption_equals_uninterrupted_run(
+    aid_features, tmp_path, classification_weight
+):
+    # A constant learning rate, so the epoch count may grow on resume; with the auxiliary
+    # classifier its weights (and Adam slots) are part of the checkpoint.
+    recipe = ("train.lr_schedule=constant", f"loss.classification_weight={classification_weight}")
     inputs = subset_inputs(aid_features.labels, features=aid_features.features)
     full = fit_hash_model(
-        _config(tmp_path / "full", "train.epochs=3"), train_inputs=inputs, verbose=0
+        _config(tmp_path / "full", "train.epochs=3", *recipe), train_inputs=inputs, verbose=0
     )
-    fit_hash_model(_config(tmp_path / "cut", "train.epochs=2"), train_inputs=inputs, verbose=0)
+    fit_hash_model(
+        _config(tmp_path / "cut", "train.epochs=2", *recipe), train_inputs=inputs, verbose=0
+    )
     resumed = fit_hash_model(
-        _config(tmp_path / "cut", "train.epochs=3"), train_inputs=inputs, verbose=0
+        _config(tmp_path / "cut", "train.epochs=3", *recipe), train_inputs=inputs, verbose=0
     )
     assert len(resumed.history["loss"]) == 1  # only epoch 3 ran
     a = keras.saving.load_model(full.hash_model_path).get_weights()
@@ -232,3 +244,119 @@ def test_missing_best_model_after_finished_run_falls_back_to_final_epoch(
     assert again.selection == "final_epoch"
     assert again.hash_model_path.is_file()
     assert "missing" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------
+# recipe options: classifier term, cosine schedule, early stopping, input dropout
+# --------------------------------------------------------------------------------------------
+def test_classifier_step_matches_manual_update(aid_features, tmp_path):
+    """With loss.classification_weight, one step = HPSH loss + w * CE of a Dense classifier on
+    the scores, computed by hand, and both the head and the classifier are updated."""
+    from hpsh_tf2.losses import hpsh_loss
+    from hpsh_tf2.models.head import build_hash_model
+
+    config = _config(tmp_path, "loss.classification_weight=0.5")
+    y = np.repeat(np.arange(10), 3).astype(np.int32)
+    rows = [i for c in range(10) for i in np.flatnonzero(aid_features.labels == c)[:3]]
+    x = aid_features.features[rows]
+    model_a = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
+    model_b = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
+    options = loss_options(config)
+    assert options["classification_weight"] == 0.5
+    trainer = HashTrainer(model_a, loss_options=options, seed=5, num_classes=10)
+    assert trainer.classifier is not None
+    kernel, bias = (np.array(w) for w in trainer.classifier.get_weights())
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    logs = trainer.train_on_batch(x, y, return_dict=True)
+
+    dense_k, dense_b = tf.Variable(kernel), tf.Variable(bias)
+    variables = [*model_b.trainable_variables, dense_k, dense_b]
+    optimizer = keras.optimizers.Adam(1e-3)
+    with tf.GradientTape() as tape:
+        scores = model_b(x, training=True)
+        logits = tf.matmul(scores, dense_k) + dense_b
+        loss = hpsh_loss(y, scores, seed=tf.constant([5000, 0], tf.int64), logits=logits, **options)
+        ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+    grads = tape.gradient(loss, variables)
+    optimizer.apply(grads, variables)
+    np.testing.assert_allclose(logs["loss"], float(loss), rtol=1e-5)
+    np.testing.assert_allclose(logs["classification"], 0.5 * float(ce), rtol=1e-5)
+    for a, b in zip(model_a.get_weights(), model_b.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(trainer.classifier.get_weights()[0], dense_k.numpy(), atol=1e-6)
+    assert not np.allclose(trainer.classifier.get_weights()[0], kernel)
+    # Without the weight (the paper) there is no classifier and no classification term.
+    paper = HashTrainer(
+        model_b,
+        loss_options=loss_options(_config(tmp_path, "loss.classification_weight=0")),
+        seed=5,
+        num_classes=10,
+    )
+    assert paper.classifier is None and "classification" not in paper.trackers
+
+
+def test_cosine_schedule_matches_the_formula(tmp_path):
+    from hpsh_tf2.training import learning_rate
+
+    config = _config(tmp_path, "train.lr_schedule=cosine", "train.epochs=4")
+    schedule = learning_rate(config)
+    total = 4 * 5
+    for step in (0, 5, 10, 15, 20, 30):
+        expected = 0.001 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, atol=1e-9)
+    assert learning_rate(_config(tmp_path, "train.lr_schedule=constant")) == 0.001
+
+
+def test_cosine_schedule_restarts_when_the_epoch_count_changes(aid_features, tmp_path):
+    inputs = subset_inputs(aid_features.labels, features=aid_features.features)
+    cosine = ("train.lr_schedule=cosine",)
+    fit_hash_model(_config(tmp_path, "train.epochs=1", *cosine), train_inputs=inputs, verbose=0)
+    longer = fit_hash_model(
+        _config(tmp_path, "train.epochs=2", *cosine), train_inputs=inputs, verbose=0
+    )
+    assert len(longer.history["loss"]) == 2  # another schedule: started afresh
+
+
+def test_early_stopping_keeps_the_best_epoch(aid_features, tmp_path):
+    train_rows, val_rows = _split_rows(aid_features.labels)
+    train_in = subset_inputs(
+        aid_features.labels[train_rows], features=aid_features.features[train_rows]
+    )
+    val_in = subset_inputs(aid_features.labels[val_rows], features=aid_features.features[val_rows])
+    # A learning rate too small to change any code: epoch 1 stays the best, patience 2 stops
+    # training after epoch 3 of 10.
+    config = _config(
+        tmp_path,
+        "train.epochs=10",
+        "train.lr_schedule=constant",
+        "train.learning_rate=1.0e-12",
+        "train.early_stopping_patience=2",
+        "data.split.train=0.5",
+        "data.split.val=0.1",
+        "eval.k=5",
+    )
+    result = fit_hash_model(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
+    assert len(result.history["loss"]) == 3
+    assert result.selected_epoch == 1
+    summary = json.loads((result.model_dir / "train_summary.json").read_text())
+    assert summary["stopped_early"] is True and summary["epochs_run"] == 3
+    # Patience 0: all epochs run.
+    full = fit_hash_model(
+        _config(tmp_path / "full", "train.epochs=4", "train.learning_rate=1.0e-12", "eval.k=5"),
+        train_inputs=train_in,
+        val_inputs=val_in,
+        verbose=0,
+    )
+    assert len(full.history["loss"]) == 4
+    assert json.loads((full.model_dir / "train_summary.json").read_text())["stopped_early"] is False
+
+
+def test_input_dropout_is_training_only(aid_features, tmp_path):
+    inputs = subset_inputs(aid_features.labels, features=aid_features.features)
+    config = _config(tmp_path, "model.input_dropout=0.5", "train.epochs=1")
+    result = fit_hash_model(config, train_inputs=inputs, verbose=0)
+    model = keras.saving.load_model(result.hash_model_path)
+    assert model.get_layer("hash_head").input_dropout == 0.5
+    x = aid_features.features[:16]
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert not np.allclose(model(x, training=True), model(x, training=False))

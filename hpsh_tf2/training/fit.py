@@ -115,10 +115,7 @@ def fit_hash_model(
     _check_inputs(config, train_inputs)
     session = _build(config, train_inputs)
     fingerprint = train_fingerprint(config, len(train_inputs))
-    parts = {"model": session.models.fit_model, "optimizer": session.trainer.optimizer}
-    if session.trainer.classifier is not None:
-        parts["classifier"] = session.trainer.classifier
-    checkpoint = tf.train.Checkpoint(**parts)
+    checkpoint = tf.train.Checkpoint(**_checkpointed(session))
     manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=2)
     resume = maybe_resume(manager, checkpoint, layout.checkpoint_state, fingerprint)
     validation = validation_callback(
@@ -134,6 +131,20 @@ def fit_hash_model(
     )
     history = _fit(config, session, train_inputs, resume, callbacks, verbose)
     return _finish(config, layout, session.models, validation, history)
+
+
+def _checkpointed(session: _Session) -> dict:
+    """What an epoch checkpoint holds: the model, the optimizer (its variables include every
+    trainable weight, the auxiliary classifier's too) and the hash head's non-trainable state
+    (the input dropout's seed generator, which the optimizer does not reach), so a resumed run
+    drops what an uninterrupted one would."""
+    parts = {"model": session.models.fit_model, "optimizer": session.trainer.optimizer}
+    state = list(session.models.hash_model.non_trainable_variables)
+    if state:
+        parts["head_state"] = state
+    if session.trainer.classifier is not None:
+        parts["classifier"] = session.trainer.classifier
+    return parts
 
 
 def _check_inputs(config: Config, train_inputs: SubsetInputs) -> None:

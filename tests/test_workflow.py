@@ -81,7 +81,7 @@ def test_cli_reports_a_tensorflow_runtime_error_in_one_line(aid_features_path, t
         str(REPO_ROOT / "aid.yaml"),
         *("--set", "data.root=null", "--set", f"data.features={aid_features_path}"),
         *("--set", f"output.workdir={tmp_path}", "--set", "model.hidden_units=[16]"),
-        *("--set", "sampler.mode=seed", "--set", "sampler.empty_rows=error"),
+        *("--set", "sampler.mode=original", "--set", "sampler.empty_rows=error"),
         *("--set", "sampler.nonzero_loss_cutoff=0.01", "--set", "train.classes_per_batch=4"),
         *("--set", "train.epochs=1", "--set", "train.steps_per_epoch=1"),
     ]

@@ -142,7 +142,7 @@ class HashTrainer(keras.Model):
         super().__init__(**kwargs)
         self.model = model
         self.triplet_sampler = sampler
-        self.loss_weights = weights
+        self.hpsh_weights = weights
         self.sampler_seed = int(seed)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
@@ -172,7 +172,7 @@ class HashTrainer(keras.Model):
                 labels,
                 scores,
                 sampler=self.triplet_sampler,
-                weights=self.loss_weights,
+                weights=self.hpsh_weights,
                 seed=self._step_seed(),
                 return_components=True,
             )

@@ -6,8 +6,8 @@ wrappers (``HPSHLoss``, ``TripletSemiHardLoss``, ``TripletHardLoss``) registered
 serialisation under the package name ``hpsh_tf2``. The HPSH loss is split like a miner and a
 loss: a sampler (:mod:`hpsh_tf2.samplers`, built from the ``sampler`` config section) picks
 the triplets, and the loss takes them with its own :class:`LossWeights` (the ``loss``
-section). All losses compute in
-float32 (float16/bfloat16 inputs are cast up, float64 stays float64) and return a scalar.
+section). All losses compute in float32 (float16/bfloat16 inputs are cast up, float64 stays
+float64) and return a scalar.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ HPSH_VARIANTS = ("fixed", "original")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 _PAIR_EPS = 1e-8  # d = sqrt(||a - b||^2 + 1e-8), as in the original margin loss
 
-# (embeddings, labels, seed) -> (anchors, positives, negatives); e.g. a TripletSampler.
+# (anchors, positives, negatives) row indices, and what produces them from
+# (embeddings, labels, seed): a TripletSampler or any callable with that signature.
 Triplets = tuple[tf.Tensor, tf.Tensor, tf.Tensor]
 Sampler = Callable[[tf.Tensor, tf.Tensor, "tf.Tensor | None"], Triplets]
 

@@ -77,7 +77,8 @@ def test_head_options_follow_the_config(tmp_path):
 
 def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
     """One train_step equals loss + Adam computed by hand with the same seed."""
-    config = _config(tmp_path)
+    # Non-default weights and sampler: the step must use the ones it was given.
+    config = _config(tmp_path, "loss.alpha=0.2", "loss.push_weight=0.05", "sampler.mode=random")
     from hpsh_tf2.losses import hpsh_loss, make_loss_weights
     from hpsh_tf2.models.head import build_hash_model
 

@@ -12,9 +12,9 @@ from hpsh_tf2.training.trainer import (
     dtype_policy_scope,
     head_options,
     learning_rate,
-    loss_options,
     make_optimizer,
     make_strategy,
+    triplet_sampler,
 )
 
 __all__ = [
@@ -27,9 +27,9 @@ __all__ = [
     "fit_hash_model",
     "head_options",
     "learning_rate",
-    "loss_options",
     "make_optimizer",
     "make_strategy",
     "save_keras_atomic",
     "train_fingerprint",
+    "triplet_sampler",
 ]

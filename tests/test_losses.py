@@ -23,14 +23,15 @@ from hpsh_tf2.losses import (
 from hpsh_tf2.ops.sampling import sample_triplets
 from tests.conftest import separated_binary_codes
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "golden" / "tfa_triplet_losses.json"
+# Our copy of the tensorflow-addons golden values (compact: each input stored once).
+GOLDEN = Path(__file__).resolve().parent / "data" / "tfa_triplet_losses.json"
 
 
 def _golden_cases() -> list[dict]:
     if not GOLDEN.is_file():
         return [{"missing": str(GOLDEN)}]
-    return json.loads(GOLDEN.read_text())["cases"]
+    data = json.loads(GOLDEN.read_text())
+    return [{**case, **data["inputs"][case["input"]]} for case in data["cases"]]
 
 
 # --------------------------------------------------------------------------------------------

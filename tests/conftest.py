@@ -43,7 +43,7 @@ FEATURE_DIM = 256
 
 
 def separated_binary_codes(classes: int, k: int, bits: int = 64, seed: int = 0) -> np.ndarray:
-    """0/1 codes ``[classes * k, bits]`` in class blocks, the regime of spec 4.5(c).
+    """0/1 codes ``[classes * k, bits]`` in class blocks, the regime of docs/method.md section 11.2.
 
     Each class has a balanced prototype (``bits / 2`` ones); each of its ``k`` rows flips one
     one and one zero. At 64 bits the original's ``D < 1.4`` mask then empties most rows.
@@ -125,22 +125,27 @@ def scene_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synthetic_features(seed: int = 0) -> dict[str, np.ndarray]:
     """Arrays of a bring-your-own features file: 30 classes x 10 rows, 256 non-negative dims.
 
-    Like pooled CNN features: each class has a sparse non-negative prototype; rows are the
-    prototype plus noise strong enough that classes overlap (raw kNN is far from perfect), then
-    rectified. Labels are sorted by class, paths follow the AID layout.
+    Like pooled CNN features, the class information lives in a low-dimensional subspace: each
+    class has a centre in a 32-d latent space, each row adds within-class spread, and a fixed
+    random linear map to 256 dims, an offset, per-dimension noise and a ReLU follow (about 58%
+    zeros). Raw cosine kNN mAP@5 is about 0.96: the classes are learnable in a few short
+    epochs, but they overlap. Labels are sorted by class, paths follow the AID layout.
     """
     rng = np.random.default_rng(seed)
-    protos = rng.gamma(0.6, 1.0, size=(FEATURE_CLASSES, FEATURE_DIM))
-    protos *= rng.random((FEATURE_CLASSES, FEATURE_DIM)) < 0.3
-    shared = rng.gamma(0.6, 1.0, size=FEATURE_DIM)
+    latent = 32
+    centres = rng.normal(0.0, 1.0, size=(FEATURE_CLASSES, latent))
+    mixing = rng.normal(0.0, 1.0 / np.sqrt(latent), size=(latent, FEATURE_DIM))
+    offset = rng.normal(-0.3, 0.3, size=FEATURE_DIM)
     labels = np.repeat(np.arange(FEATURE_CLASSES), FEATURE_ROWS).astype(np.int32)
-    noise = rng.normal(0.0, 1.0, size=(labels.size, FEATURE_DIM))
-    features = np.maximum(shared + protos[labels] + noise, 0.0).astype(np.float32)
+    z = centres[labels] + rng.normal(0.0, 0.8, size=(labels.size, latent))
+    noise = rng.normal(0.0, 0.4, size=(labels.size, FEATURE_DIM))
+    features = np.maximum(z @ mixing + offset + noise, 0.0).astype(np.float32)
     class_names = np.array([f"Class{c:02d}" for c in range(FEATURE_CLASSES)])
+    index = np.tile(np.arange(FEATURE_ROWS), FEATURE_CLASSES)
     paths = np.array(
         [
             f"{class_names[c]}/{class_names[c].lower()}_{i + 1}.jpg"
-            for c, i in zip(labels, np.tile(np.arange(FEATURE_ROWS), FEATURE_CLASSES), strict=True)
+            for c, i in zip(labels, index, strict=True)
         ]
     )
     return {"features": features, "labels": labels, "paths": paths, "class_names": class_names}

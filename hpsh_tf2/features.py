@@ -20,9 +20,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
+from hpsh_tf2.data.pipeline import image_dataset
+from hpsh_tf2.models.backbone import build_backbone, preprocessor
 
 __all__ = [
     "FeatureSet",
@@ -112,11 +115,6 @@ def extract_features(
     Returns:
         float32 [len(paths), D].
     """
-    import keras
-
-    from hpsh_tf2.data.pipeline import image_dataset
-    from hpsh_tf2.models.backbone import build_backbone, preprocessor
-
     out_dir = Path(out_dir)
     key = cache_key(
         backbone=backbone, weights=weights, image_size=image_size, paths=paths, seed=seed

@@ -72,7 +72,6 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 _MANIFEST_FORMAT = "hpsh-export/1"
 _TMP_PREFIX = ".tmp-export-"
 _ACCEPTED_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")  # JPEG, PNG, GIF, BMP
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_WARMUP_K = 10
 
 
@@ -164,7 +163,7 @@ def _starts_with_any(image_bytes: tf.Tensor, magics: Sequence[bytes]) -> tf.Tens
 def _check_image_bytes(image_bytes: tf.Tensor) -> list[tf.Operation]:
     """Run-time checks with clear messages, before the decoders see the bytes."""
     empty = tf.equal(tf.strings.length(image_bytes), 0)
-    tiff = _starts_with_any(image_bytes, _TIFF_MAGICS)
+    tiff = _starts_with_any(image_bytes, image_lib.TIFF_MAGICS)
     known = _starts_with_any(image_bytes, _ACCEPTED_MAGICS)
     return [
         tf.debugging.Assert(

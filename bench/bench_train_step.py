@@ -37,6 +37,7 @@ import tensorflow as tf
 from hpsh_tf2.losses import hpsh_loss, margin_loss
 from hpsh_tf2.ops.distances import l2_normalize_embeddings
 from hpsh_tf2.ops.sampling import hpsh_negative_probabilities
+from hpsh_tf2.samplers import TripletSampler
 
 FEATURES = 2048
 GOAL = 50.0  # issue 3: full train step >= 50x the seed-style loop
@@ -76,11 +77,12 @@ def _regularisers(s: tf.Tensor) -> tf.Tensor:
 def make_vectorised_step(model: keras.Model, k: int, jit: bool = False):
     """tf.function train step using the package's vectorised loss."""
     optimizer = _adam()
+    sampler = TripletSampler(samples_per_class=k)
 
     @tf.function(jit_compile=jit)
     def step(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = hpsh_loss(y, model(x, training=True), samples_per_class=k, seed=seed)
+            loss = hpsh_loss(y, model(x, training=True), sampler=sampler, seed=seed)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -109,12 +111,13 @@ def make_floor_step(model: keras.Model, jit: bool = False):
 
 def make_vectorised_loss_only(k: int, jit: bool = False):
     """Sampler + loss, forward and backward with respect to the scores (no head)."""
+    sampler = TripletSampler(samples_per_class=k)
 
     @tf.function(jit_compile=jit)
     def step(s: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(s)
-            loss = hpsh_loss(y, s, samples_per_class=k, seed=seed)
+            loss = hpsh_loss(y, s, sampler=sampler, seed=seed)
         return loss + 0.0 * tf.reduce_sum(tape.gradient(loss, s))
 
     return step

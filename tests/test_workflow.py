@@ -85,7 +85,7 @@ def test_cli_reports_a_tensorflow_runtime_error_in_one_line(
         str(REPO_ROOT / "aid.yaml"),
         *("--set", "data.root=null", "--set", f"data.features={synthetic_features_path}"),
         *("--set", f"output.workdir={tmp_path}", "--set", "model.hidden_units=[16]"),
-        *("--set", "sampler.mode=seed", "--set", "sampler.empty_rows=error"),
+        *("--set", "sampler.mode=original", "--set", "sampler.empty_rows=error"),
         *("--set", "sampler.nonzero_loss_cutoff=0.01", "--set", "train.classes_per_batch=4"),
         *("--set", "train.epochs=1", "--set", "train.steps_per_epoch=1"),
     ]
@@ -287,7 +287,7 @@ def test_demo_config_layers_demo_settings_over_a_base_file(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("loss:\n  alpha: 0.25\nsampler:\n  mode: seed\n")
     config = workflow.demo_config(tmp_path / "w", ["eval.k=7"], base=base)
-    assert (config.loss.alpha, config.sampler.mode) == (0.25, "seed")  # from the base file
+    assert (config.loss.alpha, config.sampler.mode) == (0.25, "original")  # from the base file
     assert (config.model.image_size, config.model.weights) == (75, "none")  # demo settings
     assert config.eval.k == 7  # overrides last
     assert config.data.root == str(tmp_path / "w" / "data")

@@ -23,6 +23,7 @@ __all__ = [
     "EMPTY_POLICIES",
     "NORMALIZERS",
     "average_precision_at_k",
+    "check_binary_codes",
     "distance_histograms",
     "map_at_k",
     "map_at_r",
@@ -36,6 +37,25 @@ __all__ = [
 
 NORMALIZERS = ("retrieved", "min_k_r")
 EMPTY_POLICIES = ("zero", "exclude")
+
+
+def check_binary_codes(codes: Any, name: str) -> np.ndarray:
+    """Validates 0/1 codes ``[N, bits]`` (bits a positive multiple of 8) and returns ``uint8``.
+
+    Raises:
+        ValueError: On another shape or values other than 0 and 1.
+    """
+    array = np.asarray(codes)
+    if array.ndim != 2 or array.shape[1] == 0 or array.shape[1] % 8:
+        raise ValueError(
+            f"Received: {name} with shape {array.shape}; expected [N, bits] with bits a "
+            "positive multiple of 8"
+        )
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(
+            f"Received: {name} with values in [{array.min()}, {array.max()}]; expected 0/1"
+        )
+    return array.astype(np.uint8)
 
 
 def _labels_1d(labels: Any, name: str) -> np.ndarray:

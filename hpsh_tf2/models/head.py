@@ -13,9 +13,11 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from hpsh_tf2.ops.checks import ORIGINAL_ALIASES, check_choice, check_int
+
 __all__ = ["HEAD_INITS", "HashHead", "build_hash_model", "build_image_hash_model", "seed_kernels"]
 
-HEAD_INITS = ("keras", "seed")
+HEAD_INITS = ("keras", "original")
 
 
 def seed_kernels(input_dim: int, units: Sequence[int], seed: int = 123) -> list[np.ndarray]:
@@ -59,9 +61,9 @@ class HashHead(keras.layers.Layer):
         leaky_relu_slope: Negative slope of the LeakyReLU activations.
         seed: Seed of the weight initialisers (a fixed seed gives identical weights).
         init: ``"keras"``: seeded Keras ``VarianceScaling`` initialisers with the original's
-            distribution (layer ``i`` seeded ``seed + i``). ``"seed"``: the original's kernels
-            bit for bit (:func:`seed_kernels`, NumPy's legacy generator seeded ``seed``);
-            needs an integer seed.
+            distribution (layer ``i`` seeded ``seed + i``). ``"original"`` (deprecated alias
+            ``"seed"``): the original's kernels bit for bit (:func:`seed_kernels`, NumPy's
+            legacy generator seeded ``seed``); needs an integer seed.
         **kwargs: Base layer arguments (``name``, ``dtype``...).
     """
 
@@ -75,10 +77,11 @@ class HashHead(keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if init not in HEAD_INITS:
-            raise ValueError(f"Received: init={init!r}; expected one of {HEAD_INITS}")
-        if init == "seed" and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-            raise ValueError(f"Received: seed={seed!r} with init='seed'; expected an integer")
+        init = check_choice("init", init, HEAD_INITS, aliases=ORIGINAL_ALIASES)
+        if init == "original" and seed is None:
+            raise ValueError("Received: seed=None with init='original'; expected an integer")
+        if seed is not None:
+            seed = check_int("seed", seed)
         if not isinstance(bits, int) or bits <= 0 or bits % 8:
             raise ValueError(f"Received: bits={bits!r}; expected a positive multiple of 8")
         hidden_units = tuple(int(u) for u in hidden_units)
@@ -109,7 +112,7 @@ class HashHead(keras.layers.Layer):
         for layer in self.dense_layers:
             layer.build(shape)
             shape = (*shape[:-1], layer.units)
-        if self.init == "seed":
+        if self.init == "original":
             units = [layer.units for layer in self.dense_layers]
             for layer, kernel in zip(
                 self.dense_layers, seed_kernels(input_shape[-1], units, self.seed)

@@ -35,6 +35,7 @@ DEFAULT_GROUP_SIZE = 32
 DEFAULT_CHUNK_SIZE = 131072
 _DEFAULT_QUERY_CHUNK = {True: 256, False: 32}
 _REFINE_BUDGET = 1 << 21
+_UNROLL_LIMIT = 64
 
 
 def _check_packed(packed: tf.Tensor, name: str) -> None:
@@ -98,35 +99,59 @@ def _check_int(value: object, name: str, minimum: int) -> int:
 
 
 def _group_keys(
-    query: tf.Tensor, chunk: tf.Tensor, valid: tf.Tensor, sentinel: int, num_words: int
+    query: tf.Tensor,
+    chunk: tf.Tensor,
+    valid: tf.Tensor,
+    sentinel: int,
+    num_words: int,
+    group_size: int,
 ) -> tf.Tensor:
     """Negated chunk-local group keys ``-(m_g * Gc + g)`` for one query and one db chunk.
 
     Args:
         query: ``[Qc, W]`` query words.
-        chunk: ``[W, S, Gc]`` database words, group-minor layout (vectorises the min).
+        chunk: ``[W, S, Gc]`` database words, group-minor layout (vectorises over groups).
         valid: Number of real (unpadded) groups in the chunk (int32 scalar).
         sentinel: Distance given to padded groups (> any real distance).
         num_words: ``W`` (static; the traced shapes may be relaxed).
+        group_size: ``S`` (static).
 
     Returns:
         ``int32`` ``[Qc, Gc]``; larger is better (``top_k`` friendly).
     """
     query = tf.ensure_shape(query, [None, num_words])
-    chunk = tf.ensure_shape(chunk, [num_words, None, None])
-    # Words are summed with unrolled adds (W is static) so XLA fuses everything into the min;
-    # uint8 sums while they cannot overflow (narrow lanes vectorise best).
-    dtype = tf.uint8 if num_words * chunk.dtype.size * 8 < 256 else tf.int32
-    per_code = None
-    for word in range(num_words):
-        xored = tf.bitwise.bitwise_xor(query[:, word, None, None], chunk[word][None])
-        counts = tf.cast(tf.raw_ops.PopulationCount(x=xored), dtype)
-        per_code = counts if per_code is None else per_code + counts
-    minima = tf.cast(tf.reduce_min(per_code, axis=1), tf.int32)
+    chunk = tf.ensure_shape(chunk, [num_words, group_size, None])
+    # Narrow accumulators vectorise best: uint8 while a distance fits (< 256 bits), else uint16.
+    dtype = tf.uint8 if num_words * chunk.dtype.size * 8 < 256 else tf.uint16
+    if group_size <= _UNROLL_LIMIT:
+        # An elementwise minimum over the S slices (each a contiguous [Gc] row) keeps the fused
+        # loop vectorised over groups; a reduce over S gathers with stride Gc instead, which is
+        # several times slower once a code has more than one word.
+        minima = None
+        for position in range(group_size):
+            dist = _word_sum(query, chunk[:, position], num_words, dtype)
+            minima = dist if minima is None else tf.minimum(minima, dist)
+    else:
+        dist = _word_sum(query[:, :, None], chunk, num_words, dtype)
+        minima = tf.reduce_min(dist, axis=1)
+    minima = tf.cast(minima, tf.int32)
     width = tf.shape(chunk)[-1]
     local = tf.range(width)
     minima = tf.where(local < valid, minima, sentinel)
     return -(minima * width + local)
+
+
+def _word_sum(query: tf.Tensor, rows: tf.Tensor, num_words: int, dtype: tf.DType) -> tf.Tensor:
+    """Hamming distances of ``query`` ``[Qc, W, ...]`` to ``rows`` ``[W, ...]``, unrolled over W.
+
+    Words are summed with unrolled adds (``W`` is static) so XLA fuses everything.
+    """
+    total = None
+    for word in range(num_words):
+        xored = tf.bitwise.bitwise_xor(query[:, word, None], rows[word][None])
+        counts = tf.cast(tf.raw_ops.PopulationCount(x=xored), dtype)
+        total = counts if total is None else total + counts
+    return total
 
 
 _group_keys_xla = tf.function(_group_keys, jit_compile=True, reduce_retracing=True)
@@ -169,7 +194,14 @@ def _select_groups(query: tf.Tensor, layout: _Layout, num_select: int, jit: bool
     def body(index: tf.Tensor, best: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         offset = index * width
         valid = tf.cast(tf.minimum(layout.num_groups - offset, width), tf.int32)
-        keys = keys_fn(query, layout.chunks[index], valid, layout.sentinel, layout.num_words)
+        keys = keys_fn(
+            query,
+            layout.chunks[index],
+            valid,
+            layout.sentinel,
+            layout.num_words,
+            layout.group_size,
+        )
         local = -tf.cast(tf.math.top_k(keys, per_chunk, sorted=False).values, tf.int64)
         chunk_best = -((local // width) * layout.key_base + offset + local % width)
         merged = tf.math.top_k(tf.concat([best, chunk_best], axis=1), num_select, sorted=False)

@@ -19,6 +19,34 @@ gives ``k'`` items ranked before ``x`` (at most one of them the excluded query i
 contradiction. Ties are therefore broken by database index, lower first, on every device; no
 step relies on ``top_k``'s own tie order.
 
+**Kernel.** One kernel serves every code length: XOR + popcount on the words, and the group
+minimum taken as an elementwise ``minimum`` over the ``S`` rows of a ``[W, S, Gc]`` chunk
+(group-minor layout), unrolled over ``S`` (``group_size <= 64``; larger groups fall back to
+``reduce_min``) and over the ``W`` words. Every term is then a contiguous ``[Gc]`` row, so the
+fused XLA loop vectorises over groups; a ``reduce_min`` over ``S`` made LLVM gather with
+stride ``Gc`` once a code has two or more words (the old 0.2x-FAISS slowdown at 128 bits).
+Without XLA the same unrolled form keeps every intermediate at ``[Qc, Gc]`` (cache resident)
+instead of materialising ``[Qc, S, Gc]``. Per-code distances are summed in ``uint8`` below
+256 bits and in ``uint16`` from 256 bits (a 256-bit distance does not fit a byte).
+
+Measured on the 2-core AVX (no AVX2) development CPU, group minima only, 256 queries x 16,384
+codes, million codes per second (one process, machine loaded; compare within a row):
+
+======  ==================  =====================  =================  =================
+bits    popcount, unrolled  popcount, reduce (old)  float32 matmul     float32 matmul
+                            (XLA)                   (oneDNN, no XLA)   (XLA)
+======  ==================  =====================  =================  =================
+16      4,091               1,164                   233                208
+32      648                 465                     210                132
+64      335                 313                     109                121
+128     157                 29                      45                 65
+256     86                  17                      38                 31
+======  ==================  =====================  =================  =================
+
+The inner-product form ``d = (K - <2q-1, 2x-1>) / 2`` (exact in float32 for ``K <= 2**24``)
+loses at every length on this CPU (no AVX2/AVX-512 for oneDNN), so it is not used; on a GPU
+or a wide-SIMD CPU it may win for long codes and should be measured there.
+
 Only the group-minimum pass is XLA-compiled (``jit_compile=True``); ``top_k`` is never
 compiled by XLA because XLA's CPU ``top_k`` runs on one core.
 """
@@ -306,11 +334,13 @@ def hamming_topk(
             group_size`` bytes with XLA (int32 group keys), plus a transposed copy of the
             database words.
         query_chunk_size: Queries per step; default 256 with XLA, 32 without (the non-XLA path
-            materialises ``query_chunk_size * chunk_size`` words). Lowered automatically so
+            materialises ``[query_chunk_size, chunk_size / group_size]`` intermediates, or
+            ``query_chunk_size * chunk_size`` words when ``group_size > 64``). Lowered so
             that a step refines at most about 2M candidate codes (large ``k``).
         group_size: Codes per group in the first stage (see the module docstring).
         jit_compile: XLA-compile the group-minimum pass. Set False for graphs that must run
-            where XLA is unavailable (e.g. a TF Serving binary without XLA); slower.
+            where XLA is unavailable (e.g. a TF Serving binary without XLA); measured 0.4x to
+            1.1x the XLA speed depending on the code length (``bench/bench_search.py``).
 
     Returns:
         ``(indices, distances)``: ``int32`` tensors ``[Q, k]``, sorted by ``(distance,

@@ -16,6 +16,7 @@ __all__ = [
     "HPSHError",
     "ModelMismatchError",
     "RunFailedError",
+    "UsageError",
     "WorkdirLockedError",
 ]
 
@@ -52,6 +53,10 @@ class BadImageError(DatasetError):
 
     def __reduce__(self) -> tuple[type[BadImageError], tuple[str, str]]:
         return (type(self), (self.path, self.reason))
+
+
+class UsageError(HPSHError, ValueError):
+    """A command-line option or argument is invalid (e.g. an unknown dataset name)."""
 
 
 class ModelMismatchError(HPSHError, ValueError):

@@ -51,6 +51,7 @@ import tensorflow as tf
 from hpsh_tf2 import __version__
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.data import images as image_lib
+from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.models.backbone import get_backbone_spec, preprocess_images
 from hpsh_tf2.ops.codes import binarize, np_pack_codes, pack_codes
 from hpsh_tf2.ops.hamming import hamming_topk
@@ -583,7 +584,7 @@ def _validate_args(
         raise ValueError(f"Received: bits={bits!r}; expected a positive multiple of 8")
     out_bits = image_model.output_shape[-1]
     if out_bits != bits:
-        raise ValueError(
+        raise ModelMismatchError(
             f"Received: bits={bits} for an image_model with {out_bits} outputs; expected equal"
         )
     if (
@@ -605,12 +606,12 @@ def _resolve_class_names(
     if database is None:
         return names
     if database.bits != bits:
-        raise ValueError(
+        raise ModelMismatchError(
             f"Received: a database of {database.bits}-bit codes for a {bits}-bit model; "
             "expected equal code lengths"
         )
     if names and names != database.class_names:
-        raise ValueError(
+        raise ModelMismatchError(
             f"Received: class_names={list(names)} differing from the database's "
             f"{list(database.class_names)}; expected the same names (or none)"
         )

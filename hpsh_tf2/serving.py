@@ -27,7 +27,7 @@ import tensorflow as tf
 from PIL import Image
 
 from hpsh_tf2.data.images import load_image_rgb
-from hpsh_tf2.errors import DatasetError
+from hpsh_tf2.errors import DatasetError, ModelMismatchError
 from hpsh_tf2.export import MANIFEST_NAME, read_manifest
 
 __all__ = [
@@ -207,7 +207,7 @@ def query_images(
             )
     loaded, max_k = _loaded_and_max_k(model_dir)
     if "retrieve" not in loaded.signatures:
-        raise ValueError(
+        raise ModelMismatchError(
             "Received: an export without a 'retrieve' signature; expected one exported with a "
             "database (export_saved_model(database=...))"
         )

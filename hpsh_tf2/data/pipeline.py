@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.data.images import read_image, resize_image
-from hpsh_tf2.errors import DatasetError
+from hpsh_tf2.errors import ConfigError, DatasetError
 
 __all__ = [
     "ClassBalancedSampler",
@@ -75,7 +75,7 @@ class ClassBalancedSampler:
         classes, counts = np.unique(labels, return_counts=True)
         p = len(classes) if classes_per_batch is None else int(classes_per_batch)
         if not 2 <= p <= len(classes):
-            raise ValueError(
+            raise ConfigError(
                 f"Received: classes_per_batch={classes_per_batch}; expected an integer in "
                 f"[2, {len(classes)}] (the number of classes in the training set) or null"
             )

@@ -18,6 +18,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from hpsh_tf2.errors import ConfigError, HPSHError
+
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 
-class WeightsError(ValueError):
+class WeightsError(HPSHError, ValueError):
     """Backbone weights are missing, unreadable or do not fit the architecture."""
 
 
@@ -84,7 +86,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"Received: model.backbone={name!r}; expected one of {', '.join(sorted(BACKBONES))}"
         ) from None
 
@@ -190,7 +192,7 @@ def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123)
     """
     spec = get_backbone_spec(name)
     if image_size < spec.min_size:
-        raise ValueError(
+        raise ConfigError(
             f"Received: model.image_size={image_size}; {name} needs at least {spec.min_size} px"
         )
     constructor = getattr(keras.applications, spec.constructor)

@@ -14,6 +14,9 @@ import re
 import sys
 from collections.abc import Sequence
 
+# The package is imported inside the verb functions on purpose: `hpsh --help` and argument
+# errors then answer without importing TensorFlow (several seconds). Nothing else is lazy.
+
 __all__ = ["build_parser", "main"]
 
 
@@ -27,6 +30,19 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.epochs=5 (repeatable)",
     )
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"Received: {text!r}; expected comma-separated integers, e.g. 16,32,64"
+        ) from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +81,26 @@ def build_parser() -> argparse.ArgumentParser:
                 help="evaluate an exported SavedModel (model or version folder) instead",
             )
 
+    table = verbs.add_parser(
+        "table", help="results table: bits x sampler x split seeds (features mode), resumable"
+    )
+    table.add_argument(
+        "--bits", type=_int_list, default=None, help="code lengths (default 16,32,64)"
+    )
+    table.add_argument(
+        "--samplers",
+        type=_str_list,
+        default=None,
+        help="sampler.mode values (default hpsh,random,semihard)",
+    )
+    table.add_argument(
+        "--seeds",
+        type=_int_list,
+        default=None,
+        help="split seeds (default: data.seed, data.seed+1, data.seed+2)",
+    )
+    _add_config_options(table)
+
     query = verbs.add_parser("query", help="nearest neighbours of an image via a SavedModel")
     query.add_argument(
         "--model",
@@ -94,6 +130,7 @@ def _load(args) -> object:
 
 def _run_verb(args) -> int:
     from hpsh_tf2 import workflow
+    from hpsh_tf2.layout import RunLayout
 
     if args.verb == "download":
         return _download(args)
@@ -108,7 +145,7 @@ def _run_verb(args) -> int:
     elif args.verb == "extract":
         features = workflow.extract(config)
         shapes = ", ".join(f"{k}={v.shape}" for k, v in features.items())
-        print(f"features in {config.workdir / 'features'}: {shapes}")
+        print(f"features in {RunLayout(config.workdir).features_dir}: {shapes}")
     elif args.verb == "train":
         result = workflow.train(config)
         print(
@@ -120,6 +157,15 @@ def _run_verb(args) -> int:
         workflow.export(config)
     elif args.verb == "run":
         workflow.run(config)
+    elif args.verb == "table":
+        from hpsh_tf2.table import DEFAULT_BITS, DEFAULT_SAMPLERS, results_table
+
+        results_table(
+            config,
+            bits=args.bits or DEFAULT_BITS,
+            samplers=args.samplers or DEFAULT_SAMPLERS,
+            seeds=args.seeds,
+        )
     return 0
 
 
@@ -147,6 +193,7 @@ def _download(args) -> int:
 
 
 def _query(args) -> int:
+    from hpsh_tf2.layout import RunLayout
     from hpsh_tf2.serving import format_neighbours, query_images, save_query_grid
 
     if args.top <= 0:
@@ -156,7 +203,8 @@ def _query(args) -> int:
         if args.model is None:
             if config is None:
                 raise ValueError("query: pass --model DIR, or --config FILE to use its export")
-            args.model = str(config.workdir / "export" / (config.export.name or config.name))
+            layout = RunLayout(config.workdir)
+            args.model = str(layout.export_model(config.export.name or config.name))
         if args.image_root is None and config is not None:
             args.image_root = config.data.root
     results = query_images(args.model, args.image, top=args.top)

@@ -6,13 +6,15 @@ against its declared type and range when the file is loaded; command-line overri
 keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the dotted
 key, the value received and what was expected.
 
-This module imports nothing else of the package but :mod:`hpsh_tf2.errors` (``ConfigError`` lives
-there and is re-exported here) and :mod:`hpsh_tf2.atomic`.
+This module imports only :mod:`hpsh_tf2.errors` (``ConfigError`` lives there and is
+re-exported here) and :mod:`hpsh_tf2.atomic` of the package.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
@@ -25,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.errors import ConfigError
 
 __all__ = [
@@ -40,7 +43,9 @@ __all__ = [
     "SplitConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_fingerprint",
     "config_to_dict",
+    "fingerprint",
     "load_config",
     "parse_override",
     "save_config",
@@ -182,6 +187,7 @@ class EvalConfig:
     protocol: Literal["paper", "standard"] = "paper"
     radius: int = field(default=2, metadata=_check(_non_negative, "an integer >= 0"))
     backend: Literal["tf", "numpy", "faiss"] = "tf"
+    ties: Literal["expected", "index"] = "expected"
     figures: bool = True
     interval: int = field(default=100, metadata=_check(_positive, "a positive integer"))
     max_grids: int = field(default=20, metadata=_check(_non_negative, "an integer >= 0"))
@@ -535,6 +541,53 @@ def _drop_replaced_data_source(raw: dict[str, Any], keys: set[str]) -> None:
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:
     """Writes the resolved config as YAML, atomically (temp file, then rename)."""
-    from hpsh_tf2.atomic import write_text_atomic
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    return write_text_atomic(path, text)
 
-    return write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+def fingerprint(payload: Any, *, length: int | None = None) -> str:
+    """SHA-256 of the canonical JSON of ``payload`` (sorted keys, compact separators).
+
+    Args:
+        payload: JSON-serialisable data (a config dict, a mapping of inputs); values JSON does
+            not know are written with ``str``.
+        length: Keep the first ``length`` hex digits (``None``: all 64).
+
+    Returns:
+        The hex digest.
+    """
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return digest if length is None else digest[:length]
+
+
+def config_fingerprint(
+    config: Config,
+    *,
+    sections: Iterable[str] | None = None,
+    drop: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+    length: int = 16,
+) -> str:
+    """Fingerprint of (part of) a config, for deciding whether an output is up to date.
+
+    Args:
+        config: The config.
+        sections: Top-level sections to include (``None``: all).
+        drop: Dotted keys to leave out (``"train.epochs"``, ``"export"``).
+        extra: More inputs mixed in (e.g. upstream fingerprints, file stamps).
+        length: Hex digits kept.
+
+    Returns:
+        The hex digest.
+    """
+    raw = config_to_dict(config)
+    if sections is not None:
+        raw = {name: raw[name] for name in sections}
+    for key in drop:
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return fingerprint({"config": raw, "extra": dict(extra or {})}, length=length)

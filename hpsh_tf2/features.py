@@ -23,10 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
+from hpsh_tf2.data.pipeline import image_dataset
 from hpsh_tf2.errors import BadImageError, DatasetError
+from hpsh_tf2.models.backbone import build_backbone, preprocessor
 
 __all__ = [
     "FeatureSet",
@@ -170,12 +174,6 @@ def extract_features(
         BadImageError: An image does not decode (possible when the scan did not verify images);
             the message names the file.
     """
-    import keras
-    import tensorflow as tf
-
-    from hpsh_tf2.data.pipeline import image_dataset
-    from hpsh_tf2.models.backbone import build_backbone, preprocessor
-
     out_dir = Path(out_dir)
     key = cache_key(
         backbone=backbone,

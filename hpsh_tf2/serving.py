@@ -28,6 +28,7 @@ from PIL import Image
 
 from hpsh_tf2.data.images import load_image_rgb
 from hpsh_tf2.errors import DatasetError, ModelMismatchError
+from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.export import MANIFEST_NAME, read_manifest
 
 __all__ = [
@@ -279,7 +280,6 @@ def save_query_grid(
     Returns:
         The written file.
     """
-    from hpsh_tf2.evaluation.plots import save_retrieval_grid
 
     if isinstance(query_image, np.ndarray):
         query = query_image

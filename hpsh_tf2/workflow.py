@@ -1,30 +1,49 @@
-"""The run's steps as Python functions: prepare, extract, train, evaluate, export, query, run, demo.
+"""The run's steps as Python functions: prepare, extract, train, evaluate, export, run, demo.
 
-Each step takes a resolved :class:`~hpsh_tf2.config.Config`, saves it as
-``<workdir>/config.yaml`` and writes its outputs under ``<workdir>`` (see the README's
-"Outputs" table). ``cli.py`` is a thin argument parser over these functions.
+This is the orchestration layer: it knows the run folder (:class:`~hpsh_tf2.layout.RunLayout`)
+and wires the libraries below it (data, features, training, evaluation, export). Each step
+takes a resolved :class:`~hpsh_tf2.config.Config`, saves it as ``config.yaml`` of the run
+folder and writes its outputs there (see the README's "Outputs" table). ``cli.py`` is a thin
+argument parser over these functions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
-from hpsh_tf2.config import Config, config_to_dict, load_config, save_config
-from hpsh_tf2.data.scan import ScanResult, scan_dataset
-from hpsh_tf2.data.split import Split, prepare_split, split_table
-from hpsh_tf2.features import FeatureSet, extract_features, load_feature_file
+from hpsh_tf2.config import Config, config_fingerprint, config_to_dict, load_config, save_config
+from hpsh_tf2.data.demo import make_demo_dataset
+from hpsh_tf2.data.split import SUBSET_NAMES, prepare_split, split_table
+from hpsh_tf2.dataset import Prepared, cached_scan, scan_from_features
+from hpsh_tf2.encode import ScoreEncoder, SignatureEncoder
+from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.evaluation.evaluate import (
+    EncodedSet,
+    evaluate_codes,
+    protocol_subsets,
+    save_evaluation,
+    save_figures,
+)
+from hpsh_tf2.evaluation.report import format_report_table
+from hpsh_tf2.export import RetrievalDatabase, export_saved_model, read_manifest, summarize_export
+from hpsh_tf2.features import extract_features, load_feature_file
+from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.models.backbone import backbone_from_config
+from hpsh_tf2.models.head import build_image_hash_model
+from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
+from hpsh_tf2.serving import encode_for_serving, format_neighbours, load_exported, query_images
+from hpsh_tf2.training import TrainResult, fit_hash_model
 
 __all__ = [
-    "Prepared",
+    "WorkflowError",
     "demo",
     "demo_config",
     "evaluate",
@@ -36,92 +55,62 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-SUBSETS = ("train", "val", "test")
+Echo = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A scanned (or loaded) dataset and its split.
-
-    Attributes:
-        config: The resolved config.
-        scan: The images (or the rows of a bring-your-own features file).
-        split: The train/val/test split.
-        split_created: Whether this call made the split (False: re-used ``split.json``).
-        features: The bring-your-own features, if ``data.features`` is set.
-    """
-
-    config: Config
-    scan: ScanResult
-    split: Split
-    split_created: bool
-    features: FeatureSet | None = None
-
-    @property
-    def root(self) -> Path:
-        """The image root (for bring-your-own features: the folder of the .npz)."""
-        return Path(self.scan.root)
-
-    def subset_paths(self, name: str) -> tuple[str, ...]:
-        """Relative paths of one subset."""
-        return tuple(self.split.subsets[name].paths)
-
-    def subset_labels(self, name: str) -> np.ndarray:
-        """Labels of one subset (int32)."""
-        return np.asarray(self.split.subsets[name].labels, np.int32)
-
-    def all_paths(self) -> tuple[str, ...]:
-        """Every split path, train then val then test: the row order of cached features."""
-        return tuple(p for name in SUBSETS for p in self.subset_paths(name))
+class WorkflowError(HPSHError, ValueError):
+    """A step cannot run with this config or run folder (missing input, wrong mode)."""
 
 
-def _start(config: Config) -> Path:
-    workdir = config.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    save_config(config, workdir / "config.yaml")
-    return workdir
+def _start(config: Config) -> RunLayout:
+    layout = RunLayout(config.workdir)
+    layout.workdir.mkdir(parents=True, exist_ok=True)
+    save_config(config, layout.config)
+    return layout
 
 
-def _scan_from_features(features: FeatureSet, source: Path) -> ScanResult:
-    return ScanResult(
-        root=str(source.resolve().parent),
-        class_names=features.class_names,
-        paths=features.paths,
-        labels=features.labels,
-    )
+# --------------------------------------------------------------------------- prepare
 
 
-def prepare(config: Config, *, echo: Callable[[str], None] = print) -> Prepared:
+def prepare(config: Config, *, echo: Echo = print) -> Prepared:
     """Scans the dataset (or loads the features file), makes or re-uses the split.
 
-    Writes ``config.yaml``, ``split.json`` and ``scan_report.json`` and prints a per-class table.
+    The verified scan is cached in the run folder and re-used while the files under
+    ``data.root`` are unchanged (names, sizes, modification times). Writes ``config.yaml``,
+    ``split.json`` and ``scan_report.json`` and prints a per-class table.
 
     Raises:
-        ValueError: If neither ``data.root`` nor ``data.features`` is set, or the data is bad.
+        WorkflowError: If neither ``data.root`` nor ``data.features`` is set.
+        DatasetError: If the data is unusable (see :func:`hpsh_tf2.data.scan.scan_dataset`).
     """
-    workdir = _start(config)
+    layout = _start(config)
     data = config.data
     features = None
     if data.features:
         features = load_feature_file(data.features)
-        scan = _scan_from_features(features, Path(data.features))
+        scan = scan_from_features(features, data.features)
     elif data.root:
-        scan = scan_dataset(data.root, on_bad_image=data.on_bad_image, verify=data.verify_images)
+        scan, hit = cached_scan(
+            data.root, layout.scan_cache, on_bad_image=data.on_bad_image, verify=data.verify_images
+        )
+        if hit:
+            logger.info("re-used the scan of %s (files unchanged)", scan.root)
     else:
-        raise ValueError(
+        raise WorkflowError(
             "no data: set data.root (a folder of class folders) or data.features (a .npz), "
             "e.g. --set data.root=/path/to/AID"
         )
+    split_fractions = data.split
     split, created = prepare_split(
         scan,
-        workdir / "split.json",
-        train=data.split.train,
-        val=data.split.val,
-        test=data.split.test,
+        layout.split,
+        train=split_fractions.train,
+        val=split_fractions.val,
+        test=split_fractions.test,
         seed=data.seed,
     )
     write_json_atomic(
-        workdir / "scan_report.json",
+        layout.scan_report,
         {
             "root": scan.root,
             "classes": len(scan.class_names),
@@ -133,32 +122,29 @@ def prepare(config: Config, *, echo: Callable[[str], None] = print) -> Prepared:
     )
     echo(split_table(split, scan))
     if scan.skipped:
-        echo(
-            f"skipped {len(scan.skipped)} undecodable image(s); see {workdir / 'scan_report.json'}"
-        )
-    echo(("created " if created else "re-used ") + str(workdir / "split.json"))
-    return Prepared(config, scan, split, created, features)
+        echo(f"skipped {len(scan.skipped)} undecodable image(s); see {layout.scan_report}")
+    echo(("created " if created else "re-used ") + str(layout.split))
+    return Prepared(scan, split, created, features)
+
+
+# --------------------------------------------------------------------------- extract
 
 
 def extract(
     config: Config, *, prepared: Prepared | None = None, progress: bool = True
 ) -> dict[str, np.ndarray]:
-    """Backbone features of every subset (cached in ``<workdir>/features``).
+    """Backbone features of every subset (cached in the run folder's ``features/``).
 
     With ``data.features`` the rows of the file are returned instead, in split order.
     """
     prepared = prepared or prepare(config, echo=logger.info)
     if prepared.features is not None:
-        index = {path: row for row, path in enumerate(prepared.features.paths)}
-        return {
-            name: prepared.features.features[[index[p] for p in prepared.subset_paths(name)]]
-            for name in SUBSETS
-        }
+        return prepared.feature_rows()
     model = config.model
     all_features = extract_features(
         paths=prepared.all_paths(),
         root=prepared.root,
-        out_dir=config.workdir / "features",
+        out_dir=RunLayout(config.workdir).features_dir,
         backbone=model.backbone,
         weights=model.weights,
         image_size=model.image_size,
@@ -167,39 +153,85 @@ def extract(
         progress=progress,
     )
     out, start = {}, 0
-    for name in SUBSETS:
+    for name in SUBSET_NAMES:
         count = len(prepared.subset_paths(name))
         out[name] = all_features[start : start + count]
         start += count
     return out
 
 
-def _inputs(prepared: Prepared, name: str, features: dict[str, np.ndarray] | None):
-    from hpsh_tf2.train import subset_inputs
+def _mode_features(config: Config, prepared: Prepared) -> dict[str, np.ndarray] | None:
+    """Feature rows per subset in features mode; ``None`` end-to-end (the model reads images)."""
+    if config.train.mode == "end_to_end":
+        if prepared.features is not None:
+            raise WorkflowError(
+                "train.mode='end_to_end' needs images; data.features only supports "
+                "train.mode=features"
+            )
+        return None
+    return extract(config, prepared=prepared, progress=False)
 
-    labels = prepared.subset_labels(name)
-    if features is not None:
-        return subset_inputs(labels, features=features[name])
-    paths = [str(prepared.root / p) for p in prepared.subset_paths(name)]
-    return subset_inputs(labels, paths=paths)
+
+# --------------------------------------------------------------------------- train
 
 
-def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2):
-    """Trains the hash model (features or end-to-end mode); see :func:`hpsh_tf2.train.train`."""
-    from hpsh_tf2.train import train as fit
+def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2) -> TrainResult:
+    """Trains the hash model (features or end-to-end mode); writes ``model/``.
 
+    See :func:`hpsh_tf2.training.fit_hash_model`.
+    """
     prepared = prepared or prepare(config, echo=logger.info)
-    features = extract(config, prepared=prepared) if config.train.mode == "features" else None
-    if config.train.mode == "end_to_end" and prepared.features is not None:
-        raise ValueError(
-            "train.mode='end_to_end' needs images; data.features only supports train.mode=features"
-        )
-    return fit(
+    features = _mode_features(config, prepared)
+    return fit_hash_model(
         config,
-        train_inputs=_inputs(prepared, "train", features),
-        val_inputs=_inputs(prepared, "val", features),
+        train_inputs=prepared.inputs("train", features),
+        val_inputs=prepared.inputs("val", features),
+        layout=RunLayout(config.workdir),
         verbose=verbose,
     )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _model_encoder(config: Config, layout: RunLayout) -> ScoreEncoder:
+    """The trained Keras model of the run folder, as a subset encoder."""
+    path = layout.selected_model(config.train.mode)
+    if not path.is_file():
+        raise WorkflowError(f"no trained model at {path}; run train first")
+    return ScoreEncoder(
+        keras.saving.load_model(path),
+        batch_size=config.train.eval_batch_size,
+        image_size=config.model.image_size,
+        backbone=config.model.backbone,
+    )
+
+
+def _subset_scorer(
+    config: Config, prepared: Prepared, saved_model: str | os.PathLike | None
+) -> Callable[[str], np.ndarray]:
+    """A function returning the sigmoid scores of a named subset (Keras model or SavedModel)."""
+    if saved_model is None:
+        encoder = _model_encoder(config, RunLayout(config.workdir))
+        features = _mode_features(config, prepared)
+        return lambda name: encoder(prepared.inputs(name, features))
+    if prepared.features is not None:
+        raise WorkflowError("evaluating a SavedModel needs images; data.features has none")
+    signature = load_exported(saved_model).signatures["encode_images"]
+    encoder = SignatureEncoder(
+        signature,
+        bits=config.model.bits,
+        batch_size=config.train.eval_batch_size,
+        image_size=config.model.image_size,
+    )
+    return lambda name: encoder(prepared.inputs(name))
+
+
+def _encoded(prepared: Prepared, names, score) -> EncodedSet:
+    scores = np.concatenate([score(name) for name in names])
+    labels = np.concatenate([prepared.subset_labels(name) for name in names])
+    paths = tuple(p for name in names for p in prepared.subset_paths(name))
+    return EncodedSet(np_binarize(scores), labels, paths)
 
 
 def evaluate(
@@ -207,70 +239,107 @@ def evaluate(
     *,
     prepared: Prepared | None = None,
     saved_model: str | os.PathLike | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Echo = print,
 ) -> dict:
     """Retrieval evaluation of the trained model (or an exported SavedModel).
 
-    Writes ``eval/report.json``, ``eval/codes.npz`` and figures; see
-    :func:`hpsh_tf2.evaluation.evaluate.evaluate_run`.
+    Encodes the protocol's queries and database, searches, and writes ``eval/report.json``,
+    ``eval/codes.npz`` and figures.
+
+    Args:
+        config: The resolved config (``eval.*`` keys).
+        prepared: The dataset and split (default: :func:`prepare`).
+        saved_model: Evaluate an exported SavedModel (a model or version folder) instead of
+            the Keras model of the run folder.
+        echo: Where the summary table is printed.
+
+    Returns:
+        The report dictionary (also written to ``eval/report.json``).
     """
-    from hpsh_tf2.evaluation.evaluate import evaluate_run
-
     prepared = prepared or prepare(config, echo=logger.info)
-    return evaluate_run(config, prepared=prepared, saved_model=saved_model, echo=echo)
+    layout = RunLayout(config.workdir)
+    query_names, db_names, exclude_self = protocol_subsets(config.eval.protocol)
+    score = _subset_scorer(config, prepared, saved_model)
+    queries = _encoded(prepared, query_names, score)
+    database = queries if exclude_self else _encoded(prepared, db_names, score)
+    report, result = evaluate_codes(
+        queries=queries, database=database, exclude_self=exclude_self, config=config.eval
+    )
+    report.update(
+        {
+            "model": str(saved_model) if saved_model else str(layout.model_dir),
+            "queries": list(query_names),
+            "database": list(db_names),
+        }
+    )
+    layout.eval_dir.mkdir(parents=True, exist_ok=True)
+    save_evaluation(
+        report,
+        queries=queries,
+        database=database,
+        class_names=prepared.class_names,
+        report_path=layout.report,
+        codes_path=layout.codes,
+    )
+    if config.eval.figures:
+        save_figures(
+            layout.eval_dir,
+            report=report,
+            result=result,
+            queries=queries,
+            database=database,
+            class_names=prepared.class_names,
+            config=config.eval,
+            image_root=None if prepared.features is not None else prepared.root,
+        )
+    echo(format_report_table(report))
+    echo(f"wrote {layout.report} and {layout.codes}")
+    return report
 
 
-def export(config: Config, *, prepared: Prepared | None = None, echo=print) -> Path:
+# --------------------------------------------------------------------------- export
+
+
+def _image_model(config: Config, layout: RunLayout) -> keras.Model:
+    """The trained image -> scores model: end-to-end, or the backbone followed by the head."""
+    if config.train.mode == "end_to_end":
+        return keras.saving.load_model(layout.image_model)
+    hash_model = keras.saving.load_model(layout.hash_model)
+    return build_image_hash_model(backbone_from_config(config.model), hash_model)
+
+
+def _retrieval_database(config: Config, prepared: Prepared) -> RetrievalDatabase | None:
+    """The codes of ``export.database`` with their labels, paths and class names."""
+    names = {"all": SUBSET_NAMES, "train": ("train",), "none": ()}[config.export.database]
+    if not names:
+        return None
+    score = _subset_scorer(config, prepared, None)
+    codes = np_binarize(np.concatenate([score(name) for name in names]))
+    return RetrievalDatabase(
+        packed_codes=np_pack_codes(codes),
+        labels=np.concatenate([prepared.subset_labels(n) for n in names]),
+        paths=tuple(p for n in names for p in prepared.subset_paths(n)),
+        class_names=prepared.class_names,
+    )
+
+
+def export(config: Config, *, prepared: Prepared | None = None, echo: Echo = print) -> Path:
     """Exports the trained model as a versioned SavedModel for TF Serving.
 
     The SavedModel maps image bytes to codes and embeds a retrieval database: the codes of
     ``export.database`` (``all`` split images, ``train`` only, or ``none``).
 
     Returns:
-        The new version folder ``<workdir>/export/<name>/<version>``.
+        The new version folder ``export/<name>/<version>`` of the run folder.
     """
-    import keras
-
-    from hpsh_tf2.evaluation.evaluate import score_subsets
-    from hpsh_tf2.export import (
-        RetrievalDatabase,
-        export_saved_model,
-        read_manifest,
-        summarize_export,
-    )
-    from hpsh_tf2.models.backbone import build_backbone
-    from hpsh_tf2.models.head import build_image_hash_model
-    from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
-    from hpsh_tf2.serving import encode_for_serving
-
     prepared = prepared or prepare(config, echo=logger.info)
     if prepared.features is not None:
-        raise ValueError(
+        raise WorkflowError(
             "export needs the image model; a run on data.features has no backbone to export"
         )
-    model_dir = config.workdir / "model"
-    if config.train.mode == "end_to_end":
-        image_model = keras.saving.load_model(model_dir / "image_model.keras")
-    else:
-        backbone = build_backbone(
-            config.model.backbone,
-            weights=config.model.weights,
-            image_size=config.model.image_size,
-            seed=config.model.init_seed,
-        )
-        hash_model = keras.saving.load_model(model_dir / "hash_model.keras")
-        image_model = build_image_hash_model(backbone, hash_model)
-    database = None
-    names = {"all": SUBSETS, "train": ("train",), "none": ()}[config.export.database]
-    if names:
-        score = score_subsets(config, prepared)
-        codes = np_binarize(np.concatenate([score(name) for name in names]))
-        database = RetrievalDatabase(
-            packed_codes=np_pack_codes(codes),
-            labels=np.concatenate([prepared.subset_labels(n) for n in names]),
-            paths=tuple(p for n in names for p in prepared.subset_paths(n)),
-            class_names=tuple(prepared.split.class_names),
-        )
+    layout = RunLayout(config.workdir)
+    image_model = _image_model(config, layout)
+    database = _retrieval_database(config, prepared)
     samples = prepared.subset_paths("train")[: config.export.warmup_requests]
     warmup = [encode_for_serving(prepared.root / p) for p in samples]  # TIFF -> PNG
     version_dir = export_saved_model(
@@ -278,21 +347,18 @@ def export(config: Config, *, prepared: Prepared | None = None, echo=print) -> P
         backbone=config.model.backbone,
         image_size=config.model.image_size,
         bits=config.model.bits,
-        export_dir=config.workdir / "export",
+        export_dir=layout.export_root,
         model_name=config.export.name or config.name,
         database=database,
         warmup_images=warmup,
-        class_names=tuple(prepared.split.class_names),
+        class_names=prepared.class_names,
         config=config_to_dict(config),
     )
     echo(summarize_export(read_manifest(version_dir), version_dir))
     return version_dir
 
 
-def _fingerprint(config: Config, sections: tuple[str, ...], extra: str = "") -> str:
-    raw = config_to_dict(config)
-    payload = {name: raw[name] for name in sections}
-    return hashlib.sha256((json.dumps(payload, sort_keys=True) + extra).encode()).hexdigest()[:16]
+# --------------------------------------------------------------------------- run
 
 
 def _file_stamp(path: Path) -> str:
@@ -302,54 +368,72 @@ def _file_stamp(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
+class _Steps:
+    """``steps.json``: the fingerprint of the inputs each step of :func:`run` last ran with."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data = json.loads(path.read_text()) if path.is_file() else {}
+
+    def up_to_date(self, step: str, key: str, output: Path) -> bool:
+        return self.data.get(step) == key and output.exists()
+
+    def record(self, step: str, key: str, **extra: str) -> None:
+        self.data[step] = key
+        self.data.update(extra)
+        write_json_atomic(self.path, self.data)
+
+
+def run(config: Config, *, echo: Echo = print) -> dict:
     """The whole job: prepare, extract (features mode), train, evaluate, export.
 
-    Steps whose outputs are up to date (same inputs, recorded in ``<workdir>/steps.json``) are
-    skipped. Returns a summary (mAP@k, bits, export path, which steps ran).
+    Steps whose outputs are up to date (same inputs, recorded in ``steps.json``) are skipped.
+    Returns a summary (mAP@k, bits, export path, which steps ran).
     """
-    workdir = _start(config)
-    steps_path = workdir / "steps.json"
-    steps = json.loads(steps_path.read_text()) if steps_path.is_file() else {}
+    layout = _start(config)
+    steps = _Steps(layout.steps)
     ran: dict[str, str] = {}
     prepared = prepare(config, echo=echo)
-    split_stamp = _file_stamp(workdir / "split.json")
 
-    train_key = _fingerprint(config, ("data", "model", "train", "sampler", "loss"), split_stamp)
-    model_path = workdir / "model" / "hash_model.keras"
-    if steps.get("train") == train_key and model_path.is_file():
+    train_key = config_fingerprint(
+        config,
+        sections=("data", "model", "train", "sampler", "loss"),
+        extra={"split": _file_stamp(layout.split)},
+    )
+    model_path = layout.hash_model
+    if steps.up_to_date("train", train_key, model_path):
         ran["train"] = "up to date"
     else:
         result = train(config, prepared=prepared)
-        steps["train"] = train_key
+        steps.record("train", train_key)
         ran["train"] = f"trained; kept epoch {result.selected_epoch} ({result.selection})"
-        write_json_atomic(steps_path, steps)
 
-    eval_key = _fingerprint(config, ("eval",), train_key + _file_stamp(model_path))
-    report_path = workdir / "eval" / "report.json"
-    if steps.get("evaluate") == eval_key and report_path.is_file():
-        report = json.loads(report_path.read_text())
+    model_stamp = {"train": train_key, "model": _file_stamp(model_path)}
+    eval_key = config_fingerprint(config, sections=("eval",), extra=model_stamp)
+    if steps.up_to_date("evaluate", eval_key, layout.report):
+        report = json.loads(layout.report.read_text())
         ran["evaluate"] = "up to date"
     else:
         report = evaluate(config, prepared=prepared, echo=echo)
-        steps["evaluate"] = eval_key
+        steps.record("evaluate", eval_key)
         ran["evaluate"] = "evaluated"
-        write_json_atomic(steps_path, steps)
 
-    export_key = _fingerprint(config, ("export",), train_key + _file_stamp(model_path))
+    export_key = config_fingerprint(config, sections=("export",), extra=model_stamp)
     export_path: Path | None = None
+    recorded = steps.data.get("export_path")
     if prepared.features is not None:
         ran["export"] = "skipped: a data.features run has no image model to export"
-    elif steps.get("export") == export_key and Path(steps.get("export_path", "")).is_dir():
-        export_path = Path(steps["export_path"])
+    elif recorded and steps.up_to_date("export", export_key, Path(recorded)):
+        export_path = Path(recorded)
         ran["export"] = "up to date"
     else:
         export_path = export(config, prepared=prepared, echo=echo)
-        steps["export"] = export_key
-        steps["export_path"] = str(export_path)
+        steps.record("export", export_key, export_path=str(export_path))
         ran["export"] = "exported"
-        write_json_atomic(steps_path, steps)
+    return _summary(config, report, export_path, ran, echo)
 
+
+def _summary(config: Config, report: dict, export_path: Path | None, ran: dict, echo) -> dict:
     k = config.eval.k
     summary = {
         f"map@{k}": report.get(f"map@{k}"),
@@ -367,6 +451,8 @@ def run(config: Config, *, echo: Callable[[str], None] = print) -> dict:
     echo(f"  SavedModel: {export_path or '-'}")
     return summary
 
+
+# --------------------------------------------------------------------------- demo
 
 DEMO_OVERRIDES = (
     "name=demo",
@@ -413,12 +499,9 @@ def demo(
     overrides=(),
     *,
     base: str | os.PathLike | None = None,
-    echo=print,
+    echo: Echo = print,
 ) -> dict:
     """Generates the demo dataset, runs the whole job on it, and queries the export."""
-    from hpsh_tf2.data.demo import make_demo_dataset
-    from hpsh_tf2.serving import format_neighbours, query_images
-
     config = demo_config(workdir, overrides, base=base)
     root = make_demo_dataset(config.data.root)
     echo(f"demo dataset: {root}")

@@ -12,6 +12,7 @@ import tensorflow as tf
 from hpsh_tf2 import cli, workflow
 from hpsh_tf2.config import load_config
 from hpsh_tf2.data.demo import make_demo_dataset
+from hpsh_tf2.data.split import SUBSET_NAMES
 from tests.conftest import REPO_ROOT
 
 FAST = (
@@ -109,7 +110,7 @@ def test_features_file_train_and_evaluate(aid_features_path, tmp_path, capsys):
     )
     prepared = workflow.prepare(config)
     assert prepared.features is not None
-    assert {n: len(prepared.subset_paths(n)) for n in workflow.SUBSETS} == {
+    assert {n: len(prepared.subset_paths(n)) for n in SUBSET_NAMES} == {
         "train": 150,
         "val": 30,
         "test": 120,

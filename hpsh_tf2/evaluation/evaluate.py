@@ -1,109 +1,75 @@
-"""Evaluation of a run: model -> codes -> search -> metrics -> report, codes and figures.
+"""Evaluation as a library: codes in, report (and its files and figures) out.
 
-Protocols (``eval.protocol``):
+Nothing here knows about runs or models: :func:`evaluate_codes` takes the query and database
+codes of an :class:`EncodedSet` each and the ``eval`` section of a config, searches and returns
+the report; :func:`save_evaluation` and :func:`save_figures` write it where the caller says.
+The run's orchestration (which model, which subsets, which folder) is
+:func:`hpsh_tf2.workflow.evaluate`.
+
+Protocols (``eval.protocol``, :func:`protocol_subsets`):
 
 - ``paper``: queries = test split, database = test split minus the query itself (the original
   HPSH / MHCLN protocol, on our leak-free split).
 - ``standard``: queries = test split, database = train + val splits.
-
-Outputs under ``<workdir>/eval/``: ``report.json``, ``codes.npz`` (rows in ranking order) and,
-with ``eval.figures``, ``grid_<query>.png``, ``pr_curve.png`` and ``code_embedding.png``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from hpsh_tf2.atomic import save_npz_atomic, write_json_atomic
-from hpsh_tf2.config import Config
-from hpsh_tf2.evaluation.report import compute_report, format_report_table
-from hpsh_tf2.ops.codes import np_binarize
+from hpsh_tf2.config import EvalConfig
+from hpsh_tf2.data.images import load_image_rgb
+from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.evaluation.plots import save_code_embedding, save_pr_curve, save_retrieval_grid
+from hpsh_tf2.evaluation.report import compute_report
+from hpsh_tf2.evaluation.search import SearchResult
 
-if TYPE_CHECKING:
-    from hpsh_tf2.workflow import Prepared
-
-__all__ = ["EncodedSet", "evaluate_run", "protocol_subsets", "score_subsets"]
+__all__ = [
+    "EncodedSet",
+    "EvaluationError",
+    "evaluate_codes",
+    "protocol_subsets",
+    "save_evaluation",
+    "save_figures",
+]
 
 logger = logging.getLogger(__name__)
 
 
+class EvaluationError(HPSHError, ValueError):
+    """The codes cannot be evaluated as asked (too few items for the protocol or ``k``)."""
+
+
 def protocol_subsets(protocol: str) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
-    """(query subsets, database subsets, exclude_self) of an evaluation protocol."""
+    """(query subsets, database subsets, exclude_self) of an evaluation protocol.
+
+    Raises:
+        EvaluationError: For an unknown protocol.
+    """
     if protocol == "paper":
         return ("test",), ("test",), True
     if protocol == "standard":
         return ("test",), ("train", "val"), False
-    raise ValueError(f"Received: eval.protocol={protocol!r}; expected 'paper' or 'standard'")
-
-
-def _model_scorer(config: Config, prepared: Prepared) -> Callable[[str], np.ndarray]:
-    """Scores of one subset from the trained Keras model in ``<workdir>/model``."""
-    import keras
-
-    from hpsh_tf2.train import ScoreEncoder
-    from hpsh_tf2.workflow import _inputs, extract
-
-    model_dir = config.workdir / "model"
-    if config.train.mode == "features":
-        path = model_dir / "hash_model.keras"
-        features = extract(config, prepared=prepared, progress=False)
-    else:
-        path = model_dir / "image_model.keras"
-        features = None
-    if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}; run train first")
-    encode = ScoreEncoder(
-        keras.saving.load_model(path),
-        batch_size=config.train.eval_batch_size,
-        image_size=config.model.image_size,
-        backbone=config.model.backbone,
-    )
-    return lambda name: encode(_inputs(prepared, name, features))
-
-
-def _saved_model_scorer(
-    config: Config, prepared: Prepared, saved_model: str | os.PathLike
-) -> Callable[[str], np.ndarray]:
-    """Scores of one subset from an exported SavedModel's ``encode_images`` signature."""
-    from hpsh_tf2.data.pipeline import image_dataset
-    from hpsh_tf2.serving import load_exported
-
-    loaded = load_exported(saved_model)
-    encode = loaded.signatures["encode_images"]
-
-    def score(name: str) -> np.ndarray:
-        paths = [str(prepared.root / p) for p in prepared.subset_paths(name)]
-        if not paths:
-            return np.zeros((0, config.model.bits), np.float32)
-        batches = image_dataset(
-            paths, image_size=config.model.image_size, batch_size=config.train.eval_batch_size
-        )
-        return np.concatenate([encode(images=batch)["scores"].numpy() for batch in batches])
-
-    return score
-
-
-def score_subsets(
-    config: Config, prepared: Prepared, saved_model: str | os.PathLike | None = None
-) -> Callable[[str], np.ndarray]:
-    """A function returning the sigmoid scores of a named subset."""
-    if saved_model is not None:
-        if prepared.features is not None:
-            raise ValueError("evaluating a SavedModel needs images; data.features has none")
-        return _saved_model_scorer(config, prepared, saved_model)
-    return _model_scorer(config, prepared)
+    raise EvaluationError(f"Received: eval.protocol={protocol!r}; expected 'paper' or 'standard'")
 
 
 @dataclass(frozen=True)
 class EncodedSet:
-    """Codes of one side of the search (queries or database) with their labels and paths."""
+    """Codes of one side of the search (queries or database) with their labels and paths.
+
+    Attributes:
+        codes: uint8 0/1 ``[N, bits]``.
+        labels: int ``[N]``.
+        paths: ``N`` paths relative to the dataset root (used by figures and ``codes.npz``).
+    """
 
     codes: np.ndarray
     labels: np.ndarray
@@ -113,123 +79,123 @@ class EncodedSet:
         return len(self.codes)
 
 
-def _encode(prepared: Prepared, names, score) -> EncodedSet:
-    scores = np.concatenate([score(name) for name in names])
-    labels = np.concatenate([prepared.subset_labels(name) for name in names])
-    paths = tuple(p for name in names for p in prepared.subset_paths(name))
-    return EncodedSet(np_binarize(scores), labels, paths)
-
-
-def evaluate_run(
-    config: Config,
-    *,
-    prepared: Prepared,
-    saved_model: str | os.PathLike | None = None,
-    echo: Callable[[str], None] = print,
-) -> dict:
-    """Evaluates retrieval and writes ``<workdir>/eval``.
-
-    Args:
-        config: The resolved config (``eval.*`` keys).
-        prepared: The dataset and split (from :func:`hpsh_tf2.workflow.prepare`).
-        saved_model: Evaluate an exported SavedModel (a model or version folder) instead of
-            the Keras model in ``<workdir>/model``.
-        echo: Where the summary table is printed.
-
-    Returns:
-        The report dictionary (also written to ``eval/report.json``).
-    """
-    query_names, db_names, exclude_self = protocol_subsets(config.eval.protocol)
-    score = score_subsets(config, prepared, saved_model)
-    queries = _encode(prepared, query_names, score)
-    database = queries if exclude_self else _encode(prepared, db_names, score)
+def _check_sizes(queries: EncodedSet, database: EncodedSet, config: EvalConfig, exclude_self):
     if len(queries) == 0 or len(database) == 0:
-        raise ValueError(
-            f"protocol {config.eval.protocol!r} needs queries and a database; got "
+        raise EvaluationError(
+            f"protocol {config.protocol!r} needs queries and a database; got "
             f"{len(queries)} queries and {len(database)} database items"
         )
-    k = config.eval.k
     available = len(database) - (1 if exclude_self else 0)
-    if available < k + 1:
-        raise ValueError(
-            f"eval.k={k} needs at least {k + 1} database items (seed metric scores ranks "
-            f"2..k+1); the {config.eval.protocol!r} database has {available}"
+    if available < config.k + 1:
+        raise EvaluationError(
+            f"eval.k={config.k} needs at least {config.k + 1} database items (the original "
+            f"metric scores ranks 2..k+1); the {config.protocol!r} database has {available}"
         )
+
+
+def evaluate_codes(
+    *,
+    queries: EncodedSet,
+    database: EncodedSet,
+    exclude_self: bool,
+    config: EvalConfig,
+) -> tuple[dict[str, Any], SearchResult]:
+    """Searches the database for every query and computes the retrieval report.
+
+    Args:
+        queries: Query codes, labels and paths.
+        database: Database codes, labels and paths (``queries`` itself with ``exclude_self``).
+        exclude_self: Query ``i`` is database item ``i`` and is left out of its own ranking.
+        config: The ``eval`` section (``k``, ``radius``, ``backend``, ``protocol``, ``ties``).
+
+    Returns:
+        ``(report, search_result)``; see :func:`hpsh_tf2.evaluation.report.compute_report`.
+
+    Raises:
+        EvaluationError: If a side is empty or the database is smaller than ``k + 1``.
+    """
+    _check_sizes(queries, database, config, exclude_self)
     report, result = compute_report(
         query_codes=queries.codes,
         query_labels=queries.labels,
         db_codes=database.codes,
         db_labels=database.labels,
-        k=k,
+        k=config.k,
         exclude_self=exclude_self,
-        radius=config.eval.radius,
-        backend=config.eval.backend,
+        radius=config.radius,
+        backend=config.backend,
+        ties=config.ties,
     )
-    report.update(
-        {
-            "protocol": config.eval.protocol,
-            "k": k,
-            "model": str(saved_model) if saved_model else str(config.workdir / "model"),
-            "queries": list(query_names),
-            "database": list(db_names),
-        }
-    )
-    out = config.workdir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "report.json", report)
+    report.update({"protocol": config.protocol, "k": config.k})
+    return report, result
+
+
+def save_evaluation(
+    report: dict[str, Any],
+    *,
+    queries: EncodedSet,
+    database: EncodedSet,
+    class_names: Sequence[str],
+    report_path: str | os.PathLike[str],
+    codes_path: str | os.PathLike[str],
+) -> None:
+    """Writes the report (JSON) and the codes with labels and paths (``.npz``), atomically."""
+    write_json_atomic(report_path, report)
     save_npz_atomic(
-        out / "codes.npz",
+        codes_path,
         query_codes=queries.codes.astype(np.uint8),
         db_codes=database.codes.astype(np.uint8),
         query_labels=queries.labels,
         db_labels=database.labels,
         query_paths=np.asarray(queries.paths),
         db_paths=np.asarray(database.paths),
-        class_names=np.asarray(prepared.split.class_names),
+        class_names=np.asarray(class_names),
     )
-    if config.eval.figures:
-        _figures(config, prepared, out, report, result, queries, database)
-    echo(format_report_table(report))
-    echo(f"wrote {out / 'report.json'} and {out / 'codes.npz'}")
-    return report
 
 
-def _figures(
-    config: Config,
-    prepared: Prepared,
-    out: Path,
-    report: dict,
-    result,
+def save_figures(
+    out_dir: str | os.PathLike[str],
+    *,
+    report: dict[str, Any],
+    result: SearchResult,
     queries: EncodedSet,
     database: EncodedSet,
-) -> None:
-    """Retrieval grids, precision-recall curve and the 2-D code embedding."""
-    from hpsh_tf2.evaluation.plots import save_code_embedding, save_pr_curve, save_retrieval_grid
+    class_names: Sequence[str],
+    config: EvalConfig,
+    image_root: str | os.PathLike[str] | None,
+) -> list[Path]:
+    """Precision-recall curve, 2-D code embedding and retrieval grids (PNG).
 
-    class_names = prepared.split.class_names
+    A grid is drawn for every ``config.interval``-th query, at most ``config.max_grids``, and
+    only when ``image_root`` is given (bring-your-own features have no images).
+
+    Returns:
+        The files written.
+    """
+    out = Path(out_dir)
+    written = []
     curve = report.get("pr_curve") or {}
     if curve.get("precision") and curve.get("recall"):
-        save_pr_curve(out / "pr_curve.png", precision=curve["precision"], recall=curve["recall"])
-    save_code_embedding(
-        out / "code_embedding.png",
-        codes=queries.codes,
-        labels=queries.labels,
-        class_names=class_names,
-    )
-    if prepared.features is not None:
-        return  # no images to draw
-    from hpsh_tf2.data.images import load_image_rgb
-
-    k = config.eval.k
-    picks = list(range(0, len(queries), config.eval.interval))[: config.eval.max_grids]
-    for q in picks:
+        path = out / "pr_curve.png"
+        save_pr_curve(path, precision=curve["precision"], recall=curve["recall"])
+        written.append(path)
+    path = out / "code_embedding.png"
+    save_code_embedding(path, codes=queries.codes, labels=queries.labels, class_names=class_names)
+    written.append(path)
+    if image_root is None:
+        return written
+    root, k = Path(image_root), config.k
+    for q in list(range(0, len(queries), config.interval))[: config.max_grids]:
         ids = result.indices[q, :k]
+        path = out / f"grid_{q:05d}.png"
         save_retrieval_grid(
-            out / f"grid_{q:05d}.png",
-            query_image=load_image_rgb(prepared.root / queries.paths[q]),
-            retrieved_images=[load_image_rgb(prepared.root / database.paths[i]) for i in ids],
+            path,
+            query_image=load_image_rgb(root / queries.paths[q]),
+            retrieved_images=[load_image_rgb(root / database.paths[i]) for i in ids],
             query_label=int(queries.labels[q]),
             retrieved_labels=[int(database.labels[i]) for i in ids],
             class_names=class_names,
             distances=[int(d) for d in result.distances[q, :k]],
         )
+        written.append(path)
+    return written

@@ -6,6 +6,11 @@ Notation shared by the docstrings: a query ``q`` with label ``y(q)`` retrieves r
 sharing the query's label (the query itself not counted under the "database minus query"
 protocol). Every function returns the mean over queries as a Python ``float`` in ``[0, 1]``
 (curves: NumPy arrays). A query that has nothing relevant scores 0 in every metric.
+
+The rank-based metrics here score the ranking they are given, so with tied Hamming distances
+they depend on how ties were broken (by database index in this package: "index order"). The
+tie-aware expected values over every order of the tied items are in
+:mod:`hpsh_tf2.evaluation.ties`; the radius metrics do not depend on tie order.
 """
 
 from __future__ import annotations

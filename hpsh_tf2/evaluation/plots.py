@@ -294,3 +294,48 @@ def _palette(count: int) -> list[tuple[float, float, float, float]]:
     if count <= 20:
         return [colormaps["tab20"](i) for i in range(count)]
     return [colormaps["turbo"](i / (count - 1)) for i in range(count)]
+
+
+def save_metric_vs_bits(
+    path: str | os.PathLike[str],
+    *,
+    series: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+    reference: float | None = None,
+    reference_label: str = "float kNN",
+    ylabel: str = "mAP@20",
+    figsize: tuple[float, float] = (6.0, 4.0),
+    dpi: int = 100,
+) -> Path:
+    """Saves a metric against code length, one line with error bars per method.
+
+    Args:
+        path: Output PNG path.
+        series: ``{label: (bits, means, stds)}``, each a sequence of the same length.
+        reference: A horizontal reference line (e.g. the float-feature kNN), or ``None``.
+        reference_label: Legend label of the reference line.
+        ylabel: Y axis label.
+        figsize: Figure size in inches.
+        dpi: Resolution.
+
+    Returns:
+        The written path.
+    """
+    if not series:
+        raise ValueError("Received: no series; expected at least one method to plot")
+    figure = Figure(figsize=figsize)
+    axes = figure.add_subplot(1, 1, 1)
+    for label, (bits, means, stds) in series.items():
+        if not (len(bits) == len(means) == len(stds)) or not len(bits):
+            raise ValueError(
+                f"Received: series {label!r} with {len(bits)} bits, {len(means)} means and "
+                f"{len(stds)} stds; expected the same non-zero length"
+            )
+        axes.errorbar(list(bits), list(means), yerr=list(stds), marker="o", capsize=3, label=label)
+    if reference is not None:
+        axes.axhline(float(reference), color="grey", linestyle="--", label=reference_label)
+    axes.set_xlabel("bits")
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    return _write_atomic(path, figure, dpi)

@@ -1,9 +1,14 @@
 """One-pass retrieval report: search, every metric of ``metrics.py``, a printable table.
 
-Protocol: each query is ranked against the database by Hamming distance, ties broken by
-database index (lower first). With ``exclude_self=True`` query ``i`` is database item ``i``
-and is left out of its own ranking and relevance counts (the seed code's "database = test
-set minus the query" protocol).
+Protocol: each query is ranked against the database by Hamming distance. With
+``exclude_self=True`` query ``i`` is database item ``i`` and is left out of its own ranking and
+relevance counts (the seed code's "database = test set minus the query" protocol).
+
+Ties. Many database items share a Hamming distance. The rank-based metrics are computed two
+ways: tie-aware (suffix ``_expected``: the exact expected value over every order of the tied
+items, :mod:`hpsh_tf2.evaluation.ties`; it does not depend on how the database is stored) and
+index order (suffix ``_index``: ties broken by database index, lower first, the order of the
+returned search results). ``ties`` picks which one the headline keys (``map@k``, ...) hold.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.evaluation import metrics
+from hpsh_tf2.evaluation import ties as tie_metrics
 from hpsh_tf2.evaluation.search import SearchResult, np_popcount, search
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 
-__all__ = ["FULL_RANKING_LIMIT", "compute_report", "format_report_table"]
+__all__ = ["FULL_RANKING_LIMIT", "HEADLINE_KEYS", "TIES", "compute_report", "format_report_table"]
 
 FULL_RANKING_LIMIT = 50_000_000
 _BLOCK_ENTRIES = 1 << 22
 _TABLE_RADII = 8
+TIES = tie_metrics.TIES
+HEADLINE_KEYS = ("map@{k}", "map@{k}_min_k_r", "precision@{k}", "recall@{k}", "map@r")
 
 
 def _codes(codes: Any, name: str) -> np.ndarray:
@@ -142,15 +150,24 @@ def compute_report(
     backend: str = "tf",
     empty: str = "zero",
     full_ranking_limit: int = FULL_RANKING_LIMIT,
+    ties: str = "expected",
 ) -> tuple[dict[str, Any], SearchResult]:
     """Searches once and computes every retrieval metric.
 
-    Keys of the report (values are plain Python numbers/lists, JSON-ready): ``map@{k}``
-    (normalised by relevant retrieved), ``map@{k}_min_k_r``, ``precision@{k}``,
-    ``recall@{k}``, ``map@r``, ``seed_map@{k}`` (the seed's top-1-reference metric over ranks
-    2..k+1; not comparable), ``precision@radius{radius}``, ``recall@radius{radius}``,
-    ``pr_curve`` (``{"radius", "precision", "recall"}`` lists for r = 0..bits, macro-averaged),
-    ``bits``, ``num_queries``, ``num_database``, ``exclude_self``, ``ranking``.
+    Keys of the report (values are plain Python numbers/lists, JSON-ready), in this order:
+
+    * headline ``map@{k}`` (normalised by relevant retrieved), ``map@{k}_min_k_r``,
+      ``precision@{k}``, ``recall@{k}``, ``map@r``: tie-aware expected values when
+      ``ties="expected"``, index-order values when ``ties="index"``;
+    * ``seed_map@{k}`` (the seed's top-1-reference metric over ranks 2..k+1, index order; not
+      comparable), ``ties`` (the choice), ``tied_cut@{k}`` (fraction of queries whose rank-k
+      cut falls inside a group of equal distances);
+    * the same five metrics with the suffix ``_expected`` (tie-aware, always) and with the
+      suffix ``_index`` (index order, always), e.g. ``map@20_expected``, ``map@r_index``;
+    * ``precision@radius{radius}``, ``recall@radius{radius}``, ``pr_curve``
+      (``{"radius", "precision", "recall"}`` lists for r = 0..bits, macro-averaged; these do
+      not depend on tie order), ``bits``, ``num_queries``, ``num_database``, ``exclude_self``,
+      ``ranking``.
 
     Ranking: when ``Q * N <= full_ranking_limit`` the whole distance matrix is computed and
     stably sorted once (NumPy; ``ranking="full"``), which also gives MAP@R. Otherwise the
@@ -170,10 +187,13 @@ def compute_report(
         backend: Search backend for large problems: ``"tf"``, ``"numpy"`` or ``"faiss"``.
         empty: Radius precision of a query with nothing within r: ``"zero"`` or ``"exclude"``.
         full_ranking_limit: Largest ``Q * N`` ranked in full.
+        ties: Headline values: ``"expected"`` (tie-aware, default) or ``"index"``.
 
     Returns:
         ``(report, result)``; ``result`` holds the ``k + 1`` nearest neighbours per query.
     """
+    if ties not in TIES:
+        raise ValueError(f"Received: ties={ties!r}; expected one of {TIES}")
     query = _codes(query_codes, "query_codes")
     database = _codes(db_codes, "db_codes")
     if query.shape[1] != database.shape[1]:
@@ -206,7 +226,12 @@ def compute_report(
             r_indices = search(
                 query, database, k=r_columns, exclude_self=exclude_self, backend=backend
             ).indices
-    report = _metrics(query_labels, db_labels, result, r_indices, relevant, k)
+    report = _headline(
+        _metrics(query_labels, db_labels, result, r_indices, relevant, k),
+        tie_metrics.expected_metrics(relevant_hist=hits, total_hist=items, k=k),
+        k,
+        ties,
+    )
     report.update(_radius_metrics(hits, items, relevant, radius, empty))
     report.update(
         bits=bits,
@@ -226,7 +251,7 @@ def _metrics(
     relevant: np.ndarray,
     k: int,
 ) -> dict[str, Any]:
-    """The rank-based metrics."""
+    """The rank-based metrics in index order (ties broken by database index)."""
     retrieved = db_labels[result.indices]
     common = {"query_labels": query_labels, "retrieved_labels": retrieved, "k": k}
     return {
@@ -241,6 +266,19 @@ def _metrics(
         ),
         f"seed_map@{k}": metrics.seed_map_at_k(retrieved_labels=retrieved, k=k),
     }
+
+
+def _headline(index: dict[str, Any], expected: dict[str, Any], k: int, ties: str) -> dict[str, Any]:
+    """Orders the rank-based keys: headline, seed metric, tie info, ``_expected``, ``_index``."""
+    names = [name.format(k=k) for name in HEADLINE_KEYS]
+    chosen = expected if ties == "expected" else index
+    report = {name: chosen[name] for name in names}
+    report[f"seed_map@{k}"] = index[f"seed_map@{k}"]
+    report["ties"] = ties
+    report[f"tied_cut@{k}"] = expected[f"tied_cut@{k}"]
+    report.update({f"{name}_expected": expected[name] for name in names})
+    report.update({f"{name}_index": index[name] for name in names})
+    return report
 
 
 def _radius_metrics(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
+from hpsh_tf2.ops.hamming import DEFAULT_GROUP_SIZE, hamming_topk
 
 __all__ = ["BACKENDS", "SearchResult", "np_popcount", "search"]
 
@@ -138,8 +139,6 @@ def _search_tf(
     query: np.ndarray, db: np.ndarray, k: int, exclude_self: bool, chunk_size: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The TensorFlow backend."""
-    from hpsh_tf2.ops.hamming import DEFAULT_GROUP_SIZE, hamming_topk
-
     if chunk_size is not None:
         chunk_size = -(-int(chunk_size) // DEFAULT_GROUP_SIZE) * DEFAULT_GROUP_SIZE
     indices, distances = hamming_topk(

@@ -18,12 +18,14 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from hpsh_tf2.config import ModelConfig
 from hpsh_tf2.errors import ConfigError, HPSHError
 
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
     "WeightsError",
+    "backbone_from_config",
     "build_backbone",
     "get_backbone_spec",
     "preprocess_images",
@@ -218,3 +220,10 @@ def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123)
         raise WeightsError(
             f"model.weights: {path} does not fit {name} without top at {image_size} px: {err}"
         ) from err
+
+
+def backbone_from_config(model: ModelConfig) -> keras.Model:
+    """:func:`build_backbone` with the ``model`` section of a config (name, weights, size, seed)."""
+    return build_backbone(
+        model.backbone, weights=model.weights, image_size=model.image_size, seed=model.init_seed
+    )

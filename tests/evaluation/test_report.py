@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from hpsh_tf2.evaluation import ties as T
 from hpsh_tf2.evaluation.report import compute_report, format_report_table
+
+HEADLINE = ("map@{k}", "map@{k}_min_k_r", "precision@{k}", "recall@{k}", "map@r")
 
 
 def _clustered(num_items, bits, classes, flip, seed):
@@ -21,10 +24,13 @@ def _clustered(num_items, bits, classes, flip, seed):
 def _reference(query, query_labels, db, db_labels, k, exclude_self, radius):
     """Brute force with per-query Python loops, following the metric definitions."""
     dist = (query[:, None, :] != db[None, :, :]).sum(-1)
-    top = []
+    top, hist, total = [], [], []
     out = {"map": [], "min": [], "p": [], "r": [], "mapr": [], "seed": [], "prad": []}
     for q in range(query.shape[0]):
         keep = [j for j in range(db.shape[0]) if not (exclude_self and j == q)]
+        same = [j for j in keep if db_labels[j] == query_labels[q]]
+        hist.append(np.bincount(dist[q, same], minlength=query.shape[1] + 1))
+        total.append(np.bincount(dist[q, keep], minlength=query.shape[1] + 1))
         ranked = sorted(keep, key=lambda j: (dist[q, j], j))
         top.append(ranked[: k + 1])
         labels = [db_labels[j] for j in ranked]
@@ -55,7 +61,7 @@ def _reference(query, query_labels, db, db_labels, k, exclude_self, radius):
         good = sum(db_labels[j] == query_labels[q] for j in within)
         out["prad"].append(good / len(within) if within else 0.0)
     means = {key: float(np.mean(values)) for key, values in out.items()}
-    return means, np.array(top)
+    return means, np.array(top), np.array(hist), np.array(total)
 
 
 @pytest.mark.parametrize("exclude_self", [True, False])
@@ -73,12 +79,25 @@ def test_report_matches_brute_force(exclude_self):
         exclude_self=exclude_self,
         radius=3,
     )
-    ref, top = _reference(query, query_labels, codes, labels, 10, exclude_self, 3)
-    assert report["map@10"] == pytest.approx(ref["map"])
-    assert report["map@10_min_k_r"] == pytest.approx(ref["min"])
-    assert report["precision@10"] == pytest.approx(ref["p"])
-    assert report["recall@10"] == pytest.approx(ref["r"])
-    assert report["map@r"] == pytest.approx(ref["mapr"])
+    ref, top, hist, total = _reference(query, query_labels, codes, labels, 10, exclude_self, 3)
+    assert report["map@10_index"] == pytest.approx(ref["map"])
+    assert report["map@10_min_k_r_index"] == pytest.approx(ref["min"])
+    assert report["precision@10_index"] == pytest.approx(ref["p"])
+    assert report["recall@10_index"] == pytest.approx(ref["r"])
+    assert report["map@r_index"] == pytest.approx(ref["mapr"])
+    # Tie-aware values from histograms counted here, one query at a time.
+    args = {"relevant_hist": hist, "total_hist": total}
+    expected = {
+        "map@10": T.expected_map_at_k(**args, k=10),
+        "map@10_min_k_r": T.expected_map_at_k(**args, k=10, normalizer="min_k_r"),
+        "precision@10": T.expected_precision_at_k(**args, k=10),
+        "recall@10": T.expected_recall_at_k(**args, k=10),
+        "map@r": T.expected_map_at_r(**args),
+    }
+    for key, value in expected.items():
+        assert report[key] == report[f"{key}_expected"] == pytest.approx(value, abs=1e-12), key
+    assert report["ties"] == "expected"
+    assert report["tied_cut@10"] == T.tied_cut_fraction(total_hist=total, k=10) > 0
     assert report["seed_map@10"] == pytest.approx(ref["seed"])
     assert report["precision@radius3"] == pytest.approx(ref["prad"])
     assert report["pr_curve"]["precision"][3] == pytest.approx(ref["prad"])
@@ -114,6 +133,60 @@ def test_search_route_equals_full_ranking_route(backend):
     assert full_result.indices.shape == (300, 21)
 
 
+@pytest.mark.parametrize("ties", ["expected", "index"])
+def test_ties_selects_the_headline_and_keeps_both_variants(ties):
+    codes, labels = _clustered(120, 16, 4, 0.25, seed=5)
+    report, _ = compute_report(
+        query_codes=codes,
+        query_labels=labels,
+        db_codes=codes,
+        db_labels=labels,
+        k=10,
+        exclude_self=True,
+        ties=ties,
+    )
+    assert report["ties"] == ties
+    names = [name.format(k=10) for name in HEADLINE]
+    assert list(report)[:5] == names
+    for name in names:
+        assert report[name] == report[f"{name}_{ties}"]
+    # Ties matter here, so the two variants differ somewhere.
+    assert any(report[f"{n}_expected"] != report[f"{n}_index"] for n in names)
+    assert report["seed_map@10"] >= 0.0
+
+
+def test_tie_aware_values_do_not_depend_on_storage_order():
+    codes, labels = _clustered(200, 16, 4, 0.25, seed=6)
+    order = np.lexsort((np.arange(200), labels))  # stored by label, as the datasets are
+    codes, labels = codes[order], labels[order]
+    query, query_labels = codes[:40] ^ (np.arange(16) % 5 == 0), labels[:40]
+    perm = np.random.default_rng(0).permutation(200)
+    args = {"query_codes": query, "query_labels": query_labels, "k": 20, "exclude_self": False}
+    stored, _ = compute_report(**args, db_codes=codes, db_labels=labels)
+    shuffled, _ = compute_report(**args, db_codes=codes[perm], db_labels=labels[perm])
+    names = [name.format(k=20) for name in HEADLINE]
+    for name in names:
+        assert shuffled[name] == stored[name], name
+        assert shuffled[f"{name}_expected"] == stored[f"{name}_expected"], name
+    assert shuffled["tied_cut@20"] == stored["tied_cut@20"] > 0.5
+    # Index order follows the storage order: some value moves.
+    assert any(shuffled[f"{n}_index"] != stored[f"{n}_index"] for n in names)
+    # Paper protocol: shuffling the whole set permutes the queries too (same mean).
+    paper = {"k": 20, "exclude_self": True}
+    stored, _ = compute_report(
+        query_codes=codes, query_labels=labels, db_codes=codes, db_labels=labels, **paper
+    )
+    shuffled, _ = compute_report(
+        query_codes=codes[perm],
+        query_labels=labels[perm],
+        db_codes=codes[perm],
+        db_labels=labels[perm],
+        **paper,
+    )
+    for name in names:
+        assert shuffled[name] == pytest.approx(stored[name], abs=1e-12), name
+
+
 def test_format_report_table_lists_scalars_and_curve():
     codes, labels = _clustered(60, 8, 3, 0.1, seed=3)
     report, _ = compute_report(
@@ -129,6 +202,8 @@ def test_format_report_table_lists_scalars_and_curve():
     assert lines[0].split() == ["metric", "value"]
     assert any(line.split() == ["map@5", f"{report['map@5']:.4f}"] for line in lines)
     assert any(line.split() == ["bits", "8"] for line in lines)
+    assert any(line.split() == ["ties", "expected"] for line in lines)
+    assert any(line.split() == ["map@5_index", f"{report['map@5_index']:.4f}"] for line in lines)
     assert "radius  precision  recall" in table
     assert "pr_curve" not in table
     with pytest.raises(TypeError, match="list"):
@@ -142,6 +217,8 @@ def test_report_validation():
         compute_report(**{**args, "query_labels": labels[::-1]}, k=3, exclude_self=True)
     with pytest.raises(ValueError, match="k=29"):
         compute_report(**args, k=29, exclude_self=True)
+    with pytest.raises(ValueError, match="ties='random'"):
+        compute_report(**args, k=3, exclude_self=True, ties="random")
     with pytest.raises(ValueError, match="radius=9"):
         compute_report(**args, k=3, exclude_self=True, radius=9)
     with pytest.raises(ValueError, match="expected 0/1"):

@@ -1,4 +1,4 @@
-"""Tests for hpsh_tf2.train: fit in features and end-to-end modes, resume, selection, options."""
+"""Tests for hpsh_tf2.training: fit in features and end-to-end modes, resume, selection, options."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 from hpsh_tf2.config import load_config
+from hpsh_tf2.dataset import subset_inputs
 from hpsh_tf2.features import load_feature_file
-from hpsh_tf2.train import HashTrainer, head_options, loss_options, subset_inputs, train
+from hpsh_tf2.training import HashTrainer, fit_hash_model, head_options, loss_options
 from tests.conftest import REPO_ROOT
 
 
@@ -110,7 +111,7 @@ def test_features_mode_improves_validation_map(aid_features, tmp_path):
         aid_features.labels[train_rows], features=aid_features.features[train_rows]
     )
     val_in = subset_inputs(aid_features.labels[val_rows], features=aid_features.features[val_rows])
-    result = train(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
+    result = fit_hash_model(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
 
     history = result.history
     assert len(history["loss"]) == 4
@@ -129,9 +130,13 @@ def test_features_mode_improves_validation_map(aid_features, tmp_path):
 
 def test_resume_after_interruption_equals_uninterrupted_run(aid_features, tmp_path):
     inputs = subset_inputs(aid_features.labels, features=aid_features.features)
-    full = train(_config(tmp_path / "full", "train.epochs=3"), train_inputs=inputs, verbose=0)
-    train(_config(tmp_path / "cut", "train.epochs=2"), train_inputs=inputs, verbose=0)
-    resumed = train(_config(tmp_path / "cut", "train.epochs=3"), train_inputs=inputs, verbose=0)
+    full = fit_hash_model(
+        _config(tmp_path / "full", "train.epochs=3"), train_inputs=inputs, verbose=0
+    )
+    fit_hash_model(_config(tmp_path / "cut", "train.epochs=2"), train_inputs=inputs, verbose=0)
+    resumed = fit_hash_model(
+        _config(tmp_path / "cut", "train.epochs=3"), train_inputs=inputs, verbose=0
+    )
     assert len(resumed.history["loss"]) == 1  # only epoch 3 ran
     a = keras.saving.load_model(full.hash_model_path).get_weights()
     b = keras.saving.load_model(resumed.hash_model_path).get_weights()
@@ -141,8 +146,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(aid_features, tmp_pa
 
 def test_changed_config_does_not_resume(aid_features, tmp_path):
     inputs = subset_inputs(aid_features.labels, features=aid_features.features)
-    train(_config(tmp_path, "train.epochs=1"), train_inputs=inputs, verbose=0)
-    other = train(
+    fit_hash_model(_config(tmp_path, "train.epochs=1"), train_inputs=inputs, verbose=0)
+    other = fit_hash_model(
         _config(tmp_path, "train.epochs=2", "loss.alpha=0.2"), train_inputs=inputs, verbose=0
     )
     assert len(other.history["loss"]) == 2  # started afresh
@@ -161,7 +166,7 @@ def test_changed_config_does_not_resume(aid_features, tmp_path):
 def test_training_options_give_finite_losses(aid_features, tmp_path, overrides):
     inputs = subset_inputs(aid_features.labels, features=aid_features.features)
     config = _config(tmp_path, "train.epochs=1", "train.steps_per_epoch=3", *overrides)
-    result = train(config, train_inputs=inputs, verbose=0)
+    result = fit_hash_model(config, train_inputs=inputs, verbose=0)
     assert np.isfinite(result.history["loss"]).all()
     scores = keras.saving.load_model(result.hash_model_path).predict(
         aid_features.features[:8], verbose=0
@@ -172,7 +177,7 @@ def test_training_options_give_finite_losses(aid_features, tmp_path, overrides):
 def test_features_mode_without_features_is_an_error(tmp_path):
     config = _config(tmp_path)
     with pytest.raises(ValueError, match="needs feature rows"):
-        train(config, train_inputs=subset_inputs([0, 0, 1, 1], paths=["a", "b", "c", "d"]))
+        fit_hash_model(config, train_inputs=subset_inputs([0, 0, 1, 1], paths=["a", "b", "c", "d"]))
 
 
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
@@ -188,7 +193,8 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
         import numpy as np
         from hpsh_tf2.config import load_config
         from hpsh_tf2.features import load_feature_file
-        from hpsh_tf2.train import make_strategy, subset_inputs, train
+        from hpsh_tf2.dataset import subset_inputs
+        from hpsh_tf2.training import fit_hash_model, make_strategy
         assert make_strategy("mirrored").num_replicas_in_sync == 2
         fs = load_feature_file({str(aid_features_path)!r})
         config = load_config(None, [
@@ -197,7 +203,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
             "model.hidden_units=[32]", "output.workdir={tmp_path}",
         ])
         inputs = subset_inputs(fs.labels, features=fs.features)
-        result = train(config, train_inputs=inputs, verbose=0)
+        result = fit_hash_model(config, train_inputs=inputs, verbose=0)
         print("LOSS", result.history["loss"][0])
         """
     )
@@ -219,9 +225,9 @@ def test_missing_best_model_after_finished_run_falls_back_to_final_epoch(
         aid_features.labels[train_rows], features=aid_features.features[train_rows]
     )
     val_in = subset_inputs(aid_features.labels[val_rows], features=aid_features.features[val_rows])
-    first = train(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
+    first = fit_hash_model(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
     first.hash_model_path.unlink()
-    again = train(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
+    again = fit_hash_model(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
     assert again.history == {}  # nothing left to train: restored after epoch 2
     assert again.selection == "final_epoch"
     assert again.hash_model_path.is_file()

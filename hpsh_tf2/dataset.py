@@ -1,0 +1,266 @@
+"""A prepared dataset: the scan (or a bring-your-own features file), its split, subset inputs.
+
+:class:`Prepared` is what every step after ``prepare`` works on; :class:`SubsetInputs` is one
+subset as a model sees it (feature rows or image paths, with labels). :func:`cached_scan`
+re-uses a verified scan while the files under the dataset root are unchanged, so standalone
+verbs do not decode every image again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from hpsh_tf2.atomic import write_json_atomic
+from hpsh_tf2.data.scan import ScanResult, SkippedFile, scan_dataset
+from hpsh_tf2.data.split import SUBSET_NAMES, Split
+from hpsh_tf2.errors import DatasetError
+from hpsh_tf2.features import FeatureSet
+
+__all__ = [
+    "Prepared",
+    "SubsetInputs",
+    "cached_scan",
+    "scan_from_features",
+    "subset_inputs",
+    "tree_fingerprint",
+]
+
+logger = logging.getLogger(__name__)
+_SCAN_CACHE_FORMAT = "hpsh-scan/1"
+
+
+@dataclass(frozen=True)
+class SubsetInputs:
+    """One subset as a model sees it: feature rows or image paths, with labels.
+
+    Attributes:
+        labels: int32 [N].
+        features: float32 [N, D] in features mode, else ``None``.
+        paths: Absolute image paths in end-to-end mode, else ``None``.
+    """
+
+    labels: np.ndarray
+    features: np.ndarray | None = None
+    paths: tuple[str, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def subset_inputs(
+    labels: Sequence[int],
+    *,
+    features: np.ndarray | None = None,
+    paths: Sequence[str] | None = None,
+) -> SubsetInputs:
+    """Builds :class:`SubsetInputs` with dtype normalisation (int32 labels, float32 rows)."""
+    return SubsetInputs(
+        labels=np.asarray(labels, np.int32),
+        features=None if features is None else np.asarray(features, np.float32),
+        paths=None if paths is None else tuple(paths),
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A scanned (or loaded) dataset and its split.
+
+    Attributes:
+        scan: The images (or the rows of a bring-your-own features file).
+        split: The train/val/test split.
+        split_created: Whether this call made the split (False: re-used ``split.json``).
+        features: The bring-your-own features, if ``data.features`` is set.
+    """
+
+    scan: ScanResult
+    split: Split
+    split_created: bool
+    features: FeatureSet | None = None
+
+    @property
+    def root(self) -> Path:
+        """The image root (for bring-your-own features: the folder of the .npz)."""
+        return Path(self.scan.root)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The label map."""
+        return tuple(self.split.class_names)
+
+    def subset_paths(self, name: str) -> tuple[str, ...]:
+        """Relative paths of one subset."""
+        return tuple(self.split.subsets[name].paths)
+
+    def subset_labels(self, name: str) -> np.ndarray:
+        """Labels of one subset (int32)."""
+        return np.asarray(self.split.subsets[name].labels, np.int32)
+
+    def all_paths(self) -> tuple[str, ...]:
+        """Every split path, train then val then test: the row order of cached features."""
+        return tuple(p for name in SUBSET_NAMES for p in self.subset_paths(name))
+
+    def inputs(self, name: str, features: dict[str, np.ndarray] | None = None) -> SubsetInputs:
+        """One subset as model inputs: its feature rows if ``features`` is given, else images.
+
+        Args:
+            name: ``"train"``, ``"val"`` or ``"test"``.
+            features: Feature rows per subset name (features mode), or ``None`` (image paths).
+        """
+        labels = self.subset_labels(name)
+        if features is not None:
+            return subset_inputs(labels, features=features[name])
+        return subset_inputs(labels, paths=[str(self.root / p) for p in self.subset_paths(name)])
+
+    def feature_rows(self) -> dict[str, np.ndarray]:
+        """The bring-your-own feature rows of each subset, in split order.
+
+        Raises:
+            DatasetError: If this dataset has no features file.
+        """
+        if self.features is None:
+            raise DatasetError("this dataset has images, not a features file (data.features)")
+        index = {path: row for row, path in enumerate(self.features.paths)}
+        rows = self.features.features
+        return {name: rows[[index[p] for p in self.subset_paths(name)]] for name in SUBSET_NAMES}
+
+
+def scan_from_features(features: FeatureSet, source: str | os.PathLike[str]) -> ScanResult:
+    """A :class:`ScanResult` over the rows of a features file (root = the file's folder)."""
+    return ScanResult(
+        root=str(Path(source).resolve().parent),
+        class_names=features.class_names,
+        paths=features.paths,
+        labels=features.labels,
+    )
+
+
+def tree_fingerprint(root: str | os.PathLike[str]) -> str:
+    """A cheap fingerprint of a folder-per-class tree: every entry's name, size and mtime_ns.
+
+    Reads directory entries and ``stat`` results only (no file contents). An entry that cannot
+    be stat'ed (a dangling or looping link) contributes its error, so it still counts.
+    """
+    digest = hashlib.sha256()
+    top = Path(root)
+    for entry in _sorted_scandir(top):
+        digest.update(_entry_line(entry, entry.name))
+        if _is_dir(entry):
+            for child in _sorted_scandir(Path(entry.path)):
+                digest.update(_entry_line(child, f"{entry.name}/{child.name}"))
+    return digest.hexdigest()[:32]
+
+
+def _sorted_scandir(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return []
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _entry_line(entry: os.DirEntry[str], name: str) -> bytes:
+    try:
+        stat = entry.stat()
+        line = f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+    except OSError as err:
+        line = f"{name}\terror {err.errno}\n"
+    return line.encode("utf-8", "surrogateescape")
+
+
+def _scan_key(root: Path, on_bad_image: str, verify: bool) -> str:
+    payload = {
+        "format": _SCAN_CACHE_FORMAT,
+        "root": str(root),
+        "on_bad_image": on_bad_image,
+        "verify": verify,
+        "tree": tree_fingerprint(root),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _scan_to_json(scan: ScanResult, key: str) -> dict:
+    return {
+        "format": _SCAN_CACHE_FORMAT,
+        "key": key,
+        "root": scan.root,
+        "class_names": list(scan.class_names),
+        "paths": list(scan.paths),
+        "labels": [int(v) for v in scan.labels],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
+        "ignored": scan.ignored,
+    }
+
+
+def _scan_from_json(raw: dict) -> ScanResult:
+    return ScanResult(
+        root=raw["root"],
+        class_names=tuple(raw["class_names"]),
+        paths=tuple(raw["paths"]),
+        labels=np.asarray(raw["labels"], np.int32),
+        skipped=tuple(SkippedFile(s["path"], s["reason"]) for s in raw["skipped"]),
+        ignored=int(raw["ignored"]),
+    )
+
+
+def _read_scan_cache(path: Path, key: str) -> ScanResult | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict) or raw.get("key") != key:
+        return None
+    try:
+        return _scan_from_json(raw)
+    except (KeyError, TypeError, ValueError):
+        logger.warning("ignoring a malformed scan cache %s", path)
+        return None
+
+
+def cached_scan(
+    root: str | os.PathLike[str],
+    cache_path: str | os.PathLike[str],
+    *,
+    on_bad_image: Literal["skip", "error"] = "skip",
+    verify: bool = True,
+) -> tuple[ScanResult, bool]:
+    """:func:`~hpsh_tf2.data.scan.scan_dataset`, re-used while the tree is unchanged.
+
+    The cache key covers the dataset root, the scan options and every entry's name, size and
+    mtime_ns (:func:`tree_fingerprint`): adding, removing, replacing or touching a file rescans.
+
+    Args:
+        root: Folder holding one sub-folder per class.
+        cache_path: Where the scan is cached (``RunLayout.scan_cache``).
+        on_bad_image: As in ``scan_dataset``.
+        verify: As in ``scan_dataset``.
+
+    Returns:
+        ``(scan, hit)``: the scan and whether it came from the cache.
+    """
+    root_path = Path(os.path.abspath(Path(root).expanduser()))
+    cache_path = Path(cache_path)
+    key = _scan_key(root_path, on_bad_image, verify) if root_path.is_dir() else None
+    if key is not None:
+        cached = _read_scan_cache(cache_path, key)
+        if cached is not None:
+            return cached, True
+    scan = scan_dataset(root_path, on_bad_image=on_bad_image, verify=verify)
+    if key is not None:
+        write_json_atomic(cache_path, _scan_to_json(scan, key))
+    return scan, False

@@ -1,0 +1,164 @@
+"""Keras callbacks of a training run: validation-based model selection and epoch checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from hpsh_tf2.config import Config
+from hpsh_tf2.dataset import SubsetInputs
+from hpsh_tf2.encode import ScoreEncoder
+from hpsh_tf2.evaluation.metrics import map_at_k
+from hpsh_tf2.evaluation.search import search
+from hpsh_tf2.evaluation.ties import code_histograms, expected_map_at_k
+from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.ops.codes import np_binarize
+from hpsh_tf2.training.checkpoints import ResumeState, save_keras_atomic, write_state
+
+__all__ = ["EpochCheckpoint", "RetrievalValidation", "build_callbacks", "validation_callback"]
+
+logger = logging.getLogger(__name__)
+
+
+class RetrievalValidation(keras.callbacks.Callback):
+    """Logs ``val_map@k`` (validation queries vs the training set) and keeps the best model.
+
+    With ``ties="expected"`` (default) the value is tie-aware: the expected mAP@k over every
+    order of database items at equal Hamming distance, so model selection does not depend on
+    how the training files are named; ``"index"`` ranks ties by database index.
+
+    Args:
+        train_inputs: The database (training subset).
+        val_inputs: The queries (validation subset).
+        k: Cut-off of mAP@k.
+        save_path: Where the best model is written (``.keras``).
+        model_to_save: The model saved on improvement.
+        encode: Callable ``(inputs) -> scores`` with the current weights.
+        best: Best value of an earlier (resumed) part of the run.
+        best_epoch: Its 1-based epoch.
+        ties: ``"expected"`` or ``"index"`` (``eval.ties``).
+    """
+
+    def __init__(
+        self,
+        *,
+        train_inputs,
+        val_inputs,
+        k,
+        save_path,
+        model_to_save,
+        encode,
+        best=None,
+        best_epoch=None,
+        ties="expected",
+    ):
+        super().__init__()
+        self.ties = ties
+        self.train_inputs = train_inputs
+        self.val_inputs = val_inputs
+        self.k = int(k)
+        self.save_path = Path(save_path)
+        self.model_to_save = model_to_save
+        self.encode = encode
+        self.best = best
+        self.best_epoch = best_epoch
+        self.key = f"val_map@{self.k}"
+
+    def on_epoch_end(self, epoch, logs=None):
+        db_codes = np_binarize(self.encode(self.train_inputs))
+        query_codes = np_binarize(self.encode(self.val_inputs))
+        value = self._map(query_codes, db_codes, min(self.k, len(db_codes)))
+        if logs is not None:
+            logs[self.key] = value
+        if self.best is None or value > self.best:
+            self.best = value
+            self.best_epoch = epoch + 1
+            save_keras_atomic(self.model_to_save, self.save_path)
+            logger.info("epoch %d: %s improved to %.4f; saved", epoch + 1, self.key, value)
+
+    def _map(self, query_codes, db_codes, k: int) -> float:
+        query_labels, db_labels = self.val_inputs.labels, self.train_inputs.labels
+        if self.ties == "index":
+            retrieved = db_labels[search(query_codes, db_codes, k=k).indices]
+            return float(map_at_k(query_labels=query_labels, retrieved_labels=retrieved, k=k))
+        relevant, total = code_histograms(
+            query_codes=query_codes,
+            query_labels=query_labels,
+            db_codes=db_codes,
+            db_labels=db_labels,
+        )
+        return float(expected_map_at_k(relevant_hist=relevant, total_hist=total, k=k))
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model + optimizer state after every epoch, for resuming an interrupted run."""
+
+    def __init__(
+        self,
+        manager: tf.train.CheckpointManager,
+        state_path: Path,
+        fingerprint: str,
+        *,
+        validation: RetrievalValidation | None = None,
+    ):
+        super().__init__()
+        self.manager = manager
+        self.state_path = state_path
+        self.fingerprint = fingerprint
+        self.validation = validation
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.manager.save(checkpoint_number=epoch + 1)
+        best = None if self.validation is None else self.validation.best
+        best_epoch = None if self.validation is None else self.validation.best_epoch
+        write_state(self.state_path, self.fingerprint, ResumeState(epoch + 1, best, best_epoch))
+
+
+def validation_callback(
+    config: Config,
+    save_path: Path,
+    model_to_save: keras.Model,
+    train_inputs: SubsetInputs,
+    val_inputs: SubsetInputs | None,
+    resume: ResumeState,
+) -> RetrievalValidation | None:
+    """Model selection on the validation split; ``None`` without one (final epoch is kept)."""
+    if val_inputs is None or len(val_inputs) == 0:
+        return None
+    encode = ScoreEncoder(
+        model_to_save,
+        batch_size=config.train.eval_batch_size,
+        image_size=config.model.image_size,
+        backbone=config.model.backbone,
+    )
+    return RetrievalValidation(
+        train_inputs=train_inputs,
+        val_inputs=val_inputs,
+        k=config.eval.k,
+        save_path=save_path,
+        model_to_save=model_to_save,
+        encode=encode,
+        best=resume.best,
+        best_epoch=resume.best_epoch,
+        ties=config.eval.ties,
+    )
+
+
+def build_callbacks(
+    layout: RunLayout,
+    *,
+    manager: tf.train.CheckpointManager,
+    fingerprint: str,
+    validation: RetrievalValidation | None,
+) -> list[keras.callbacks.Callback]:
+    """Validation (if any), epoch checkpoints, CSV history, TensorBoard, stop on NaN."""
+    return [
+        *([validation] if validation is not None else []),
+        EpochCheckpoint(manager, layout.checkpoint_state, fingerprint, validation=validation),
+        keras.callbacks.CSVLogger(str(layout.history), append=True),
+        keras.callbacks.TensorBoard(log_dir=str(layout.logs), write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+    ]

@@ -1,0 +1,202 @@
+"""The model being trained and its training step.
+
+``HashTrainer`` wraps the model being trained (the hash head on cached features, or backbone +
+head on images) and overrides ``train_step``: forward, sample triplets inside the batch, HPSH
+loss, Adam update. The sampler's randomness is stateless and keyed by ``(train.seed, optimizer
+step, replica)``, so a resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+import tensorflow as tf
+
+from hpsh_tf2.config import Config
+from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.losses import hpsh_loss
+from hpsh_tf2.models.backbone import backbone_from_config
+from hpsh_tf2.models.head import build_hash_model, build_image_hash_model
+
+__all__ = [
+    "HashTrainer",
+    "TrainedModels",
+    "build_models",
+    "dtype_policy_scope",
+    "head_options",
+    "loss_options",
+    "make_optimizer",
+    "make_strategy",
+]
+
+_STRATEGIES = ("default", "mirrored")
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(mixed_precision: bool) -> Iterator[None]:
+    """Temporarily sets Keras' dtype policy while models are built, then restores it.
+
+    ``mixed_float16`` on GPUs, ``mixed_bfloat16`` elsewhere (CPU, TPU).
+    """
+    if not mixed_precision:
+        yield
+        return
+    previous = keras.config.dtype_policy()
+    policy = "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``"default"`` (one device) or ``"mirrored"`` (all local GPUs, or logical CPUs).
+
+    Raises:
+        HPSHError: For another name.
+    """
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise HPSHError(f"Received: train.strategy={name!r}; expected one of {_STRATEGIES}")
+
+
+def loss_options(config: Config) -> dict:
+    """Keyword arguments of :func:`hpsh_tf2.losses.hpsh_loss` from a config."""
+    return {
+        "samples_per_class": config.train.samples_per_class,
+        "alpha": config.loss.alpha,
+        "beta": config.loss.beta,
+        "quantization_weight": config.loss.quantization_weight,
+        "push_weight": config.loss.push_weight,
+        "balance_weight": config.loss.balance_weight,
+        "variant": config.loss.variant,
+        "sampler_mode": config.sampler.mode,
+        "cutoff": config.sampler.cutoff,
+        "nonzero_loss_cutoff": config.nonzero_loss_cutoff,
+        "empty_rows": config.sampler.empty_rows,
+    }
+
+
+def head_options(config: Config) -> dict:
+    """Keyword arguments of :func:`hpsh_tf2.models.head.build_hash_model` from a config."""
+    return {
+        "bits": config.model.bits,
+        "hidden_units": config.model.hidden_units,
+        "leaky_relu_slope": config.model.leaky_relu_slope,
+        "seed": config.model.init_seed,
+        "init": config.model.init,
+    }
+
+
+class HashTrainer(keras.Model):
+    """Trains ``model`` (inputs -> sigmoid scores) with the HPSH sampler and loss.
+
+    Args:
+        model: The model being trained; its output is the [n, bits] sigmoid scores.
+        loss_options: Keyword arguments of :func:`hpsh_tf2.losses.hpsh_loss` other than
+            labels, scores and seed.
+        seed: Base seed of the triplet sampler.
+    """
+
+    def __init__(self, model: keras.Model, *, loss_options: dict, seed: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.loss_options = dict(loss_options)
+        self.sampler_seed = int(seed)
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "margin", "quantization", "push", "balance")
+        }
+
+    def call(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _step_seed(self) -> tf.Tensor:
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        base = tf.constant(self.sampler_seed, tf.int64) * 1000 + tf.cast(replica_id, tf.int64)
+        return tf.stack([base, step])
+
+    def train_step(self, data):
+        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            scores = self(inputs, training=True)
+            loss, parts = hpsh_loss(
+                labels, scores, seed=self._step_seed(), return_components=True, **self.loss_options
+            )
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        self.trackers["loss"].update_state(loss)
+        for name, value in parts.items():
+            if name in self.trackers:
+                self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+
+class TrainedModels:
+    """The models of one training run.
+
+    Attributes:
+        fit_model: The model being trained (inputs -> scores).
+        hash_model: The hash head (features -> scores).
+        image_model: Backbone + head in end-to-end mode, else ``None``.
+    """
+
+    def __init__(self, fit_model, hash_model, image_model=None) -> None:
+        self.fit_model = fit_model
+        self.hash_model = hash_model
+        self.image_model = image_model
+
+    @property
+    def selected(self) -> keras.Model:
+        """The model that model selection saves (the image model end-to-end, else the head)."""
+        return self.image_model if self.image_model is not None else self.hash_model
+
+
+def build_models(config: Config, feature_dim: int | None) -> TrainedModels:
+    """The models ``train.mode`` trains: the head alone, or backbone + head."""
+    if config.train.mode == "features":
+        hash_model = build_hash_model(feature_dim, **head_options(config))
+        return TrainedModels(hash_model, hash_model)
+    backbone = backbone_from_config(config.model)
+    _set_trainable_layers(backbone, config.train.trainable_layers)
+    hash_model = build_hash_model(backbone.output_shape[-1], **head_options(config))
+    image_model = build_image_hash_model(backbone, hash_model)
+    return TrainedModels(image_model, hash_model, image_model)
+
+
+def _set_trainable_layers(backbone: keras.Model, top_layers: int) -> None:
+    """Freezes all but the top ``top_layers`` weighted layers (0 = train the whole backbone)."""
+    if top_layers <= 0:
+        backbone.trainable = True
+        return
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    for index, layer in enumerate(weighted):
+        layer.trainable = index >= len(weighted) - top_layers
+    # BatchNorm statistics of frozen layers stay frozen (trainable=False implies inference mode).
+
+
+def make_optimizer(config: Config) -> keras.optimizers.Optimizer:
+    """Adam with the config's settings (loss-scaled under ``mixed_float16``)."""
+    optimizer = keras.optimizers.Adam(
+        learning_rate=config.train.learning_rate,
+        beta_1=config.train.beta_1,
+        beta_2=config.train.beta_2,
+        epsilon=config.train.epsilon,
+    )
+    if config.train.mixed_precision and keras.config.dtype_policy().name == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
+from hpsh_tf2.data.images import load_image_rgb
 from hpsh_tf2.data.pipeline import image_dataset
 from hpsh_tf2.errors import BadImageError, DatasetError
 from hpsh_tf2.models.backbone import build_backbone, preprocessor
@@ -243,8 +244,6 @@ def _bad_image_in(paths: Sequence[str], start: int, batch_size: int, err: Except
     TF's decoder error names neither the file nor its position, so the batch it came from (and,
     should prefetching have moved on, the files after it) is decoded again with Pillow.
     """
-    from hpsh_tf2.data.images import load_image_rgb
-
     for path in paths[start:]:
         try:
             load_image_rgb(path)

@@ -633,6 +633,7 @@ class _ExportPlan:
     max_k: int
     config_hash: str | None
     warmup: tuple[bytes, ...]
+    provenance: dict | None = None
 
 
 def _build_version(module: _HashingModule, plan: _ExportPlan, target: Path) -> dict[str, Any]:
@@ -667,6 +668,7 @@ def _build_version(module: _HashingModule, plan: _ExportPlan, target: Path) -> d
         "database_size": plan.database_size,
         "max_k": plan.max_k,
         "config_hash": plan.config_hash,
+        "provenance": plan.provenance,
         "signatures": sorted(signatures),
         "warmup_requests": 0 if records is None else len(records),
         "warmup": warmup_note,
@@ -701,6 +703,7 @@ def export_saved_model(
     config: Mapping[str, Any] | Any | None = None,
     max_k: int = 100,
     max_pixels: int = 40_000_000,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Exports the image hashing model as a new TF Serving version.
 
@@ -722,6 +725,8 @@ def export_saved_model(
             every call searches this many neighbours and keeps the first ``k``.
         max_pixels: The served graph refuses an image whose header declares more pixels
             (width x height), before decoding it (config ``export.max_pixels``).
+        provenance: What the exported model was made from (fingerprints), stored as is in
+            the manifest so that a later run can tell whether the export is up to date.
 
     Returns:
         The new version folder.
@@ -753,6 +758,7 @@ def export_saved_model(
         max_k=max_k,
         config_hash=_config_hash(config),
         warmup=warmup,
+        provenance=None if provenance is None else json.loads(json.dumps(dict(provenance))),
     )
     module = _HashingModule(
         image_model,

@@ -7,8 +7,9 @@ fixed quantisation loss, Adam(1e-4, 0.5, 0.9) update of the hash head
 * ``vectorised``: ``hpsh_tf2.losses.hpsh_loss`` (one categorical draw for the batch, index
   gathers).
 * ``seed-style loop``: the graph is built with Python loops like the original TF1 code
-  (spec section 9): one categorical op per anchor, each sampling all n rows (only row i is
-  used), scalar strided slices and a concat per gathered row, growing the triplet tensors.
+  (docs/method.md section 11.8): one categorical op per anchor, each sampling all n rows
+  (only row i is used), scalar strided slices and a concat per gathered row, growing the
+  triplet tensors.
 
 With ``--loss-only`` a second table times sampler + loss alone (forward and gradient with
 respect to the scores, no head). The first call (tracing + first run) is timed
@@ -36,6 +37,7 @@ import tensorflow as tf
 from hpsh_tf2.losses import hpsh_loss, margin_loss
 from hpsh_tf2.ops.distances import l2_normalize_embeddings
 from hpsh_tf2.ops.sampling import hpsh_negative_probabilities
+from hpsh_tf2.samplers import TripletSampler
 
 FEATURES = 2048
 GOAL = 50.0  # issue 3: full train step >= 50x the seed-style loop
@@ -75,11 +77,12 @@ def _regularisers(s: tf.Tensor) -> tf.Tensor:
 def make_vectorised_step(model: keras.Model, k: int, jit: bool = False):
     """tf.function train step using the package's vectorised loss."""
     optimizer = _adam()
+    sampler = TripletSampler(samples_per_class=k)
 
     @tf.function(jit_compile=jit)
     def step(x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = hpsh_loss(y, model(x, training=True), samples_per_class=k, seed=seed)
+            loss = hpsh_loss(y, model(x, training=True), sampler=sampler, seed=seed)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -108,12 +111,13 @@ def make_floor_step(model: keras.Model, jit: bool = False):
 
 def make_vectorised_loss_only(k: int, jit: bool = False):
     """Sampler + loss, forward and backward with respect to the scores (no head)."""
+    sampler = TripletSampler(samples_per_class=k)
 
     @tf.function(jit_compile=jit)
     def step(s: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             tape.watch(s)
-            loss = hpsh_loss(y, s, samples_per_class=k, seed=seed)
+            loss = hpsh_loss(y, s, sampler=sampler, seed=seed)
         return loss + 0.0 * tf.reduce_sum(tape.gradient(loss, s))
 
     return step

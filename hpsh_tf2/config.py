@@ -31,6 +31,7 @@ from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.errors import ConfigError
 
 __all__ = [
+    "BACKBONE_NAMES",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -89,6 +90,15 @@ _SEED_CHECK = _check(_valid_seed, SEED_EXPECTED)
 
 BITS_EXPECTED = "one of 16, 24, 32, 48, 64 or a multiple of 8"
 
+# The names of hpsh_tf2.models.backbone.BACKBONES, spelled out because the config layer sits
+# below models (and imports no TensorFlow); tests/test_config.py keeps the two equal.
+BACKBONE_NAMES = ("inception_v3", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0")
+
+# Deprecated spellings of the compatibility modes: "seed" meant "as the original code does".
+_ORIGINAL_ALIAS = {"aliases": {"seed": "original"}}
+
+_log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -116,14 +126,17 @@ class DataConfig:
 class ModelConfig:
     """Backbone and hash head."""
 
-    backbone: str = "inception_v3"
+    backbone: str = field(
+        default="inception_v3",
+        metadata=_check(lambda v: v in BACKBONE_NAMES, "one of " + ", ".join(BACKBONE_NAMES)),
+    )
     weights: str = "imagenet"
     image_size: int = field(default=299, metadata=_check(lambda v: v >= 32, "an integer >= 32"))
     bits: int = field(default=32, metadata=_check(_valid_bits, BITS_EXPECTED))
     hidden_units: tuple[int, ...] = (1024, 512)
     leaky_relu_slope: float = field(default=0.2, metadata=_check(_non_negative, "a value >= 0"))
     init_seed: int = field(default=123, metadata=_SEED_CHECK)
-    init: Literal["keras", "seed"] = "keras"
+    init: Literal["keras", "original"] = field(default="keras", metadata=_ORIGINAL_ALIAS)
 
 
 @dataclass(frozen=True)
@@ -158,11 +171,13 @@ class TrainConfig:
 class SamplerConfig:
     """Negative sampling inside a P x K batch."""
 
-    mode: Literal["hpsh", "seed", "random", "semihard", "hard"] = "hpsh"
+    mode: Literal["hpsh", "original", "random", "semihard", "hard"] = field(
+        default="hpsh", metadata=_ORIGINAL_ALIAS
+    )
     cutoff: float = field(default=0.5, metadata=_check(_non_negative, "a value >= 0"))
     nonzero_loss_cutoff: float | None = field(
         default=None,
-        metadata=_check(_positive, "a positive number or null (alpha + beta; 1.4 in seed mode)"),
+        metadata=_check(_positive, "a positive number or null (alpha + beta; 1.4 if original)"),
     )
     empty_rows: Literal["index0", "error"] = "index0"
 
@@ -171,7 +186,7 @@ class SamplerConfig:
 class LossConfig:
     """HPSH loss weights and margins."""
 
-    variant: Literal["fixed", "seed"] = "fixed"
+    variant: Literal["fixed", "original"] = field(default="fixed", metadata=_ORIGINAL_ALIAS)
     alpha: float = field(default=0.3, metadata=_check(_non_negative, "a value >= 0"))
     beta: float = field(default=0.6, metadata=_check(_non_negative, "a value >= 0"))
     quantization_weight: float = field(default=0.01, metadata=_check(_non_negative, "a value >= 0"))
@@ -237,15 +252,6 @@ class Config:
     def workdir(self) -> Path:
         """The run's output folder."""
         return Path(self.output.workdir)
-
-    @property
-    def nonzero_loss_cutoff(self) -> float:
-        """The sampler's distance cutoff: explicit, else 1.4 in seed mode, else alpha + beta."""
-        if self.sampler.nonzero_loss_cutoff is not None:
-            return self.sampler.nonzero_loss_cutoff
-        if self.sampler.mode == "seed":
-            return 1.4
-        return round(self.loss.alpha + self.loss.beta, 10)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -347,7 +353,18 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str) -> Any:
 
 
 def _validate_value(value: Any, tp: Any, fld: dataclasses.Field, *, key: str, source: str) -> Any:
-    """Type-checks one leaf value and runs its range check."""
+    """Type-checks one leaf value (mapping a deprecated alias) and runs its range check."""
+    aliases = fld.metadata.get("aliases", {})
+    if isinstance(value, str) and value in aliases:
+        _log.warning(
+            "%s: '%s: %s' is deprecated; use '%s: %s' (same behaviour)",
+            source,
+            key,
+            value,
+            key,
+            aliases[value],
+        )
+        value = aliases[value]
     try:
         result = _coerce(value, tp)
     except _Invalid:

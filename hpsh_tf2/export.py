@@ -80,7 +80,6 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 _MANIFEST_FORMAT = "hpsh-export/1"
 _TMP_PREFIX = ".tmp-export-"
 _ACCEPTED_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")  # JPEG, PNG, GIF, BMP (+ WebP)
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DEFAULT_WARMUP_K = 10
 
 
@@ -311,7 +310,7 @@ def _jpeg_complete(contents: tf.Tensor) -> tf.Tensor:
 def _check_image_bytes(image_bytes: tf.Tensor, max_pixels: int) -> list[tf.Operation]:
     """Run-time checks with clear messages, before the decoders see the bytes."""
     empty = tf.equal(tf.strings.length(image_bytes), 0)
-    tiff = _starts_with_any(image_bytes, _TIFF_MAGICS)
+    tiff = _starts_with_any(image_bytes, image_lib.TIFF_MAGICS)
     known = _starts_with_any(image_bytes, _ACCEPTED_MAGICS) | _is_webp(image_bytes)
     jpeg = _starts_with_any(image_bytes, (b"\xff\xd8\xff",))
     sizes = tf.map_fn(_declared_size, image_bytes, fn_output_signature=tf.TensorSpec([2], tf.int64))

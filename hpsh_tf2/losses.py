@@ -1,66 +1,73 @@
 """HPSH loss and triplet semi-hard / hard losses.
 
-Pure functions (``hpsh_loss``, ``triplet_semihard_loss``, ``triplet_hard_loss``) and thin
-``keras.losses.Loss`` wrappers (``HPSHLoss``, ``TripletSemiHardLoss``, ``TripletHardLoss``)
-registered for Keras serialisation under the package name ``hpsh_tf2``. All losses compute in
-float32 (float16/bfloat16 inputs are cast up, float64 stays float64) and return a scalar.
+Pure functions (``hpsh_triplet_loss`` on sampled triplets, ``hpsh_loss`` = sampler + loss for
+one batch, ``triplet_semihard_loss``, ``triplet_hard_loss``) and thin ``keras.losses.Loss``
+wrappers (``HPSHLoss``, ``TripletSemiHardLoss``, ``TripletHardLoss``) registered for Keras
+serialisation under the package name ``hpsh_tf2``. The HPSH loss is split like a miner and a
+loss: a sampler (:mod:`hpsh_tf2.samplers`, built from the ``sampler`` config section) picks
+the triplets, and the loss takes them with its own :class:`LossWeights` (the ``loss``
+section). All losses compute in float32 (float16/bfloat16 inputs are cast up, float64 stays
+float64) and return a scalar.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from hpsh_tf2.ops.checks import check_choice, check_finite
+from hpsh_tf2.config import LossConfig
+from hpsh_tf2.ops.checks import (
+    ORIGINAL_ALIASES,
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    float_matrix,
+    label_vector,
+)
 from hpsh_tf2.ops.distances import (
     angular_distances,
     l2_normalize_embeddings,
     pairwise_distances,
 )
-from hpsh_tf2.ops.sampling import EMPTY_ROW_POLICIES, SAMPLER_MODES, sample_triplets
+from hpsh_tf2.samplers import TripletSampler
 
 __all__ = [
     "DISTANCE_METRICS",
     "HPSH_VARIANTS",
     "HPSHLoss",
+    "LossWeights",
     "TripletHardLoss",
     "TripletSemiHardLoss",
     "hpsh_loss",
+    "hpsh_triplet_loss",
     "log_cosh",
+    "make_loss_weights",
     "margin_loss",
     "triplet_hard_loss",
     "triplet_semihard_loss",
 ]
 
-HPSH_VARIANTS = ("fixed", "seed")
+HPSH_VARIANTS = ("fixed", "original")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 _PAIR_EPS = 1e-8  # d = sqrt(||a - b||^2 + 1e-8), as in the original margin loss
+
+# (anchors, positives, negatives) row indices, and what produces them from
+# (embeddings, labels, seed): a TripletSampler or any callable with that signature.
+Triplets = tuple[tf.Tensor, tf.Tensor, tf.Tensor]
+Sampler = Callable[[tf.Tensor, tf.Tensor, "tf.Tensor | None"], Triplets]
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _to_compute_float(x: tf.Tensor, name: str) -> tf.Tensor:
-    """Rank-2 float tensor in float32 (float64 kept)."""
-    x = tf.convert_to_tensor(x)
-    if x.shape.rank is not None and x.shape.rank != 2:
-        raise ValueError(f"Received: {name} with shape {x.shape}; expected a rank-2 tensor.")
-    return x if x.dtype == tf.float64 else tf.cast(x, tf.float32)
-
-
-def _flat_labels(labels: tf.Tensor) -> tf.Tensor:
-    y = tf.convert_to_tensor(labels)
-    if y.shape.rank == 2 and y.shape[1] == 1:
-        y = tf.reshape(y, [-1])
-    if y.shape.rank is not None and y.shape.rank != 1:
-        raise ValueError(f"Received: labels with shape {y.shape}; expected [n] or [n, 1].")
-    return tf.cast(y, tf.int64)
 
 
 def log_cosh(x: tf.Tensor) -> tf.Tensor:
@@ -93,7 +100,7 @@ def margin_loss(
     alpha: float = 0.3,
     beta: float = 0.6,
 ) -> tf.Tensor:
-    """Margin loss of gathered triplet rows (spec section 5).
+    """Margin loss of gathered triplet rows (docs/method.md section 6.1).
 
     ``mean_t([d_ap - beta + alpha]_+ + [beta - d_an + alpha]_+)`` with
     ``d = sqrt(||.||^2 + 1e-8)``.
@@ -127,7 +134,7 @@ def _fixed_quantization(s: tf.Tensor, weight: float) -> tf.Tensor:
     return weight * tf.reduce_mean(log_cosh(tf.abs(s - _binarize(s))))
 
 
-def _seed_quantization(rows: tuple[tf.Tensor, ...], weight: float) -> tf.Tensor:
+def _original_quantization(rows: tuple[tf.Tensor, ...], weight: float) -> tf.Tensor:
     total = tf.add_n([tf.reduce_sum(tf.square(log_cosh(tf.abs(_binarize(x) - x)))) for x in rows])
     return weight * total
 
@@ -135,100 +142,151 @@ def _seed_quantization(rows: tuple[tf.Tensor, ...], weight: float) -> tf.Tensor:
 # --------------------------------------------------------------------------------------------
 # HPSH loss
 # --------------------------------------------------------------------------------------------
-def hpsh_loss(
-    labels: tf.Tensor,
+@dataclass(frozen=True)
+class LossWeights:
+    """Margins, term weights and quantisation variant of the HPSH loss (the ``loss`` section).
+
+    Attributes:
+        alpha: Margin half-width (original 0.3).
+        beta: Positive/negative boundary (original 0.6).
+        quantization_weight: Weight of the quantisation term (original 1/100).
+        push_weight: Weight of the push term (original 0.001).
+        balance_weight: Weight of the balance term (original 1).
+        variant: ``"fixed"`` or ``"original"`` quantisation term (``"seed"`` is a deprecated
+            alias of ``"original"``); see :func:`hpsh_triplet_loss`.
+
+    Raises:
+        ValueError: On a non-finite number or an unknown variant.
+        TypeError: On a value of the wrong type.
+    """
+
+    alpha: float = 0.3
+    beta: float = 0.6
+    quantization_weight: float = 0.01
+    push_weight: float = 0.001
+    balance_weight: float = 1.0
+    variant: str = "fixed"
+
+    def __post_init__(self) -> None:
+        for fld in dataclasses.fields(self):
+            if fld.name != "variant":
+                object.__setattr__(self, fld.name, check_finite(fld.name, getattr(self, fld.name)))
+        variant = check_choice("variant", self.variant, HPSH_VARIANTS, aliases=ORIGINAL_ALIASES)
+        object.__setattr__(self, "variant", variant)
+
+    def get_config(self) -> dict[str, Any]:
+        """The fields as a JSON-friendly dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LossWeights:
+        """Inverse of :meth:`get_config`."""
+        return cls(**config)
+
+
+def make_loss_weights(config: LossConfig) -> LossWeights:
+    """The loss weights of a config's ``loss`` section."""
+    return LossWeights.from_config(dataclasses.asdict(config))
+
+
+def _hpsh_terms(
+    s: tf.Tensor,
+    e: tf.Tensor,
+    triplets: tuple[tf.Tensor, tf.Tensor, tf.Tensor],
+    weights: LossWeights,
+) -> dict[str, tf.Tensor]:
+    anchors, positives, negatives = triplets
+    rows = (tf.gather(e, anchors), tf.gather(e, positives), tf.gather(e, negatives))
+    if weights.variant == "fixed":
+        quant = _fixed_quantization(s, weights.quantization_weight)
+    else:
+        quant = _original_quantization(rows, weights.quantization_weight)
+    return {
+        "margin": margin_loss(*rows, alpha=weights.alpha, beta=weights.beta),
+        "push": _push_term(s, weights.push_weight),
+        "balance": _balance_term(s, weights.balance_weight),
+        "quantization": quant,
+    }
+
+
+def _total(
+    parts: dict[str, tf.Tensor], return_components: bool
+) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    total = tf.add_n(list(parts.values()))
+    return (total, parts) if return_components else total
+
+
+def hpsh_triplet_loss(
     scores: tf.Tensor,
+    triplets: tuple[tf.Tensor, tf.Tensor, tf.Tensor],
     *,
-    samples_per_class: int,
-    alpha: float = 0.3,
-    beta: float = 0.6,
-    quantization_weight: float = 0.01,
-    push_weight: float = 0.001,
-    balance_weight: float = 1.0,
-    variant: str = "fixed",
-    sampler_mode: str = "hpsh",
-    cutoff: float = 0.5,
-    nonzero_loss_cutoff: float = 0.9,
-    seed: tf.Tensor | None = None,
-    empty_rows: str = "index0",
+    weights: LossWeights | None = None,
     return_components: bool = False,
 ) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """HPSH training loss of one P x K batch.
+    """HPSH loss of one batch given its triplets (the loss half; the sampler picks them).
 
     With ``s`` the sigmoid scores ``[n, K]``, ``e = s / sqrt(max(||s||^2, 1e-10))`` and the
-    triplets ``(a, p, n)`` of ``sample_triplets(e, labels, mode=sampler_mode, ...)``:
+    triplet row indices ``(a, p, n)``:
 
     * margin ``= mean_t([d_ap - beta + alpha]_+ + [beta - d_an + alpha]_+)``,
       ``d = sqrt(||.||^2 + 1e-8)`` on ``e``;
     * push ``= -(push_weight / K) * mean_i sum_k (s_ik - 0.5)^2``;
     * balance ``= balance_weight * mean_i (mean_k s_ik - 0.5)^2``;
     * quantisation, ``variant="fixed"``: ``quantization_weight * mean_{i,k} log cosh|s_ik - b_ik|``
-      with ``b = (sign(s - 0.5) + 1) / 2``; ``variant="seed"`` (the original):
+      with ``b = (sign(s - 0.5) + 1) / 2``; ``variant="original"``:
       ``quantization_weight * sum`` over the ``3 * T * K`` entries ``x`` of the gathered
       ``e`` rows ``(a, p, n)`` of ``(log cosh|h(x) - x|)^2``, ``h(x) = (sign(x - 0.5) + 1) / 2``.
 
     Total = margin + push + balance + quantisation.
 
     Args:
-        labels: Integer labels ``[n]`` or ``[n, 1]`` in consecutive blocks of
-            ``samples_per_class``.
         scores: Sigmoid outputs ``[n, K]``; any float dtype (computed in float32).
-        samples_per_class: Rows per class block (``>= 2``).
-        alpha: Margin half-width (original 0.3).
-        beta: Positive/negative boundary (original 0.6).
-        quantization_weight: Weight of the quantisation term (original 1/100).
-        push_weight: Weight of the push term (original 0.001).
-        balance_weight: Weight of the balance term (original 1).
-        variant: ``"fixed"`` or ``"seed"`` quantisation term (see above).
-        sampler_mode: ``sample_triplets`` mode (``"hpsh"``, ``"seed"``, ``"random"``,
-            ``"semihard"``, ``"hard"``).
-        cutoff: Sampler distance clip (0.5).
-        nonzero_loss_cutoff: Sampler distance bound; 0.9 = alpha + beta for ``"hpsh"``; pass
-            1.4 with ``sampler_mode="seed"`` to reproduce the original.
+        triplets: ``(anchors, positives, negatives)`` integer row indices ``[T]`` each.
+        weights: Margins, weights and variant (default ``LossWeights()``).
+        return_components: Also return ``{"margin", "push", "balance", "quantization"}``.
+
+    Returns:
+        Scalar float32 loss, or ``(loss, components)`` if ``return_components``.
+    """
+    weights = LossWeights() if weights is None else weights
+    s = float_matrix(scores, "scores")
+    e = l2_normalize_embeddings(s)
+    return _total(_hpsh_terms(s, e, tuple(triplets), weights), return_components)
+
+
+def hpsh_loss(
+    labels: tf.Tensor,
+    scores: tf.Tensor,
+    *,
+    sampler: Sampler,
+    weights: LossWeights | None = None,
+    seed: tf.Tensor | None = None,
+    return_components: bool = False,
+) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """HPSH training loss of one P x K batch: ``sampler`` then :func:`hpsh_triplet_loss`.
+
+    The triplets are ``sampler(e, labels, seed)`` on the L2-normalised scores ``e``.
+
+    Args:
+        labels: Integer labels ``[n]`` or ``[n, 1]`` in consecutive class blocks.
+        scores: Sigmoid outputs ``[n, K]``; any float dtype (computed in float32).
+        sampler: A :class:`hpsh_tf2.samplers.TripletSampler` or any callable
+            ``(embeddings, labels, seed) -> (anchors, positives, negatives)``.
+        weights: Margins, weights and variant (default ``LossWeights()``).
         seed: ``None`` (stateful draws) or an integer ``[2]`` tensor (stateless draws).
-        empty_rows: ``sampler_mode="seed"`` only: what a row whose weights are all 0 does.
-            ``"index0"`` draws row 0 (the original's GPU kernel), ``"error"`` fails with
-            ``InvalidArgumentError`` (its CPU kernel; XLA drops the check).
         return_components: Also return ``{"margin", "push", "balance", "quantization"}``.
 
     Returns:
         Scalar float32 loss, or ``(loss, components)`` if ``return_components``.
 
     Raises:
-        ValueError: On invalid options or shapes (see ``sample_triplets``).
-        TypeError: On arguments of the wrong type.
+        ValueError: On invalid shapes or batches (see ``sample_triplets``).
     """
-    check_choice("variant", variant, HPSH_VARIANTS)
-    check_choice("sampler_mode", sampler_mode, SAMPLER_MODES)
-    alpha, beta = check_finite("alpha", alpha), check_finite("beta", beta)
-    quantization_weight = check_finite("quantization_weight", quantization_weight)
-    push_weight = check_finite("push_weight", push_weight)
-    balance_weight = check_finite("balance_weight", balance_weight)
-    s = _to_compute_float(scores, "scores")
+    weights = LossWeights() if weights is None else weights
+    s = float_matrix(scores, "scores")
     e = l2_normalize_embeddings(s)
-    a_idx, p_idx, n_idx = sample_triplets(
-        e,
-        labels,
-        samples_per_class=samples_per_class,
-        mode=sampler_mode,
-        cutoff=cutoff,
-        nonzero_loss_cutoff=nonzero_loss_cutoff,
-        seed=seed,
-        empty_rows=empty_rows,
-    )
-    rows = (tf.gather(e, a_idx), tf.gather(e, p_idx), tf.gather(e, n_idx))
-    if variant == "fixed":
-        quant = _fixed_quantization(s, quantization_weight)
-    else:
-        quant = _seed_quantization(rows, quantization_weight)
-    parts = {
-        "margin": margin_loss(*rows, alpha=alpha, beta=beta),
-        "push": _push_term(s, push_weight),
-        "balance": _balance_term(s, balance_weight),
-        "quantization": quant,
-    }
-    total = tf.add_n(list(parts.values()))
-    return (total, parts) if return_components else total
+    triplets = sampler(e, labels, seed)
+    return _total(_hpsh_terms(s, e, triplets, weights), return_components)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +302,7 @@ def _metric_distances(embeddings: tf.Tensor, distance_metric: str) -> tf.Tensor:
 
 def _label_masks(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """(positive pairs a != p with the same label, negative pairs) as bool [n, n]."""
-    y = _flat_labels(labels)
+    y = label_vector(labels)
     same = tf.equal(y[:, None], y[None, :])
     n = tf.shape(y)[0]
     not_self = tf.logical_not(tf.cast(tf.eye(n), tf.bool))
@@ -256,7 +314,7 @@ def _triplet_inputs(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, float]:
     check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
     margin = check_finite("margin", margin)
-    x = _to_compute_float(embeddings, "embeddings")
+    x = float_matrix(embeddings, "embeddings")
     dist = _metric_distances(x, distance_metric)
     positive, negative = _label_masks(labels)
     return dist, positive, negative, margin
@@ -327,8 +385,7 @@ def triplet_hard_loss(
     Returns:
         Scalar loss (float32, or float64 for float64 inputs).
     """
-    if not isinstance(soft, bool | np.bool_):
-        raise TypeError(f"Received: soft={soft!r}; expected a bool.")
+    check_bool("soft", soft)
     dist, positive, negative, margin = _triplet_inputs(labels, embeddings, margin, distance_metric)
     zeros = tf.zeros_like(dist)
     hardest_pos = tf.reduce_max(tf.where(positive, dist, zeros), axis=1)
@@ -351,11 +408,20 @@ def _seed_tensor(seed: int | None) -> tf.Tensor | None:
 def _check_optional_seed(seed: int | None) -> int | None:
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"Received: seed={seed!r}; expected None or an int.")
-    if not -(2**31) <= int(seed) < 2**31:
+    seed = check_int("seed", seed)
+    if not -(2**31) <= seed < 2**31:
         raise ValueError(f"Received: seed={seed}; expected None or an int32 value.")
-    return int(seed)
+    return seed
+
+
+def _as_sampler(sampler: TripletSampler | Mapping[str, Any]) -> TripletSampler:
+    if isinstance(sampler, TripletSampler):
+        return sampler
+    if isinstance(sampler, Mapping):
+        return TripletSampler.from_config(sampler)
+    raise TypeError(
+        f"Received: sampler={sampler!r}; expected a TripletSampler or its get_config() dict."
+    )
 
 
 @keras.saving.register_keras_serializable(package="hpsh_tf2")
@@ -369,10 +435,12 @@ class HPSHLoss(keras.losses.Loss):
     ``[seed, 0]`` (reproducible, the same random stream each call; the trainer instead calls
     ``hpsh_loss`` with a per-step seed tensor).
 
+    ``get_config()`` holds the loss weights, ``"sampler": sampler.get_config()`` and ``seed``.
+
     Args:
-        samples_per_class: Rows per class block.
-        alpha, beta, quantization_weight, push_weight, balance_weight, variant, sampler_mode,
-            cutoff, nonzero_loss_cutoff, empty_rows: As in ``hpsh_loss``.
+        sampler: A :class:`hpsh_tf2.samplers.TripletSampler` or its ``get_config()`` dict.
+        alpha, beta, quantization_weight, push_weight, balance_weight, variant: As in
+            :class:`LossWeights`.
         seed: ``None`` or an int.
         name: Loss name.
         reduction: Keras reduction (no effect on the scalar).
@@ -381,71 +449,48 @@ class HPSHLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        samples_per_class: int,
+        sampler: TripletSampler | Mapping[str, Any],
         alpha: float = 0.3,
         beta: float = 0.6,
         quantization_weight: float = 0.01,
         push_weight: float = 0.001,
         balance_weight: float = 1.0,
         variant: str = "fixed",
-        sampler_mode: str = "hpsh",
-        cutoff: float = 0.5,
-        nonzero_loss_cutoff: float = 0.9,
         seed: int | None = None,
-        empty_rows: str = "index0",
         name: str = "hpsh_loss",
         reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int):
-            raise TypeError(
-                f"Received: samples_per_class={samples_per_class!r}; expected an int >= 2."
-            )
-        if samples_per_class < 2:
-            raise ValueError(
-                f"Received: samples_per_class={samples_per_class}; expected an int >= 2."
-            )
-        check_choice("variant", variant, HPSH_VARIANTS)
-        check_choice("sampler_mode", sampler_mode, SAMPLER_MODES)
-        check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
-        self.samples_per_class = samples_per_class
-        self.alpha = alpha
-        self.beta = beta
-        self.quantization_weight = quantization_weight
-        self.push_weight = push_weight
-        self.balance_weight = balance_weight
-        self.variant = variant
-        self.sampler_mode = sampler_mode
-        self.cutoff = cutoff
-        self.nonzero_loss_cutoff = nonzero_loss_cutoff
-        self.empty_rows = empty_rows
+        self.sampler = _as_sampler(sampler)
+        self.weights = LossWeights(
+            alpha=alpha,
+            beta=beta,
+            quantization_weight=quantization_weight,
+            push_weight=push_weight,
+            balance_weight=balance_weight,
+            variant=variant,
+        )
         self.seed = _check_optional_seed(seed)
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "samples_per_class": self.samples_per_class,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "quantization_weight": self.quantization_weight,
-            "push_weight": self.push_weight,
-            "balance_weight": self.balance_weight,
-            "variant": self.variant,
-            "sampler_mode": self.sampler_mode,
-            "cutoff": self.cutoff,
-            "nonzero_loss_cutoff": self.nonzero_loss_cutoff,
-            "empty_rows": self.empty_rows,
-        }
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         """Returns the scalar HPSH loss of the batch."""
         return hpsh_loss(
-            _flat_labels(y_true), y_pred, seed=_seed_tensor(self.seed), **self._options()
+            label_vector(y_true),
+            y_pred,
+            sampler=self.sampler,
+            weights=self.weights,
+            seed=_seed_tensor(self.seed),
         )
 
     def get_config(self) -> dict[str, Any]:
-        """Init arguments plus the base ``Loss`` config."""
-        return {**super().get_config(), **self._options(), "seed": self.seed}
+        """Loss weights, sampler config and seed, plus the base ``Loss`` config."""
+        return {
+            **super().get_config(),
+            **self.weights.get_config(),
+            "sampler": self.sampler.get_config(),
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="hpsh_tf2")
@@ -511,9 +556,7 @@ class TripletHardLoss(keras.losses.Loss):
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = check_finite("margin", margin)
-        if not isinstance(soft, bool | np.bool_):
-            raise TypeError(f"Received: soft={soft!r}; expected a bool.")
-        self.soft = bool(soft)
+        self.soft = check_bool("soft", soft)
         self.distance_metric = check_choice("distance_metric", distance_metric, DISTANCE_METRICS)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from hpsh_tf2.data.images import load_image_rgb
+from hpsh_tf2.data.images import is_tiff, load_image_rgb
 from hpsh_tf2.errors import DatasetError, ModelMismatchError
 from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.export import MANIFEST_NAME, read_manifest
@@ -56,9 +56,6 @@ OUTPUT_DTYPES: dict[str, np.dtype] = {
     "distances": np.dtype(np.int32),
 }
 """dtypes of the export's numeric outputs, restored by :func:`parse_predict_response`."""
-
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -135,7 +132,7 @@ def encode_for_serving(path: str | os.PathLike[str]) -> bytes:
         raise DatasetError(
             f"cannot read query image {str(path)!r}: {err.strerror or err}"
         ) from None
-    if not data.startswith(_TIFF_MAGICS):
+    if not is_tiff(data):
         return data
     buffer = io.BytesIO()
     Image.fromarray(load_image_rgb(path)).save(buffer, format="PNG")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from hpsh_tf2.config import (
+    BACKBONE_NAMES,
     Config,
     ConfigError,
     apply_overrides,
@@ -155,7 +157,8 @@ def test_float_accepts_int_and_int_rejects_float():
         ("train.epochs=0", r"train\.epochs.*expected a positive integer"),
         ("train.foo=1", r"unknown key 'train\.foo'"),
         ("nosuch.key=1", r"unknown key 'nosuch\.key'"),
-        ("sampler.mode=fancy", r"sampler\.mode.*one of 'hpsh', 'seed'"),
+        ("sampler.mode=fancy", r"sampler\.mode.*one of 'hpsh', 'original'"),
+        ("model.backbone=vgg16", r"model\.backbone.*'vgg16'; expected one of inception_v3"),
         ("data.on_bad_image=ignore", r"data\.on_bad_image.*one of 'skip', 'error'"),
         ("train.samples_per_class=1", r"samples_per_class=1; expected an integer >= 2"),
         ("data.split.val=0.3", r"sum to 1"),
@@ -196,7 +199,7 @@ def test_root_and_features_are_exclusive():
 @pytest.mark.parametrize(
     ("key", "default", "other", "choices"),
     [
-        ("model.init", "keras", "seed", r"'keras', 'seed'"),
+        ("model.init", "keras", "original", r"'keras', 'original'"),
         ("sampler.empty_rows", "index0", "error", r"'index0', 'error'"),
     ],
 )
@@ -209,11 +212,32 @@ def test_seed_mode_choices(key, default, other, choices):
         apply_overrides(Config(), [f"{key}=nan"])
 
 
-def test_nonzero_loss_cutoff_defaults():
-    assert Config().nonzero_loss_cutoff == pytest.approx(0.9)
-    assert apply_overrides(Config(), ["sampler.mode=seed"]).nonzero_loss_cutoff == 1.4
-    explicit = apply_overrides(Config(), ["sampler.nonzero_loss_cutoff=1.1"])
-    assert explicit.nonzero_loss_cutoff == 1.1
+@pytest.mark.parametrize(
+    ("key", "new"),
+    [("sampler.mode", "original"), ("loss.variant", "original"), ("model.init", "original")],
+)
+def test_deprecated_seed_spelling_loads_as_original(tmp_path, caplog, key, new):
+    section, leaf = key.split(".")
+    path = tmp_path / "old.yaml"
+    path.write_text(f"{section}:\n  {leaf}: seed\n")
+    with caplog.at_level(logging.WARNING, logger="hpsh_tf2.config"):
+        config = load_config(path)
+    assert getattr(getattr(config, section), leaf) == new
+    assert f"old.yaml: '{key}: seed' is deprecated; use '{key}: original'" in caplog.text
+    saved = save_config(config, tmp_path / "resolved.yaml")
+    assert yaml.safe_load(saved.read_text())[section][leaf] == new  # the new name is saved
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hpsh_tf2.config"):
+        assert getattr(getattr(load_config(saved), section), leaf) == new
+    assert "deprecated" not in caplog.text
+
+
+def test_backbone_names_match_the_registry():
+    from hpsh_tf2.models.backbone import BACKBONES
+
+    assert BACKBONE_NAMES == tuple(BACKBONES)
+    for name in BACKBONE_NAMES:
+        assert apply_overrides(Config(), [f"model.backbone={name}"]).model.backbone == name
 
 
 def test_config_to_dict_is_plain_yaml(tmp_path: Path):

@@ -75,12 +75,12 @@ def _png_bytes(size: int = 40) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, aid_sample_root):
+def exported(tmp_path_factory, scene_tree):
     """One InceptionV3 (75 px, random weights) export with a 40-item database."""
     backbone = build_backbone(BACKBONE, weights="none", image_size=IMAGE_SIZE)
     head = build_hash_model(backbone.output_shape[-1], bits=BITS, seed=7)
     model = build_image_hash_model(backbone, head)
-    files = _sample_files(aid_sample_root, 4)
+    files = _sample_files(scene_tree, 4)
     database = _random_database()
     export_dir = tmp_path_factory.mktemp("export")
     config = {"model": {"bits": BITS}, "name": "test"}

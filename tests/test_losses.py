@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -11,26 +12,32 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from hpsh_tf2.config import LossConfig
 from hpsh_tf2.losses import (
     HPSHLoss,
+    LossWeights,
     TripletHardLoss,
     TripletSemiHardLoss,
     hpsh_loss,
+    hpsh_triplet_loss,
+    make_loss_weights,
     margin_loss,
     triplet_hard_loss,
     triplet_semihard_loss,
 )
 from hpsh_tf2.ops.sampling import sample_triplets
+from hpsh_tf2.samplers import TripletSampler
 from tests.conftest import separated_binary_codes
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "golden" / "tfa_triplet_losses.json"
+# Our copy of the tensorflow-addons golden values (compact: each input stored once).
+GOLDEN = Path(__file__).resolve().parent / "data" / "tfa_triplet_losses.json"
 
 
 def _golden_cases() -> list[dict]:
     if not GOLDEN.is_file():
         return [{"missing": str(GOLDEN)}]
-    return json.loads(GOLDEN.read_text())["cases"]
+    data = json.loads(GOLDEN.read_text())
+    return [{**case, **data["inputs"][case["input"]]} for case in data["cases"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,46 +98,56 @@ def _scores(classes: int, k: int, bits: int, seed: int = 0) -> tuple[np.ndarray,
 HYPER = {"alpha": 0.3, "beta": 0.6, "qw": 0.01, "pw": 0.001, "bw": 1.0}
 
 
+def _hpsh(labels, scores, *, k, mode="hpsh", nzc=None, seed=None, parts=False, **weights):
+    """hpsh_loss with a TripletSampler(k, mode, nonzero_loss_cutoff=nzc) and LossWeights."""
+    sampler = TripletSampler(samples_per_class=k, mode=mode, nonzero_loss_cutoff=nzc)
+    return hpsh_loss(
+        labels,
+        scores,
+        sampler=sampler,
+        weights=LossWeights(**weights),
+        seed=seed,
+        return_components=parts,
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # hpsh_loss terms
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", ["fixed", "seed"])
+@pytest.mark.parametrize("variant", ["fixed", "original"])
 def test_hpsh_loss_terms_with_hard_mining(variant: str) -> None:
     s, labels = _scores(5, 4, 32)
-    total, parts = hpsh_loss(
-        labels,
-        s,
-        samples_per_class=4,
-        sampler_mode="hard",
-        variant=variant,
-        return_components=True,
-    )
+    total, parts = _hpsh(labels, s, k=4, mode="hard", variant=variant, parts=True)
     a, p, n = _np_hard_negatives(s, labels, 4)
     ref = _np_components(s, a, p, n, variant=variant, **HYPER)
     for key, value in ref.items():
         np.testing.assert_allclose(float(parts[key]), value, rtol=1e-5, atol=1e-7, err_msg=key)
     np.testing.assert_allclose(float(total), sum(ref.values()), rtol=1e-5)
+    # The loss half alone, on the same triplets, gives the same terms.
+    weights = LossWeights(variant=variant)
+    alone, alone_parts = hpsh_triplet_loss(s, (a, p, n), weights=weights, return_components=True)
+    np.testing.assert_allclose(float(alone), float(total), rtol=1e-6)
+    assert set(alone_parts) == set(parts)
 
 
-@pytest.mark.parametrize(("variant", "mode"), [("fixed", "hpsh"), ("seed", "seed")])
+@pytest.mark.parametrize(("variant", "mode"), [("fixed", "hpsh"), ("original", "original")])
 def test_hpsh_loss_with_seeded_sampler(variant: str, mode: str) -> None:
     s, labels = _scores(6, 5, 16, seed=4)
-    nzc = 1.4 if mode == "seed" else 0.9
+    nzc = 1.4 if mode == "original" else 0.9
     hyper = {"alpha": 0.25, "beta": 0.7, "qw": 0.05, "pw": 0.3, "bw": 2.0}
-    total, parts = hpsh_loss(
+    total, parts = _hpsh(
         labels,
         s,
-        samples_per_class=5,
+        k=5,
+        mode=mode,
         alpha=0.25,
         beta=0.7,
         quantization_weight=0.05,
         push_weight=0.3,
         balance_weight=2.0,
         variant=variant,
-        sampler_mode=mode,
-        nonzero_loss_cutoff=nzc,
         seed=tf.constant([9, 1]),
-        return_components=True,
+        parts=True,
     )
     e = tf.constant(_np_unit(s), tf.float32)
     a, p, n = sample_triplets(
@@ -140,6 +157,25 @@ def test_hpsh_loss_with_seeded_sampler(variant: str, mode: str) -> None:
     for key, value in ref.items():
         np.testing.assert_allclose(float(parts[key]), value, rtol=1e-5, atol=1e-7, err_msg=key)
     np.testing.assert_allclose(float(total), sum(ref.values()), rtol=1e-5)
+
+
+def test_hpsh_loss_accepts_any_sampler_callable() -> None:
+    # A custom miner: each anchor's negative is the first row of the next class block.
+    s, labels = _scores(3, 2, 8, seed=5)
+    calls = []
+
+    def next_block(e, y, seed):
+        calls.append(seed)
+        a = tf.constant([0, 1, 2, 3, 4, 5])
+        p = tf.constant([1, 0, 3, 2, 5, 4])
+        n = tf.constant([2, 2, 4, 4, 0, 0])
+        return a, p, n
+
+    got = hpsh_loss(labels, s, sampler=next_block, seed=[1, 2])
+    a, p, n = [0, 1, 2, 3, 4, 5], [1, 0, 3, 2, 5, 4], [2, 2, 4, 4, 0, 0]
+    ref = _np_components(s, a, p, n, variant="fixed", **HYPER)
+    np.testing.assert_allclose(float(got), sum(ref.values()), rtol=1e-5)
+    assert len(calls) == 1 and list(calls[0]) == [1, 2]
 
 
 def test_margin_loss_hand_values() -> None:
@@ -154,23 +190,16 @@ def test_margin_loss_hand_values() -> None:
     np.testing.assert_allclose(float(margin_loss(a, a, near)), 0.4, rtol=1e-5)
 
 
-def test_seed_quantization_hand_derived() -> None:
+def test_original_quantization_hand_derived() -> None:
     # All scores equal: e = 1/sqrt(16) = 0.25 everywhere, h(0.25) = 0, so each of the
     # 3 * T * K entries contributes log(cosh(0.25))^2; T = n * (k - 1) = 8 * 3 = 24.
     s = np.full((8, 16), 0.7, np.float32)
     labels = np.repeat([0, 1], 4)
-    _, parts = hpsh_loss(
-        labels,
-        s,
-        samples_per_class=4,
-        variant="seed",
-        sampler_mode="random",
-        return_components=True,
-    )
+    _, parts = _hpsh(labels, s, k=4, mode="random", variant="original", parts=True)
     expected = 0.01 * 3 * 24 * 16 * math.log(math.cosh(0.25)) ** 2
     np.testing.assert_allclose(float(parts["quantization"]), expected, rtol=1e-5)
     # Fixed variant on the same scores: b = 1, |s - b| = 0.3 everywhere.
-    _, parts = hpsh_loss(labels, s, samples_per_class=4, return_components=True)
+    _, parts = _hpsh(labels, s, k=4, parts=True)
     np.testing.assert_allclose(
         float(parts["quantization"]), 0.01 * math.log(math.cosh(0.3)), rtol=1e-5
     )
@@ -179,20 +208,14 @@ def test_seed_quantization_hand_derived() -> None:
     np.testing.assert_allclose(float(parts["push"]), -0.001 * 0.04, rtol=1e-5)
 
 
-def test_seed_quantization_saturated_rows() -> None:
+def test_original_quantization_saturated_rows() -> None:
     # One dominant bit: e = (0.9, 0.3, 0.3, 0.3) / sqrt(1.08), so e_0 = 0.866 > 0.5 gets
     # h = 1 and the other entries (0.289) get h = 0.
     s = np.full((4, 4), 0.3, np.float32)
     s[:, 0] = 0.9
     labels = np.repeat([0, 1], 2)
-    _, parts = hpsh_loss(
-        labels,
-        s,
-        samples_per_class=2,
-        variant="seed",
-        sampler_mode="hard",
-        quantization_weight=1.0,
-        return_components=True,
+    _, parts = _hpsh(
+        labels, s, k=2, mode="hard", variant="original", quantization_weight=1.0, parts=True
     )
     e = np.array([0.9, 0.3, 0.3, 0.3]) / math.sqrt(1.08)
     per_row = _np_logcosh(1 - e[0]) ** 2 + 3 * _np_logcosh(e[1]) ** 2
@@ -203,7 +226,7 @@ def test_seed_quantization_saturated_rows() -> None:
 def test_fixed_quantization_zero_at_half_and_at_binary() -> None:
     labels = np.repeat([0, 1], 2)
     half = np.full((4, 8), 0.5, np.float32)  # b = 0.5 exactly
-    _, parts = hpsh_loss(labels, half, samples_per_class=2, return_components=True)
+    _, parts = _hpsh(labels, half, k=2, parts=True)
     assert float(parts["quantization"]) == 0.0
 
 
@@ -211,9 +234,8 @@ def test_fixed_quantization_zero_at_half_and_at_binary() -> None:
 def test_mixed_precision_inputs(dtype: str) -> None:
     s, labels = _scores(4, 3, 16, seed=2)
     low = tf.cast(s, dtype)
-    kwargs = {"samples_per_class": 3, "seed": [1, 2]}
-    got = hpsh_loss(labels, low, **kwargs)
-    ref = hpsh_loss(labels, tf.cast(low, tf.float32), **kwargs)
+    got = _hpsh(labels, low, k=3, seed=[1, 2])
+    ref = _hpsh(labels, tf.cast(low, tf.float32), k=3, seed=[1, 2])
     assert got.dtype == tf.float32
     np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
     semi = triplet_semihard_loss(labels, low)
@@ -223,20 +245,13 @@ def test_mixed_precision_inputs(dtype: str) -> None:
     )
 
 
-@pytest.mark.parametrize(("variant", "mode"), [("fixed", "hpsh"), ("seed", "seed")])
+@pytest.mark.parametrize(("variant", "mode"), [("fixed", "hpsh"), ("original", "original")])
 def test_gradients_finite(variant: str, mode: str) -> None:
     s, labels = _scores(4, 3, 16, seed=6)
     s[0, :] = 0.5  # exact threshold entries
     x = tf.Variable(s)
     with tf.GradientTape() as tape:
-        loss = hpsh_loss(
-            labels,
-            x,
-            samples_per_class=3,
-            variant=variant,
-            sampler_mode=mode,
-            nonzero_loss_cutoff=1.4 if mode == "seed" else 0.9,
-        )
+        loss = _hpsh(labels, x, k=3, mode=mode, variant=variant)
     grad = tf.convert_to_tensor(tape.gradient(loss, x)).numpy()
     assert np.all(np.isfinite(grad))
     assert np.abs(grad).sum() > 0
@@ -244,31 +259,42 @@ def test_gradients_finite(variant: str, mode: str) -> None:
 
 def test_hpsh_loss_under_jit() -> None:
     s, labels = _scores(4, 3, 16, seed=8)
-    fn = tf.function(
-        lambda y, x: hpsh_loss(y, x, samples_per_class=3, sampler_mode="semihard"),
-        jit_compile=True,
-    )
+    fn = tf.function(lambda y, x: _hpsh(y, x, k=3, mode="semihard"), jit_compile=True)
     got = fn(tf.constant(labels), tf.constant(s))
-    ref = hpsh_loss(labels, s, samples_per_class=3, sampler_mode="semihard")
+    ref = _hpsh(labels, s, k=3, mode="semihard")
     np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
 
 
 def test_hpsh_loss_validation() -> None:
     s, labels = _scores(2, 3, 8)
     with pytest.raises(ValueError, match="variant='both'"):
-        hpsh_loss(labels, s, samples_per_class=3, variant="both")
-    with pytest.raises(ValueError, match="sampler_mode='x'"):
-        hpsh_loss(labels, s, samples_per_class=3, sampler_mode="x")
+        LossWeights(variant="both")
     with pytest.raises(ValueError, match="alpha=nan"):
-        hpsh_loss(labels, s, samples_per_class=3, alpha=float("nan"))
+        LossWeights(alpha=float("nan"))
+    with pytest.raises(TypeError, match=r"push_weight='0\.1'"):
+        LossWeights(push_weight="0.1")
     with pytest.raises(ValueError, match="scores with shape"):
-        hpsh_loss(labels, s[0], samples_per_class=3)
+        _hpsh(labels, s[0], k=3)
+    with pytest.raises(ValueError, match="scores with shape"):
+        hpsh_triplet_loss(s[0], ([0], [1], [2]))
     with pytest.raises(ValueError, match="samples_per_class=1"):
-        HPSHLoss(samples_per_class=1)
+        HPSHLoss(sampler={"samples_per_class": 1})
+    with pytest.raises(TypeError, match="sampler='hpsh'"):
+        HPSHLoss(sampler="hpsh")
     with pytest.raises(ValueError, match="distance_metric='cosine'"):
         triplet_hard_loss(labels, s, distance_metric="cosine")
     with pytest.raises(TypeError, match="soft="):
         TripletHardLoss(soft="yes")
+
+
+def test_loss_weights_from_config_and_deprecated_variant() -> None:
+    section = LossConfig(alpha=0.2, beta=0.5, push_weight=0.0, variant="original")
+    weights = make_loss_weights(section)
+    assert weights == LossWeights(alpha=0.2, beta=0.5, push_weight=0.0, variant="original")
+    assert LossWeights.from_config(weights.get_config()) == weights
+    assert weights.get_config() == dataclasses.asdict(section)  # the loss section, key for key
+    with pytest.warns(DeprecationWarning, match="variant='seed' is deprecated"):
+        assert LossWeights(variant="seed").variant == "original"
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,34 +346,41 @@ def test_triplet_losses_without_positive_pairs() -> None:
 @pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean", "none", None])
 def test_hpsh_wrapper_equals_function(reduction: str | None) -> None:
     s, labels = _scores(4, 3, 16, seed=3)
-    loss = HPSHLoss(samples_per_class=3, seed=5, reduction=reduction, variant="seed")
-    ref = hpsh_loss(labels, s, samples_per_class=3, seed=[5, 0], variant="seed")
+    sampler = TripletSampler(samples_per_class=3)
+    loss = HPSHLoss(sampler, seed=5, reduction=reduction, variant="original")
+    ref = _hpsh(labels, s, k=3, seed=[5, 0], variant="original")
     np.testing.assert_allclose(float(loss(labels[:, None], s)), float(ref), rtol=1e-6)
     np.testing.assert_allclose(float(loss(labels, s)), float(ref), rtol=1e-6)
+    # The sampler's config dict builds the same loss.
+    from_dict = HPSHLoss(sampler.get_config(), seed=5, variant="original")
+    np.testing.assert_allclose(float(from_dict(labels, s)), float(ref), rtol=1e-6)
 
 
-def test_hpsh_loss_seed_sampler_empty_rows_policies() -> None:
-    # Spec 4.5(c-d): at 64 bits the original's mask empties rows of separated codes. "index0"
+def test_hpsh_loss_original_sampler_empty_rows_policies() -> None:
+    # docs/method.md section 11.2: at 64 bits the original's mask empties rows of separated
+    # codes. "index0"
     # (its GPU kernel) trains on with row 0 as the negative; "error" (its CPU kernel) fails.
     scores = tf.constant(separated_binary_codes(6, 5), tf.float32)
     labels = np.repeat(np.arange(6), 5)
-    options = {"samples_per_class": 5, "sampler_mode": "seed", "nonzero_loss_cutoff": 1.4}
-    loss = hpsh_loss(labels, scores, seed=[1, 2], **options)
+    index0 = TripletSampler(samples_per_class=5, mode="original")
+    error = TripletSampler(samples_per_class=5, mode="original", empty_rows="error")
+    assert index0.nonzero_loss_cutoff == error.nonzero_loss_cutoff == 1.4
+    loss = hpsh_loss(labels, scores, sampler=index0, seed=[1, 2])
     assert np.isfinite(float(loss))
     with pytest.raises(tf.errors.InvalidArgumentError, match="no eligible negative"):
-        hpsh_loss(labels, scores, seed=[1, 2], empty_rows="error", **options)
-    wrapped = HPSHLoss(empty_rows="error", seed=3, **options)
+        hpsh_loss(labels, scores, sampler=error, seed=[1, 2])
+    wrapped = HPSHLoss(error, seed=3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="no eligible negative"):
         tf.function(wrapped)(labels, scores)
     # Codes that leave every row a candidate pass the "error" check.
     s, y = _scores(6, 5, 32, seed=4)
     np.testing.assert_allclose(
-        float(hpsh_loss(y, s, seed=[1, 2], empty_rows="error", **options)),
-        float(hpsh_loss(y, s, seed=[1, 2], **options)),
+        float(hpsh_loss(y, s, sampler=error, seed=[1, 2])),
+        float(hpsh_loss(y, s, sampler=index0, seed=[1, 2])),
         rtol=1e-6,
     )
     with pytest.raises(ValueError, match="empty_rows='nan'"):
-        HPSHLoss(samples_per_class=5, empty_rows="nan")
+        HPSHLoss({"samples_per_class": 5, "empty_rows": "nan"})
 
 
 def _round_trip(obj: keras.losses.Loss) -> keras.losses.Loss:
@@ -361,18 +394,9 @@ def _round_trip(obj: keras.losses.Loss) -> keras.losses.Loss:
 
 def test_wrappers_config_round_trip() -> None:
     s, labels = _scores(4, 3, 16, seed=1)
+    sampler = TripletSampler(samples_per_class=3, mode="original", empty_rows="error")
     objects = [
-        HPSHLoss(
-            samples_per_class=3,
-            alpha=0.2,
-            beta=0.5,
-            variant="seed",
-            sampler_mode="seed",
-            nonzero_loss_cutoff=1.4,
-            empty_rows="error",
-            seed=11,
-            name="h",
-        ),
+        HPSHLoss(sampler, alpha=0.2, beta=0.5, variant="original", seed=11, name="h"),
         TripletSemiHardLoss(margin=0.4, distance_metric="angular", name="sh"),
         TripletHardLoss(margin=0.3, soft=True, distance_metric="squared-L2", name="th"),
     ]
@@ -380,15 +404,25 @@ def test_wrappers_config_round_trip() -> None:
         restored = _round_trip(obj)
         np.testing.assert_allclose(float(restored(labels, s)), float(obj(labels, s)), rtol=1e-6)
     config = objects[0].get_config()
-    assert config["samples_per_class"] == 3 and config["seed"] == 11 and config["name"] == "h"
-    assert config["empty_rows"] == "error"
+    assert config["seed"] == 11 and config["name"] == "h"
+    assert config["sampler"] == {
+        "samples_per_class": 3,
+        "mode": "original",
+        "cutoff": 0.5,
+        "nonzero_loss_cutoff": 1.4,
+        "empty_rows": "error",
+    }
+    weights = LossWeights(alpha=0.2, beta=0.5, variant="original").get_config()
+    assert {key: config[key] for key in weights} == weights
+    assert json.loads(json.dumps(config)) == config  # plain JSON, as .keras files need
 
 
 def test_model_with_compiled_loss_saves_and_reloads(tmp_path: Path) -> None:
     _, labels = _scores(4, 3, 8, seed=9)
     x = np.random.default_rng(0).normal(size=(12, 6)).astype(np.float32)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="sigmoid")])
-    model.compile(optimizer="adam", loss=HPSHLoss(samples_per_class=3, seed=2, alpha=0.25))
+    sampler = TripletSampler(samples_per_class=3, mode="semihard")
+    model.compile(optimizer="adam", loss=HPSHLoss(sampler, seed=2, alpha=0.25))
     history = model.fit(x, labels, batch_size=12, epochs=2, shuffle=False, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     before = model.evaluate(x, labels, batch_size=12, verbose=0)
@@ -397,7 +431,8 @@ def test_model_with_compiled_loss_saves_and_reloads(tmp_path: Path) -> None:
     reloaded = keras.models.load_model(path)
     assert isinstance(reloaded.loss, HPSHLoss)
     assert reloaded.loss.get_config() == model.loss.get_config()
+    assert reloaded.loss.sampler == sampler
     after = reloaded.evaluate(x, labels, batch_size=12, verbose=0)
     np.testing.assert_allclose(after, before, rtol=1e-6)
-    direct = hpsh_loss(labels, model(x), samples_per_class=3, seed=[2, 0], alpha=0.25)
+    direct = _hpsh(labels, model(x), k=3, mode="semihard", seed=[2, 0], alpha=0.25)
     np.testing.assert_allclose(before, float(direct), rtol=1e-5)

@@ -69,17 +69,17 @@ def _np_ranking(query_codes: np.ndarray, db_codes: np.ndarray) -> tuple[np.ndarr
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, aid_sample_root):
-    """Version 1 without a database, version 2 with 2 images per class of the AID sample."""
+def served(tmp_path_factory, scene_tree):
+    """Version 1 without a database, version 2 with 2 images per class of a generated tree."""
     model = _tiny_model()
-    classes = sorted(p.name for p in aid_sample_root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in scene_tree.iterdir() if p.is_dir())
     db_files, labels = [], []
     for label, name in enumerate(classes):
-        for path in sorted((aid_sample_root / name).iterdir())[:2]:
+        for path in sorted((scene_tree / name).iterdir())[:2]:
             db_files.append(path)
             labels.append(label)
     db_codes = _pipeline_codes(model, db_files)
-    paths = [p.relative_to(aid_sample_root).as_posix() for p in db_files]
+    paths = [p.relative_to(scene_tree).as_posix() for p in db_files]
     database = RetrievalDatabase.from_codes(db_codes, np.array(labels), paths, classes)
     export_dir = tmp_path_factory.mktemp("serving")
     common = {
@@ -92,10 +92,10 @@ def served(tmp_path_factory, aid_sample_root):
     }
     first = export_saved_model(**common)
     second = export_saved_model(**common, database=database, max_k=25)
-    queries = [sorted((aid_sample_root / c).iterdir())[5] for c in classes[:4]] + db_files[3:4]
+    queries = [sorted((scene_tree / c).iterdir())[5] for c in classes[:4]] + db_files[3:4]
     return SimpleNamespace(
         model=model,
-        root=aid_sample_root,
+        root=scene_tree,
         model_dir=export_dir / MODEL_NAME,
         first=first,
         second=second,

@@ -1,5 +1,6 @@
 """End-to-end tests of the CLI verbs and hpsh_tf2.workflow (prepare, extract, train, evaluate,
-export, run, query), on the shared AID sample, its features, and generated demo data."""
+export, run, query), on generated features and demo data, and on the shared AID sample where
+present (those tests skip without ../shared)."""
 
 from __future__ import annotations
 
@@ -73,17 +74,19 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
         cli.main(["fly"])
 
 
-def test_cli_reports_a_tensorflow_runtime_error_in_one_line(aid_features_path, tmp_path, capsys):
+def test_cli_reports_a_tensorflow_runtime_error_in_one_line(
+    synthetic_features_path, tmp_path, capsys
+):
     # 64-bit codes of the original seed sampler with the CPU policy: once the classes separate,
-    # rows lose every candidate and training stops (spec 4.5(c-d)). Here it happens at once
-    # because the cutoff is tiny.
+    # rows lose every candidate and training stops (docs/method.md section 11.2). Here it
+    # happens at once because the cutoff is tiny.
     args = [
         "train",
         "--config",
         str(REPO_ROOT / "aid.yaml"),
-        *("--set", "data.root=null", "--set", f"data.features={aid_features_path}"),
+        *("--set", "data.root=null", "--set", f"data.features={synthetic_features_path}"),
         *("--set", f"output.workdir={tmp_path}", "--set", "model.hidden_units=[16]"),
-        *("--set", "sampler.mode=seed", "--set", "sampler.empty_rows=error"),
+        *("--set", "sampler.mode=original", "--set", "sampler.empty_rows=error"),
         *("--set", "sampler.nonzero_loss_cutoff=0.01", "--set", "train.classes_per_batch=4"),
         *("--set", "train.epochs=1", "--set", "train.steps_per_epoch=1"),
     ]
@@ -95,13 +98,13 @@ def test_cli_reports_a_tensorflow_runtime_error_in_one_line(aid_features_path, t
         cli.main(["--verbose", *args, "--set", f"output.workdir={tmp_path / 'v'}"])
 
 
-def test_features_file_train_and_evaluate(aid_features_path, tmp_path, capsys):
+def test_features_file_train_and_evaluate(synthetic_features_path, tmp_path, capsys):
     """Bring-your-own features: prepare, train and evaluate work unchanged."""
     config = load_config(
         REPO_ROOT / "aid.yaml",
         [
             "data.root=null",
-            f"data.features={aid_features_path}",
+            f"data.features={synthetic_features_path}",
             "data.split.train=0.5",
             "data.split.val=0.1",
             "eval.k=5",
@@ -134,11 +137,11 @@ def test_features_file_train_and_evaluate(aid_features_path, tmp_path, capsys):
     assert "map@5" in capsys.readouterr().out
 
 
-def test_standard_protocol_uses_train_and_val_as_database(aid_features_path, tmp_path):
+def test_standard_protocol_uses_train_and_val_as_database(synthetic_features_path, tmp_path):
     config = load_config(
         None,
         [
-            f"data.features={aid_features_path}",
+            f"data.features={synthetic_features_path}",
             "data.split.train=0.5",
             "data.split.val=0.1",
             "eval.protocol=standard",
@@ -306,17 +309,17 @@ def test_demo_config_layers_demo_settings_over_a_base_file(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("loss:\n  alpha: 0.25\nsampler:\n  mode: seed\n")
     config = workflow.demo_config(tmp_path / "w", ["eval.k=7"], base=base)
-    assert (config.loss.alpha, config.sampler.mode) == (0.25, "seed")  # from the base file
+    assert (config.loss.alpha, config.sampler.mode) == (0.25, "original")  # from the base file
     assert (config.model.image_size, config.model.weights) == (75, "none")  # demo settings
     assert config.eval.k == 7  # overrides last
     assert config.data.root == str(tmp_path / "w" / "data")
 
 
-def test_run_on_features_file_skips_export(aid_features_path, tmp_path):
+def test_run_on_features_file_skips_export(synthetic_features_path, tmp_path):
     config = load_config(
         None,
         [
-            f"data.features={aid_features_path}",
+            f"data.features={synthetic_features_path}",
             "eval.k=5",
             "eval.figures=false",
             f"output.workdir={tmp_path}",

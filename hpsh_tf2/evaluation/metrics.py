@@ -23,6 +23,7 @@ __all__ = [
     "EMPTY_POLICIES",
     "NORMALIZERS",
     "average_precision_at_k",
+    "check_binary_codes",
     "distance_histograms",
     "map_at_k",
     "map_at_r",
@@ -36,6 +37,25 @@ __all__ = [
 
 NORMALIZERS = ("retrieved", "min_k_r")
 EMPTY_POLICIES = ("zero", "exclude")
+
+
+def check_binary_codes(codes: Any, name: str) -> np.ndarray:
+    """Validates 0/1 codes ``[N, bits]`` (bits a positive multiple of 8) and returns ``uint8``.
+
+    Raises:
+        ValueError: On another shape or values other than 0 and 1.
+    """
+    array = np.asarray(codes)
+    if array.ndim != 2 or array.shape[1] == 0 or array.shape[1] % 8:
+        raise ValueError(
+            f"Received: {name} with shape {array.shape}; expected [N, bits] with bits a "
+            "positive multiple of 8"
+        )
+    if array.size and (array.min() < 0 or array.max() > 1):
+        raise ValueError(
+            f"Received: {name} with values in [{array.min()}, {array.max()}]; expected 0/1"
+        )
+    return array.astype(np.uint8)
 
 
 def _labels_1d(labels: Any, name: str) -> np.ndarray:
@@ -406,8 +426,8 @@ def seed_map_at_k(*, retrieved_labels: Any, k: int = 20) -> float:
     ``l* = y(r_1)``, ``rel_j = [y(r_{j+1}) == l*]`` for ``j = 1..k`` (ranks 2..k+1 are scored,
     ``r_1`` never is), ``AP = sum_j rel_j * P_j / sum_j rel_j`` (0 with no hit), averaged over
     queries. It measures how consistent a result list is with its own top-1 result, so it can
-    be higher or lower than the query-label mAP (spec section 7). Reported only to compare with
-    numbers printed by the seed code.
+    be higher or lower than the query-label mAP (docs/method.md section 9.4). Reported only to
+    compare with numbers printed by the seed code.
 
     Args:
         retrieved_labels: ``[Q, k']`` labels of the ranked results with ``k' >= k + 1``.

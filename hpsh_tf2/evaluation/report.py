@@ -31,21 +31,6 @@ TIES = tie_metrics.TIES
 HEADLINE_KEYS = ("map@{k}", "map@{k}_min_k_r", "precision@{k}", "recall@{k}", "map@r")
 
 
-def _codes(codes: Any, name: str) -> np.ndarray:
-    """Validates 0/1 codes ``[N, bits]`` and returns them as ``uint8``."""
-    array = np.asarray(codes)
-    if array.ndim != 2 or array.shape[1] == 0 or array.shape[1] % 8:
-        raise ValueError(
-            f"Received: {name} with shape {array.shape}; expected [N, bits] with bits a "
-            "positive multiple of 8"
-        )
-    if array.size and (array.min() < 0 or array.max() > 1):
-        raise ValueError(
-            f"Received: {name} with values in [{array.min()}, {array.max()}]; expected 0/1"
-        )
-    return array.astype(np.uint8)
-
-
 def _labels(labels: Any, name: str, rows: int) -> np.ndarray:
     """Validates a ``[rows]`` label array."""
     array = np.asarray(labels)
@@ -194,8 +179,8 @@ def compute_report(
     """
     if ties not in TIES:
         raise ValueError(f"Received: ties={ties!r}; expected one of {TIES}")
-    query = _codes(query_codes, "query_codes")
-    database = _codes(db_codes, "db_codes")
+    query = metrics.check_binary_codes(query_codes, "query_codes")
+    database = metrics.check_binary_codes(db_codes, "db_codes")
     if query.shape[1] != database.shape[1]:
         raise ValueError(
             f"Received: query_codes with shape {query.shape} and db_codes with shape "

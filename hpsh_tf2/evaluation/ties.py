@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from hpsh_tf2.evaluation.metrics import distance_histograms
+from hpsh_tf2.evaluation.metrics import check_binary_codes, distance_histograms
 from hpsh_tf2.evaluation.search import np_popcount
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 
@@ -83,21 +83,6 @@ __all__ = [
 NORMALIZERS = ("retrieved", "min_k_r")
 TIES = ("expected", "index")
 _BLOCK_ENTRIES = 1 << 22
-
-
-def _binary_codes(codes: Any, name: str) -> np.ndarray:
-    """Validates 0/1 codes ``[N, bits]`` (bits a positive multiple of 8) as ``uint8``."""
-    array = np.asarray(codes)
-    if array.ndim != 2 or array.shape[1] == 0 or array.shape[1] % 8:
-        raise ValueError(
-            f"Received: {name} with shape {array.shape}; expected [N, bits] with bits a "
-            "positive multiple of 8"
-        )
-    if array.size and (array.min() < 0 or array.max() > 1):
-        raise ValueError(
-            f"Received: {name} with values in [{array.min()}, {array.max()}]; expected 0/1"
-        )
-    return array.astype(np.uint8)
 
 
 def code_histograms(
@@ -124,8 +109,8 @@ def code_histograms(
     Returns:
         int64 ``(relevant_hist, total_hist)``, both ``[Q, bits + 1]``.
     """
-    query = _binary_codes(query_codes, "query_codes")
-    database = _binary_codes(db_codes, "db_codes")
+    query = check_binary_codes(query_codes, "query_codes")
+    database = check_binary_codes(db_codes, "db_codes")
     if query.shape[1] != database.shape[1]:
         raise ValueError(
             f"Received: query_codes with shape {query.shape} and db_codes with shape "

@@ -1,7 +1,7 @@
 """The HPSH hash head: features -> K sigmoid scores, and models built around it.
 
 Dense 1024 -> LeakyReLU(0.2) -> Dense 512 -> LeakyReLU(0.2) -> Dense K -> sigmoid, initialised
-as the original (HPSH_SPEC.md section 3): uniform U(-a, a) with a = sqrt(12 / (fan_in + fan_out))
+as the original (docs/method.md section 3): uniform U(-a, a) with a = sqrt(12 / (fan_in + fan_out))
 (Glorot-uniform with gain sqrt(2)) and zero biases. The embedding used by the metric loss is the
 L2-normalised sigmoid output; the binary code is ``scores > 0.5``.
 """
@@ -13,20 +13,22 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from hpsh_tf2.ops.checks import ORIGINAL_ALIASES, check_choice, check_int
+
 __all__ = ["HEAD_INITS", "HashHead", "build_hash_model", "build_image_hash_model", "seed_kernels"]
 
-HEAD_INITS = ("keras", "seed")
+HEAD_INITS = ("keras", "original")
 
 
 def seed_kernels(input_dim: int, units: Sequence[int], seed: int = 123) -> list[np.ndarray]:
-    """The original's head kernels, bit for bit (HPSH_SPEC.md section 3).
+    """The original's head kernels, bit for bit (docs/method.md section 3).
 
     The original draws each 1x1 convolution filter ``[1, 1, fan_in, fan_out]`` from NumPy's
     legacy global generator after ``np.random.seed(123)``, in layer order, as
     ``np.random.uniform(-stdev * sqrt(3), stdev * sqrt(3))`` with
     ``stdev = sqrt(4 / (fan_in + fan_out))``, then casts to float32. This replays that stream
     with a private ``np.random.RandomState(seed)`` (the global generator is left alone),
-    assuming, as the spec does, that nothing else draws from it between the seeding and the
+    assuming that nothing else draws from it between the seeding and the
     network's construction.
 
     Args:
@@ -59,9 +61,9 @@ class HashHead(keras.layers.Layer):
         leaky_relu_slope: Negative slope of the LeakyReLU activations.
         seed: Seed of the weight initialisers (a fixed seed gives identical weights).
         init: ``"keras"``: seeded Keras ``VarianceScaling`` initialisers with the original's
-            distribution (layer ``i`` seeded ``seed + i``). ``"seed"``: the original's kernels
-            bit for bit (:func:`seed_kernels`, NumPy's legacy generator seeded ``seed``);
-            needs an integer seed.
+            distribution (layer ``i`` seeded ``seed + i``). ``"original"`` (deprecated alias
+            ``"seed"``): the original's kernels bit for bit (:func:`seed_kernels`, NumPy's
+            legacy generator seeded ``seed``); needs an integer seed.
         **kwargs: Base layer arguments (``name``, ``dtype``...).
     """
 
@@ -75,10 +77,11 @@ class HashHead(keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if init not in HEAD_INITS:
-            raise ValueError(f"Received: init={init!r}; expected one of {HEAD_INITS}")
-        if init == "seed" and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-            raise ValueError(f"Received: seed={seed!r} with init='seed'; expected an integer")
+        init = check_choice("init", init, HEAD_INITS, aliases=ORIGINAL_ALIASES)
+        if init == "original" and seed is None:
+            raise ValueError("Received: seed=None with init='original'; expected an integer")
+        if seed is not None:
+            seed = check_int("seed", seed)
         if not isinstance(bits, int) or bits <= 0 or bits % 8:
             raise ValueError(f"Received: bits={bits!r}; expected a positive multiple of 8")
         hidden_units = tuple(int(u) for u in hidden_units)
@@ -109,7 +112,7 @@ class HashHead(keras.layers.Layer):
         for layer in self.dense_layers:
             layer.build(shape)
             shape = (*shape[:-1], layer.units)
-        if self.init == "seed":
+        if self.init == "original":
             units = [layer.units for layer in self.dense_layers]
             for layer, kernel in zip(
                 self.dense_layers, seed_kernels(input_shape[-1], units, self.seed)

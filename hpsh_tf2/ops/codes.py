@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.ops.checks import check_int
+
 __all__ = [
     "binarize",
     "np_binarize",
@@ -38,8 +40,7 @@ _CODE_DTYPES = (tf.bool, tf.uint8, tf.int8, tf.int16, tf.int32, tf.int64, tf.uin
 
 def _check_bits(bits: object, name: str = "bits") -> int:
     """Returns ``bits`` as an int after checking it is a positive multiple of 8."""
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
-        raise TypeError(f"Received: {name}={bits!r}; expected a positive int multiple of 8")
+    bits = check_int(name, bits)
     if bits <= 0 or bits % 8:
         raise ValueError(f"Received: {name}={bits}; expected a positive multiple of 8")
     return int(bits)

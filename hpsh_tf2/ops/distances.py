@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from hpsh_tf2.ops.checks import float_matrix
+
 __all__ = [
     "angular_distances",
     "l2_normalize_embeddings",
+    "original_pseudo_distances",
     "pairwise_distances",
-    "seed_pseudo_distances",
 ]
-
-
-def _as_matrix(x: tf.Tensor, name: str) -> tf.Tensor:
-    """Converts ``x`` to a floating tensor and checks that it is rank 2."""
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        x = tf.cast(x, tf.float32)
-    if x.shape.rank is not None and x.shape.rank != 2:
-        raise ValueError(f"Received: {name} with shape {x.shape}; expected a rank-2 tensor [n, d].")
-    return x
 
 
 def _squared_norms(x: tf.Tensor) -> tf.Tensor:
@@ -63,7 +55,7 @@ def pairwise_distances(x: tf.Tensor, *, squared: bool = False, eps: float = 1e-1
     """
     if not eps >= 0.0:
         raise ValueError(f"Received: eps={eps!r}; expected a non-negative float.")
-    x = _as_matrix(x, "x")
+    x = float_matrix(x, "x", upcast=False)
     squared_dist = _gram_squared_distances(x)
     if squared:
         return squared_dist
@@ -88,7 +80,7 @@ def l2_normalize_embeddings(s: tf.Tensor, eps_sq: float = 1e-10) -> tf.Tensor:
     """
     if not eps_sq > 0.0:
         raise ValueError(f"Received: eps_sq={eps_sq!r}; expected a positive float.")
-    s = _as_matrix(s, "s")
+    s = float_matrix(s, "s", upcast=False)
     norms = _squared_norms(s)[:, None]
     return s * tf.math.rsqrt(tf.maximum(norms, tf.cast(eps_sq, s.dtype)))
 
@@ -108,7 +100,7 @@ def angular_distances(x: tf.Tensor) -> tf.Tensor:
     Raises:
         ValueError: If ``x`` is not rank 2.
     """
-    x = _as_matrix(x, "x")
+    x = float_matrix(x, "x", upcast=False)
     unit = tf.math.l2_normalize(x, axis=1)
     dist = 1.0 - tf.matmul(unit, unit, transpose_b=True)
     dist = tf.clip_by_value(dist, 0.0, 2.0)
@@ -116,8 +108,8 @@ def angular_distances(x: tf.Tensor) -> tf.Tensor:
     return dist * (1.0 - tf.eye(n, dtype=x.dtype))
 
 
-def seed_pseudo_distances(e: tf.Tensor) -> tf.Tensor:
-    """The "distance" the original HPSH sampler computes (spec section 4.2).
+def original_pseudo_distances(e: tf.Tensor) -> tf.Tensor:
+    """The "distance" the original HPSH code's sampler computes (docs/method.md section 4.2).
 
     With ``q = e * e`` (element-wise square):
     ``D_ij = sqrt(sum_k q_ik + sum_k q_jk - 2 <q_i, q_j> + [i = j])``.
@@ -135,7 +127,7 @@ def seed_pseudo_distances(e: tf.Tensor) -> tf.Tensor:
     Raises:
         ValueError: If ``e`` is not rank 2.
     """
-    e = _as_matrix(e, "e")
+    e = float_matrix(e, "e", upcast=False)
     q = tf.square(e)
     sums = tf.reduce_sum(q, axis=1)
     gram = tf.matmul(q, q, transpose_b=True)

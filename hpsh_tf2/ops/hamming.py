@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from hpsh_tf2.ops.checks import check_int
 from hpsh_tf2.ops.codes import pack_words
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_GROUP_SIZE", "hamming_distances", "hamming_topk"]
@@ -86,15 +87,6 @@ def hamming_distances(query_packed: tf.Tensor, db_packed: tf.Tensor) -> tf.Tenso
     query, db = pack_words(query_packed), pack_words(db_packed)
     xored = tf.bitwise.bitwise_xor(query[:, None, :], db[None, :, :])
     return _popcount_sum(xored, axis=2)
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    """Returns ``value`` as an int after checking its type and lower bound."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"Received: {name}={value!r}; expected an int >= {minimum}")
-    if value < minimum:
-        raise ValueError(f"Received: {name}={value}; expected an int >= {minimum}")
-    return value
 
 
 def _group_keys(
@@ -289,9 +281,9 @@ def hamming_topk(
     _check_packed(query_packed, "query_packed")
     _check_packed(db_packed, "db_packed")
     _check_widths(query_packed, db_packed)
-    k = _check_int(k, "k", 1)
-    group_size = _check_int(group_size, "group_size", 1)
-    chunk_size = _check_int(chunk_size or DEFAULT_CHUNK_SIZE, "chunk_size", group_size)
+    k = check_int("k", k, minimum=1)
+    group_size = check_int("group_size", group_size, minimum=1)
+    chunk_size = check_int("chunk_size", chunk_size or DEFAULT_CHUNK_SIZE, minimum=group_size)
     if chunk_size % group_size:
         raise ValueError(
             f"Received: chunk_size={chunk_size}; expected a multiple of group_size={group_size}"
@@ -302,8 +294,10 @@ def hamming_topk(
             f"Received: chunk_size={chunk_size} with group_size={group_size} for {width_bits}-bit "
             "codes; expected (bits + 66) * chunk_size / group_size < 2**31 (int32 group keys)"
         )
-    query_chunk = _check_int(
-        query_chunk_size or _DEFAULT_QUERY_CHUNK[bool(jit_compile)], "query_chunk_size", 1
+    query_chunk = check_int(
+        "query_chunk_size",
+        query_chunk_size or _DEFAULT_QUERY_CHUNK[bool(jit_compile)],
+        minimum=1,
     )
     # Bounds the refinement stage (query rows x candidate codes) for large k.
     query_chunk = min(query_chunk, max(1, _REFINE_BUDGET // ((k + 1) * group_size)))

@@ -2,7 +2,7 @@
 
 A batch holds ``n = P * K`` rows in consecutive blocks of ``K = samples_per_class`` rows that
 share a label. Every row ``i`` is an anchor ``K - 1`` times, once with each of its block mates
-as the positive, giving ``T = n * (K - 1)`` triplets ordered by anchor (spec section 4.4).
+as the positive, giving ``T = n * (K - 1)`` triplets ordered by anchor (docs/method.md section 2.2).
 Each anchor draws ``K - 1`` negatives and triplet ``t`` pairs anchor ``t`` with negative ``t``.
 
 Everything is vectorised (one categorical draw for the whole batch; no Python loop over
@@ -15,18 +15,25 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from hpsh_tf2.ops.checks import check_choice, check_positive, check_samples_per_class
-from hpsh_tf2.ops.distances import pairwise_distances, seed_pseudo_distances
+from hpsh_tf2.ops.checks import (
+    ORIGINAL_ALIASES,
+    check_choice,
+    check_positive,
+    check_samples_per_class,
+    float_matrix,
+    label_vector,
+)
+from hpsh_tf2.ops.distances import original_pseudo_distances, pairwise_distances
 
 __all__ = [
     "EMPTY_ROW_POLICIES",
     "SAMPLER_MODES",
     "hpsh_negative_probabilities",
+    "original_negative_probabilities",
     "sample_triplets",
-    "seed_negative_probabilities",
 ]
 
-SAMPLER_MODES = ("hpsh", "seed", "random", "semihard", "hard")
+SAMPLER_MODES = ("hpsh", "original", "random", "semihard", "hard")
 EMPTY_ROW_POLICIES = ("index0", "error")
 
 # Floor of 1 - D^2/4 before its log: keeps the weights finite when D reaches 2.
@@ -40,33 +47,7 @@ _LOG_ARG_FLOOR = 1e-12
 
 def _prepare_embeddings(embeddings: tf.Tensor) -> tf.Tensor:
     """Float tensor [n, d] (float32, or float64 if given), detached from the gradient tape."""
-    e = tf.convert_to_tensor(embeddings)
-    if e.shape.rank is not None and e.shape.rank != 2:
-        raise ValueError(
-            f"Received: embeddings with shape {e.shape}; expected a rank-2 tensor [n, d]."
-        )
-    if e.dtype != tf.float64:
-        e = tf.cast(e, tf.float32)
-    return tf.stop_gradient(e)
-
-
-def _prepare_labels(labels: tf.Tensor, n_static: int | None) -> tf.Tensor:
-    """Integer labels [n]; accepts [n] or [n, 1]."""
-    y = tf.convert_to_tensor(labels)
-    if y.shape.rank == 2 and y.shape[1] == 1:
-        y = tf.reshape(y, [-1])
-    if y.shape.rank is not None and y.shape.rank != 1:
-        raise ValueError(f"Received: labels with shape {y.shape}; expected [n] or [n, 1].")
-    if y.dtype.is_floating or y.dtype.is_integer:
-        y = tf.cast(y, tf.int64)
-    else:
-        raise TypeError(f"Received: labels of dtype {y.dtype.name}; expected integer labels.")
-    if n_static is not None and y.shape[0] is not None and y.shape[0] != n_static:
-        raise ValueError(
-            f"Received: labels of length {y.shape[0]} for {n_static} embeddings; "
-            "expected one label per embedding row."
-        )
-    return y
+    return tf.stop_gradient(float_matrix(embeddings, "embeddings"))
 
 
 def _prepare_seed(seed: tf.Tensor | None) -> tf.Tensor | None:
@@ -143,7 +124,7 @@ def _prepare_batch(
             f"Received: a batch of {n_static} rows with samples_per_class={k}; expected a "
             "positive multiple of samples_per_class (P blocks of K rows)."
         )
-    y = _prepare_labels(labels, n_static)
+    y = label_vector(labels, n_static)
     if tf.executing_eagerly():
         _eager_batch_checks(y, k, need_negatives)
         return e, y, []
@@ -209,13 +190,13 @@ def _hpsh_logits(
     return tf.where(has_eligible, shifted, fallback)
 
 
-def _seed_weights(
+def _original_weights(
     e: tf.Tensor, k: int, cutoff: float, nonzero_loss_cutoff: float
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Row-normalised weights of the original sampler and a [n, 1] empty-row flag."""
     dim = _embedding_dim(e)
     exponent = tf.math.floordiv(dim - 3.0, 2.0)  # Python 2 integer division (K - 3) / 2
-    dist = tf.maximum(seed_pseudo_distances(e), tf.constant(cutoff, e.dtype))
+    dist = tf.maximum(original_pseudo_distances(e), tf.constant(cutoff, e.dtype))
     log_w = _sphere_log_weights(dist, exponent, dim)
     w = tf.exp(log_w - tf.reduce_max(log_w))  # global maximum, as in the original
     n = tf.shape(e)[0]
@@ -231,17 +212,17 @@ def _seed_weights(
     return w, empty
 
 
-def _seed_logits(
+def _original_logits(
     e: tf.Tensor, k: int, cutoff: float, nonzero_loss_cutoff: float, empty_rows: str
 ) -> tf.Tensor:
     """The original's row-normalised weights used as logits; empty rows draw index 0."""
-    w, empty = _seed_weights(e, k, cutoff, nonzero_loss_cutoff)
+    w, empty = _original_weights(e, k, cutoff, nonzero_loss_cutoff)
     if empty_rows == "error":
         check = tf.debugging.assert_equal(
             tf.reduce_any(empty),
             False,
             message=(
-                "seed sampler: a row has no eligible negative (its weights sum to 0), where "
+                "original sampler: a row has no eligible negative (its weights sum to 0), where "
                 "the original fails on CPU; empty_rows=index0 draws row 0 instead, as the "
                 "original does on GPU"
             ),
@@ -298,8 +279,8 @@ def _negative_logits(
 ) -> tf.Tensor:
     if mode == "hpsh":
         return _hpsh_logits(e, labels, cutoff, nonzero_loss_cutoff)
-    if mode == "seed":
-        return _seed_logits(e, k, cutoff, nonzero_loss_cutoff, empty_rows)
+    if mode == "original":
+        return _original_logits(e, k, cutoff, nonzero_loss_cutoff, empty_rows)
     return _uniform_negative_logits(labels, e.dtype)
 
 
@@ -316,8 +297,8 @@ def sample_triplets(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Builds the ``T = n * (K - 1)`` triplets of a P x K batch.
 
-    Anchor/positive order (spec 4.4): for each row ``i`` in order, its ``K - 1`` block mates in
-    increasing order. Negatives per ``mode``:
+    Anchor/positive order (docs/method.md section 2.2): for each row ``i`` in order, its
+    ``K - 1`` block mates in increasing order. Negatives per ``mode``:
 
     * ``"hpsh"`` (default, the fixed method): distance-weighted sampling (Wu et al. 2017) on the
       true Euclidean distances ``D`` of the given (already normalised) embeddings, clipped
@@ -327,13 +308,14 @@ def sample_triplets(
       entries is subtracted before sampling (numerically safe: no overflow however peaked the
       weights). ``K - 1`` i.i.d. draws per anchor from ``w_i / sum(w_i)``. A row with no
       eligible entry draws uniformly from its different-label rows.
-    * ``"seed"``: the original code as implemented (spec 4.2-4.5): squared-coordinate
-      pseudo-distance, clip at ``cutoff``, integer exponent ``(K - 3) // 2``, global maximum
-      subtraction, block mask and ``D < nonzero_loss_cutoff`` mask (pass 1.4, the original's
-      value), row normalisation, then the normalised probabilities used as *logits*
-      (``p = softmax(w)``: nearly uniform, same-class rows and the anchor included). A row whose
-      weights are all 0 is NaN in the original; ``empty_rows="index0"`` reproduces the GPU
-      kernel (every draw is row 0), ``"error"`` the CPU kernel (``InvalidArgumentError``).
+    * ``"original"`` (deprecated alias ``"seed"``): the original code as implemented (spec
+      4.2-4.5): squared-coordinate pseudo-distance, clip at ``cutoff``, integer exponent
+      ``(K - 3) // 2``, global maximum subtraction, block mask and ``D < nonzero_loss_cutoff``
+      mask (pass 1.4, the original's value), row normalisation, then the normalised
+      probabilities used as *logits* (``p = softmax(w)``: nearly uniform, same-class rows and
+      the anchor included). A row whose weights are all 0 is NaN in the original;
+      ``empty_rows="index0"`` reproduces the GPU kernel (every draw is row 0), ``"error"`` the
+      CPU kernel (``InvalidArgumentError``).
     * ``"random"``: uniform over different-label rows (MHCLN-style).
     * ``"semihard"``: FaceNet semi-hard, deterministic: for triplet ``(a, p)`` the
       different-label row ``j`` with the smallest ``D_aj`` strictly greater than ``D_ap``; if
@@ -342,7 +324,7 @@ def sample_triplets(
     * ``"hard"``: deterministic, the different-label row closest to the anchor (the same for
       all ``K - 1`` triplets of an anchor).
 
-    ``cutoff`` and ``nonzero_loss_cutoff`` are used by ``"hpsh"`` and ``"seed"`` only.
+    ``cutoff`` and ``nonzero_loss_cutoff`` are used by ``"hpsh"`` and ``"original"`` only.
 
     Args:
         embeddings: ``[n, d]`` embeddings (HPSH: the L2-normalised sigmoid outputs). Read
@@ -356,25 +338,25 @@ def sample_triplets(
         seed: ``None`` for the stateful ``tf.random`` generator, or an integer tensor of shape
             ``[2]`` for stateless draws (same seed and inputs give the same triplets). The
             seed is cast to int32 (what XLA's stateless kernels accept).
-        empty_rows: ``"index0"`` or ``"error"``; seed mode only (see above).
+        empty_rows: ``"index0"`` or ``"error"``; original mode only (see above).
 
     Returns:
         ``(anchor_idx, positive_idx, negative_idx)``, each int32 of shape ``[n * (K - 1)]``.
 
     Raises:
         ValueError: On invalid arguments; eagerly also when ``n`` is not a multiple of ``K``,
-            labels change inside a block, or (all modes but ``"seed"``) the batch holds a
+            labels change inside a block, or (all modes but ``"original"``) the batch holds a
             single class. Under ``tf.function`` the data checks are assertions
             (``InvalidArgumentError``; XLA drops them).
         TypeError: On arguments of the wrong type.
     """
     k = check_samples_per_class(samples_per_class)
-    check_choice("mode", mode, SAMPLER_MODES)
+    mode = check_choice("mode", mode, SAMPLER_MODES, aliases=ORIGINAL_ALIASES)
     check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
     cutoff = check_positive("cutoff", cutoff)
     nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     seed = _prepare_seed(seed)
-    e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=mode != "seed")
+    e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=mode != "original")
     with tf.control_dependencies(checks):
         anchors, positives = _anchor_positive_indices(tf.shape(e)[0], k)
         if mode in ("hard", "semihard"):
@@ -418,7 +400,7 @@ def hpsh_negative_probabilities(
         return tf.nn.softmax(_hpsh_logits(e, y, cutoff, nonzero_loss_cutoff), axis=1)
 
 
-def seed_negative_probabilities(
+def original_negative_probabilities(
     embeddings: tf.Tensor,
     labels: tf.Tensor,
     *,
@@ -427,7 +409,7 @@ def seed_negative_probabilities(
     nonzero_loss_cutoff: float = 1.4,
     empty_rows: str = "index0",
 ) -> tf.Tensor:
-    """The ``[n, n]`` matrix that ``mode="seed"`` actually samples from: ``softmax(w)``.
+    """The ``[n, n]`` matrix that ``mode="original"`` actually samples from: ``softmax(w)``.
 
     Args:
         embeddings: ``[n, K]`` L2-normalised embeddings.
@@ -447,5 +429,5 @@ def seed_negative_probabilities(
     nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     e, _, checks = _prepare_batch(embeddings, labels, k, need_negatives=False)
     with tf.control_dependencies(checks):
-        logits = _seed_logits(e, k, cutoff, nonzero_loss_cutoff, empty_rows)
+        logits = _original_logits(e, k, cutoff, nonzero_loss_cutoff, empty_rows)
         return tf.nn.softmax(logits, axis=1)

@@ -16,9 +16,9 @@ from hpsh_tf2.training.trainer import (
     build_models,
     dtype_policy_scope,
     head_options,
-    loss_options,
     make_optimizer,
     make_strategy,
+    triplet_sampler,
 )
 
 __all__ = [
@@ -30,10 +30,10 @@ __all__ = [
     "dtype_policy_scope",
     "fit_hash_model",
     "head_options",
-    "loss_options",
     "make_optimizer",
     "make_strategy",
     "save_keras_atomic",
     "train_fingerprint",
     "training_keys",
+    "triplet_sampler",
 ]

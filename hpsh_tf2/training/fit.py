@@ -29,6 +29,7 @@ from hpsh_tf2.data.pipeline import (
 from hpsh_tf2.dataset import SubsetInputs
 from hpsh_tf2.errors import HPSHError, RunFailedError
 from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.losses import make_loss_weights
 from hpsh_tf2.models.backbone import preprocessor
 from hpsh_tf2.training.callbacks import RetrievalValidation, build_callbacks, validation_callback
 from hpsh_tf2.training.checkpoints import (
@@ -42,9 +43,9 @@ from hpsh_tf2.training.trainer import (
     TrainedModels,
     build_models,
     dtype_policy_scope,
-    loss_options,
     make_optimizer,
     make_strategy,
+    triplet_sampler,
 )
 
 __all__ = ["TrainResult", "TrainingError", "fit_hash_model"]
@@ -205,7 +206,10 @@ def _build(
     with strategy.scope(), dtype_policy_scope(config.train.mixed_precision):
         models = build_models(config, feature_dim)
         trainer = HashTrainer(
-            models.fit_model, loss_options=loss_options(config), seed=config.train.seed
+            models.fit_model,
+            sampler=triplet_sampler(config),
+            weights=make_loss_weights(config.loss),
+            seed=config.train.seed,
         )
         trainer.compile(optimizer=make_optimizer(config), jit_compile=config.train.jit_compile)
         trainer.optimizer.build(trainer.trainable_variables)

@@ -16,9 +16,10 @@ import tensorflow as tf
 
 from hpsh_tf2.config import Config
 from hpsh_tf2.errors import HPSHError
-from hpsh_tf2.losses import hpsh_loss
+from hpsh_tf2.losses import LossWeights, hpsh_loss
 from hpsh_tf2.models.backbone import backbone_from_config
 from hpsh_tf2.models.head import build_hash_model, build_image_hash_model
+from hpsh_tf2.samplers import TripletSampler, make_sampler
 
 __all__ = [
     "HashTrainer",
@@ -26,9 +27,9 @@ __all__ = [
     "build_models",
     "dtype_policy_scope",
     "head_options",
-    "loss_options",
     "make_optimizer",
     "make_strategy",
+    "triplet_sampler",
 ]
 
 _STRATEGIES = ("default", "mirrored")
@@ -65,21 +66,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise HPSHError(f"Received: train.strategy={name!r}; expected one of {_STRATEGIES}")
 
 
-def loss_options(config: Config) -> dict:
-    """Keyword arguments of :func:`hpsh_tf2.losses.hpsh_loss` from a config."""
-    return {
-        "samples_per_class": config.train.samples_per_class,
-        "alpha": config.loss.alpha,
-        "beta": config.loss.beta,
-        "quantization_weight": config.loss.quantization_weight,
-        "push_weight": config.loss.push_weight,
-        "balance_weight": config.loss.balance_weight,
-        "variant": config.loss.variant,
-        "sampler_mode": config.sampler.mode,
-        "cutoff": config.sampler.cutoff,
-        "nonzero_loss_cutoff": config.nonzero_loss_cutoff,
-        "empty_rows": config.sampler.empty_rows,
-    }
+def triplet_sampler(config: Config) -> TripletSampler:
+    """The triplet sampler of a config: the ``sampler`` section, ``train.samples_per_class``,
+    and ``loss.alpha + loss.beta`` as the default distance bound."""
+    return make_sampler(
+        config.sampler,
+        samples_per_class=config.train.samples_per_class,
+        default_cutoff=config.loss.alpha + config.loss.beta,
+    )
 
 
 def head_options(config: Config) -> dict:
@@ -98,15 +92,25 @@ class HashTrainer(keras.Model):
 
     Args:
         model: The model being trained; its output is the [n, bits] sigmoid scores.
-        loss_options: Keyword arguments of :func:`hpsh_tf2.losses.hpsh_loss` other than
-            labels, scores and seed.
+        sampler: The triplet sampler (:func:`triplet_sampler`, or any
+            :class:`hpsh_tf2.samplers.TripletSampler`).
+        weights: The loss weights (:func:`hpsh_tf2.losses.make_loss_weights`).
         seed: Base seed of the triplet sampler.
     """
 
-    def __init__(self, model: keras.Model, *, loss_options: dict, seed: int, **kwargs) -> None:
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        sampler: TripletSampler,
+        weights: LossWeights,
+        seed: int,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.model = model
-        self.loss_options = dict(loss_options)
+        self.triplet_sampler = sampler
+        self.hpsh_weights = weights
         self.sampler_seed = int(seed)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
@@ -133,7 +137,12 @@ class HashTrainer(keras.Model):
         with tf.GradientTape() as tape:
             scores = self(inputs, training=True)
             loss, parts = hpsh_loss(
-                labels, scores, seed=self._step_seed(), return_components=True, **self.loss_options
+                labels,
+                scores,
+                sampler=self.triplet_sampler,
+                weights=self.hpsh_weights,
+                seed=self._step_seed(),
+                return_components=True,
             )
             scaled = self.optimizer.scale_loss(loss / replicas)
         variables = self.trainable_variables

@@ -388,8 +388,8 @@ class TestImageDataset:
         got = np.concatenate([_indices_from_solid(b.numpy()) for b in batches])
         np.testing.assert_array_equal(got, order)
 
-    def test_preprocess_and_real_files(self, aid_sample_root: Path) -> None:
-        files = [str(f) for f in sorted(aid_sample_root.glob("*/*.jpg"))[:5]]
+    def test_preprocess_and_jpeg_files(self, scene_tree: Path) -> None:
+        files = [str(f) for f in sorted(scene_tree.glob("*/*.jpg"))[:5]]
         batches = list(
             image_dataset(files, image_size=75, batch_size=2, preprocess=lambda x: x / 127.5 - 1)
         )

@@ -68,7 +68,7 @@ class TestInitialisation:
         bits = 32
         weights = build_hash_model(2048, bits=bits).get_weights()
         kernels, biases = weights[0::2], weights[1::2]
-        expected_bounds = [0.0625, 0.08839, 0.14852]  # HPSH_SPEC.md section 3, K = 32
+        expected_bounds = [0.0625, 0.08839, 0.14852]  # docs/method.md section 3, K = 32
         for kernel, bound in zip(kernels, expected_bounds, strict=True):
             fan_in, fan_out = kernel.shape
             a = math.sqrt(12.0 / (fan_in + fan_out))
@@ -192,7 +192,7 @@ class TestSeedInitialisation:
         assert not np.array_equal(first[:1024, :512], second)
 
     def test_head_uses_the_seed_kernels(self) -> None:
-        model = build_hash_model(96, bits=16, hidden_units=(48, 24), seed=11, init="seed")
+        model = build_hash_model(96, bits=16, hidden_units=(48, 24), seed=11, init="original")
         weights = model.get_weights()
         for got, expected in zip(weights[0::2], seed_kernels(96, [48, 24, 16], 11), strict=True):
             np.testing.assert_array_equal(got, expected)
@@ -202,9 +202,9 @@ class TestSeedInitialisation:
         assert not np.array_equal(keras_init[0], weights[0])
 
     def test_round_trip_and_reload_keep_trained_weights(self, tmp_path: Path) -> None:
-        model = build_hash_model(40, bits=8, hidden_units=(16,), seed=2, init="seed")
+        model = build_hash_model(40, bits=8, hidden_units=(16,), seed=2, init="original")
         head = model.get_layer("hash_head")
-        assert head.get_config()["init"] == "seed"
+        assert head.get_config()["init"] == "original"
         assert HashHead.from_config(head.get_config()).get_config() == head.get_config()
         _randomise(model, 5)  # reloading must restore these, not re-draw the initial kernels
         model.save(tmp_path / "head.keras")
@@ -215,8 +215,22 @@ class TestSeedInitialisation:
     def test_validation(self) -> None:
         with pytest.raises(ValueError, match="init='numpy'"):
             HashHead(bits=8, init="numpy")
-        with pytest.raises(ValueError, match="seed=None with init='seed'"):
-            HashHead(bits=8, seed=None, init="seed")
+        with pytest.raises(ValueError, match="seed=None with init='original'"):
+            HashHead(bits=8, seed=None, init="original")
+        with pytest.raises(TypeError, match=r"seed=1\.5; expected an int"):
+            HashHead(bits=8, seed=1.5)
+        with pytest.raises(TypeError, match="seed=True; expected an int"):
+            HashHead(bits=8, seed=True, init="original")
+
+    def test_deprecated_seed_init_is_original(self) -> None:
+        with pytest.warns(
+            DeprecationWarning, match="init='seed' is deprecated; use init='original'"
+        ):
+            old = HashHead(bits=8, hidden_units=(16,), seed=4, init="seed")
+        assert old.init == "original" and old.get_config()["init"] == "original"
+        new = HashHead(bits=8, hidden_units=(16,), seed=4, init="original")
+        x = _features(3, 12)
+        np.testing.assert_array_equal(np.asarray(old(x)), np.asarray(new(x)))
 
 
 class TestSerialisation:

@@ -9,8 +9,8 @@ import tensorflow as tf
 from hpsh_tf2.ops.distances import (
     angular_distances,
     l2_normalize_embeddings,
+    original_pseudo_distances,
     pairwise_distances,
-    seed_pseudo_distances,
 )
 
 
@@ -81,22 +81,23 @@ def test_l2_normalize_embeddings_matches_formula() -> None:
         l2_normalize_embeddings(s, eps_sq=0.0)
 
 
-def test_seed_pseudo_distances_match_loop_reference() -> None:
+def test_original_pseudo_distances_match_loop_reference() -> None:
     e = _np_unit(np.random.default_rng(1).uniform(size=(6, 8)))
     q = e**2
     expected = np.empty((6, 6))
     for i in range(6):
         for j in range(6):
             expected[i, j] = np.sqrt(q[i].sum() + q[j].sum() - 2 * q[i] @ q[j] + (i == j))
-    got = seed_pseudo_distances(e.astype(np.float32)).numpy()
+    got = original_pseudo_distances(e.astype(np.float32)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("bits", [16, 32, 64])
-def test_seed_pseudo_distances_uniform_codes(bits: int) -> None:
-    # Spec 4.2: uniform unit rows give sqrt(2 - 2/K) off the diagonal, sqrt(3 - 2/K) on it.
+def test_original_pseudo_distances_uniform_codes(bits: int) -> None:
+    # docs/method.md section 4.2: uniform unit rows give sqrt(2 - 2/K) off the diagonal,
+    # sqrt(3 - 2/K) on it.
     e = np.full((3, bits), 1.0 / np.sqrt(bits), np.float32)
-    got = seed_pseudo_distances(e).numpy()
+    got = original_pseudo_distances(e).numpy()
     off = np.sqrt(2.0 - 2.0 / bits)
     on = np.sqrt(3.0 - 2.0 / bits)
     np.testing.assert_allclose(got, np.where(np.eye(3, dtype=bool), on, off), rtol=1e-6)
@@ -104,10 +105,10 @@ def test_seed_pseudo_distances_uniform_codes(bits: int) -> None:
 
 def test_distances_under_jit(points: np.ndarray) -> None:
     fn = tf.function(
-        lambda x: (pairwise_distances(x), angular_distances(x), seed_pseudo_distances(x)),
+        lambda x: (pairwise_distances(x), angular_distances(x), original_pseudo_distances(x)),
         jit_compile=True,
     )
     d, a, s = fn(tf.constant(points))
     np.testing.assert_allclose(d.numpy(), pairwise_distances(points).numpy(), atol=1e-5)
     np.testing.assert_allclose(a.numpy(), angular_distances(points).numpy(), atol=1e-6)
-    np.testing.assert_allclose(s.numpy(), seed_pseudo_distances(points).numpy(), atol=1e-5)
+    np.testing.assert_allclose(s.numpy(), original_pseudo_distances(points).numpy(), atol=1e-5)

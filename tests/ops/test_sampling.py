@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from hpsh_tf2.ops.sampling import (
     hpsh_negative_probabilities,
+    original_negative_probabilities,
     sample_triplets,
-    seed_negative_probabilities,
 )
 from tests.conftest import separated_binary_codes
 
@@ -43,7 +43,7 @@ def _ref_hpsh(e: np.ndarray, labels: np.ndarray, cutoff: float, nzc: float) -> n
     return probs
 
 
-def _ref_seed(e: np.ndarray, k: int, cutoff: float = 0.5, nzc: float = 1.4) -> np.ndarray:
+def _ref_original(e: np.ndarray, k: int, cutoff: float = 0.5, nzc: float = 1.4) -> np.ndarray:
     e = np.asarray(e, np.float64)
     n, d = e.shape
     q = e**2
@@ -117,7 +117,7 @@ def _binary_codes_64(classes: int, k: int, seed: int = 0) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # structure
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["hpsh", "seed", "random", "semihard", "hard"])
+@pytest.mark.parametrize("mode", ["hpsh", "original", "random", "semihard", "hard"])
 def test_anchor_positive_order_and_shapes(mode: str) -> None:
     e, labels = _batch(4, 3, 16)
     a, p, n = sample_triplets(
@@ -162,33 +162,34 @@ def test_hpsh_probabilities_use_real_valued_exponent() -> None:
 
 
 @pytest.mark.parametrize("bits", [16, 32, 48])
-def test_seed_probabilities_match_reference(bits: int) -> None:
+def test_original_probabilities_match_reference(bits: int) -> None:
     e, labels = _batch(6, 5, bits, seed=bits)
-    got = seed_negative_probabilities(e, labels, samples_per_class=5).numpy()
-    ref = _ref_seed(e, 5)
+    got = original_negative_probabilities(e, labels, samples_per_class=5).numpy()
+    ref = _ref_original(e, 5)
     np.testing.assert_allclose(got, ref, atol=1e-5)
-    # Spec 4.5(a): softmax of a probability vector keeps every column within [1/(n-1+e), e/(n+1)].
+    # docs/method.md section 11.1: softmax of a probability vector keeps every column within
+    # [1/(n-1+e), e/(n+1)].
     n = 30
     assert got.min() >= 1.0 / (n - 1 + np.e) - 1e-6
     assert got.max() <= np.e / (n + 1) + 1e-6
 
 
-def test_seed_probabilities_empty_rows_are_index0_at_64_bits() -> None:
+def test_original_probabilities_empty_rows_are_index0_at_64_bits() -> None:
     e = _binary_codes_64(6, 5)
     labels = np.repeat(np.arange(6), 5)
-    ref = _ref_seed(e, 5)
+    ref = _ref_original(e, 5)
     empty = ref[:, 0] == 1.0
-    assert empty.any()  # spec 4.5(c): at K = 64 separated classes empty rows
-    got = seed_negative_probabilities(e, labels, samples_per_class=5).numpy()
+    assert empty.any()  # docs/method.md section 11.2: at K = 64 separated classes empty rows
+    got = original_negative_probabilities(e, labels, samples_per_class=5).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5)
     _, _, neg = sample_triplets(
-        e, labels, samples_per_class=5, mode="seed", nonzero_loss_cutoff=1.4, seed=[0, 1]
+        e, labels, samples_per_class=5, mode="original", nonzero_loss_cutoff=1.4, seed=[0, 1]
     )
     rows = np.repeat(np.arange(30), 4)
     assert np.all(neg.numpy()[empty[rows]] == 0)
 
 
-def test_seed_empty_rows_error_policy() -> None:
+def test_original_empty_rows_error_policy() -> None:
     e = _binary_codes_64(6, 5)
     labels = np.repeat(np.arange(6), 5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="no eligible negative"):
@@ -196,7 +197,7 @@ def test_seed_empty_rows_error_policy() -> None:
             e,
             labels,
             samples_per_class=5,
-            mode="seed",
+            mode="original",
             nonzero_loss_cutoff=1.4,
             empty_rows="error",
         )
@@ -233,16 +234,16 @@ def test_hpsh_64_bit_codes_no_nan_no_same_class() -> None:
 # --------------------------------------------------------------------------------------------
 # sampling frequencies
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode", ["hpsh", "seed", "random"])
+@pytest.mark.parametrize("mode", ["hpsh", "original", "random"])
 def test_empirical_frequencies_match_probabilities(mode: str) -> None:
     k, classes, calls = 21, 3, 1000  # 20 draws per anchor and call: 20,000 per anchor
     e, labels = _batch(classes, k, 6, seed=11, spread=2.0)
-    nzc = 1.4 if mode == "seed" else 1.2
+    nzc = 1.4 if mode == "original" else 1.2
     n = classes * k
     if mode == "hpsh":
         probs = _ref_hpsh(e, labels, 0.5, nzc)
-    elif mode == "seed":
-        probs = _ref_seed(e, k, 0.5, nzc)
+    elif mode == "original":
+        probs = _ref_original(e, k, 0.5, nzc)
     else:
         negative = labels[:, None] != labels[None, :]
         probs = negative / negative.sum(1, keepdims=True)
@@ -294,7 +295,7 @@ def test_stateful_draws_vary() -> None:
     assert not (np.array_equal(draws[0], draws[1]) and np.array_equal(draws[1], draws[2]))
 
 
-@pytest.mark.parametrize("mode", ["hpsh", "seed", "random", "semihard", "hard"])
+@pytest.mark.parametrize("mode", ["hpsh", "original", "random", "semihard", "hard"])
 def test_jit_compile(mode: str) -> None:
     e, labels = _batch(5, 4, 32, seed=2)
     kwargs = {"samples_per_class": 4, "mode": mode, "nonzero_loss_cutoff": 1.4}
@@ -305,7 +306,7 @@ def test_jit_compile(mode: str) -> None:
     np.testing.assert_array_equal(a.numpy(), ea.numpy())
     np.testing.assert_array_equal(p.numpy(), ep.numpy())
     np.testing.assert_array_equal(fn(tf.constant(e), tf.constant(labels), seed)[2].numpy(), n)
-    if mode != "seed":
+    if mode != "original":
         assert np.all(labels[n.numpy()] != labels[a.numpy()])
     if mode in ("semihard", "hard"):
         np.testing.assert_array_equal(n.numpy(), en.numpy())
@@ -392,3 +393,13 @@ def test_stateful_draws_under_jit_and_dynamic_shapes() -> None:
     ref_a, ref_p = _ref_anchor_positive(20, 5)
     assert a.numpy().tolist() == ref_a and p.numpy().tolist() == ref_p
     assert np.all(labels[n.numpy()] != labels[a.numpy()])
+
+
+def test_deprecated_seed_mode_is_the_original_sampler() -> None:
+    e, labels = _batch(4, 5, 16, seed=6)
+    kwargs = {"samples_per_class": 5, "nonzero_loss_cutoff": 1.4, "seed": [4, 2]}
+    with pytest.warns(DeprecationWarning, match="mode='seed' is deprecated; use mode='original'"):
+        old = sample_triplets(e, labels, mode="seed", **kwargs)
+    new = sample_triplets(e, labels, mode="original", **kwargs)
+    for got, ref in zip(old, new, strict=True):
+        np.testing.assert_array_equal(got.numpy(), ref.numpy())

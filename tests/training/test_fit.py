@@ -16,13 +16,21 @@ import tensorflow as tf
 from hpsh_tf2.config import load_config
 from hpsh_tf2.dataset import subset_inputs
 from hpsh_tf2.features import load_feature_file
-from hpsh_tf2.training import HashTrainer, fit_hash_model, head_options, loss_options
+from hpsh_tf2.training import HashTrainer, fit_hash_model, head_options, triplet_sampler
 from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
-def aid_features(aid_features_path):
-    return load_feature_file(aid_features_path)
+def aid_features(synthetic_features_path):
+    """AID-sized features (30 classes x 10 rows), generated: runs on a fresh clone."""
+    return load_feature_file(synthetic_features_path)
+
+
+@pytest.fixture(scope="module", params=["generated", "real_aid"])
+def any_features(request):
+    """The generated features, then the real AID sample's (skipped without ../shared)."""
+    name = "synthetic_features_path" if request.param == "generated" else "aid_features_path"
+    return load_feature_file(request.getfixturevalue(name))
 
 
 def _config(workdir, *overrides):
@@ -48,28 +56,27 @@ def _split_rows(labels, per_class_val=2):
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
-def test_loss_options_follow_the_config(tmp_path):
-    options = loss_options(_config(tmp_path))
-    assert options["sampler_mode"] == "hpsh" and options["empty_rows"] == "index0"
-    assert options["nonzero_loss_cutoff"] == pytest.approx(0.9)
-    seed = loss_options(
-        _config(tmp_path, "sampler.mode=seed", "sampler.empty_rows=error", "loss.variant=seed")
+def test_triplet_sampler_follows_the_config(tmp_path):
+    sampler = triplet_sampler(_config(tmp_path))
+    assert sampler.mode == "hpsh" and sampler.empty_rows == "index0"
+    assert sampler.nonzero_loss_cutoff == pytest.approx(0.9)
+    original = triplet_sampler(
+        _config(tmp_path, "sampler.mode=original", "sampler.empty_rows=error")
     )
-    assert seed["sampler_mode"] == "seed" and seed["empty_rows"] == "error"
-    assert seed["variant"] == "seed" and seed["nonzero_loss_cutoff"] == 1.4
-    assert seed["samples_per_class"] == 3
+    assert original.mode == "original" and original.empty_rows == "error"
+    assert original.nonzero_loss_cutoff == 1.4 and original.samples_per_class == 3
 
 
 def test_head_options_follow_the_config(tmp_path):
     from hpsh_tf2.models.head import build_hash_model, seed_kernels
 
-    options = head_options(_config(tmp_path, "model.init=seed", "model.init_seed=4"))
+    options = head_options(_config(tmp_path, "model.init=original", "model.init_seed=4"))
     assert options == {
         "bits": 16,
         "hidden_units": (64, 32),
         "leaky_relu_slope": 0.2,
         "seed": 4,
-        "init": "seed",
+        "init": "original",
     }
     kernel = build_hash_model(30, **options).get_weights()[0]
     np.testing.assert_array_equal(kernel, seed_kernels(30, [64, 32, 16], seed=4)[0])
@@ -78,8 +85,9 @@ def test_head_options_follow_the_config(tmp_path):
 
 def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
     """One train_step equals loss + Adam computed by hand with the same seed."""
-    config = _config(tmp_path)
-    from hpsh_tf2.losses import hpsh_loss
+    # Non-default weights and sampler: the step must use the ones it was given.
+    config = _config(tmp_path, "loss.alpha=0.2", "loss.push_weight=0.05", "sampler.mode=random")
+    from hpsh_tf2.losses import hpsh_loss, make_loss_weights
     from hpsh_tf2.models.head import build_hash_model
 
     y = np.repeat(np.arange(10), 3).astype(np.int32)
@@ -87,15 +95,19 @@ def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
     x = aid_features.features[rows]
     model_a = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
     model_b = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
-    options = loss_options(config)
-    trainer = HashTrainer(model_a, loss_options=options, seed=5)
+    sampler, weights = triplet_sampler(config), make_loss_weights(config.loss)
+    trainer = HashTrainer(model_a, sampler=sampler, weights=weights, seed=5)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     logs = trainer.train_on_batch(x, y, return_dict=True)
 
     optimizer = keras.optimizers.Adam(1e-3)
     with tf.GradientTape() as tape:
         loss = hpsh_loss(
-            y, model_b(x, training=True), seed=tf.constant([5000, 0], tf.int64), **options
+            y,
+            model_b(x, training=True),
+            sampler=sampler,
+            weights=weights,
+            seed=tf.constant([5000, 0], tf.int64),
         )
     grads = tape.gradient(loss, model_b.trainable_variables)
     optimizer.apply(grads, model_b.trainable_variables)
@@ -104,13 +116,13 @@ def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_features_mode_improves_validation_map(aid_features, tmp_path):
-    train_rows, val_rows = _split_rows(aid_features.labels)
+def test_features_mode_improves_validation_map(any_features, tmp_path):
+    train_rows, val_rows = _split_rows(any_features.labels)
     config = _config(tmp_path, "train.epochs=4", "train.steps_per_epoch=15", "eval.k=5")
     train_in = subset_inputs(
-        aid_features.labels[train_rows], features=aid_features.features[train_rows]
+        any_features.labels[train_rows], features=any_features.features[train_rows]
     )
-    val_in = subset_inputs(aid_features.labels[val_rows], features=aid_features.features[val_rows])
+    val_in = subset_inputs(any_features.labels[val_rows], features=any_features.features[val_rows])
     result = fit_hash_model(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
 
     history = result.history
@@ -158,7 +170,7 @@ def test_changed_config_does_not_resume(aid_features, tmp_path):
     [
         ("train.mixed_precision=true",),
         ("train.jit_compile=true",),
-        ("sampler.mode=seed", "loss.variant=seed"),
+        ("sampler.mode=original", "loss.variant=original"),
         ("sampler.mode=semihard",),
         ("sampler.mode=random", "train.deterministic=true"),
     ],
@@ -180,7 +192,7 @@ def test_features_mode_without_features_is_an_error(tmp_path):
         fit_hash_model(config, train_inputs=subset_inputs([0, 0, 1, 1], paths=["a", "b", "c", "d"]))
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, synthetic_features_path):
     script = textwrap.dedent(
         f"""
         import os
@@ -196,7 +208,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
         from hpsh_tf2.dataset import subset_inputs
         from hpsh_tf2.training import fit_hash_model, make_strategy
         assert make_strategy("mirrored").num_replicas_in_sync == 2
-        fs = load_feature_file({str(aid_features_path)!r})
+        fs = load_feature_file({str(synthetic_features_path)!r})
         config = load_config(None, [
             "train.strategy=mirrored", "train.epochs=1", "train.steps_per_epoch=3",
             "train.classes_per_batch=10", "train.samples_per_class=3", "model.bits=16",

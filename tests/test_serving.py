@@ -164,6 +164,18 @@ def test_query_images_errors(served):
         query_images(served.loaded, served.queries[:1], batch_size=-1)
 
 
+def test_query_image_folder_or_missing_file_is_named(served, tmp_path):
+    from hpsh_tf2.errors import DatasetError, HPSHError
+
+    with pytest.raises(DatasetError, match=rf"query image '{tmp_path}' is a folder") as info:
+        query_images(served.loaded, [served.queries[0], tmp_path])
+    assert isinstance(info.value, HPSHError)
+    with pytest.raises(DatasetError, match=r"absent\.jpg' does not exist"):
+        query_images(served.model_dir, [tmp_path / "absent.jpg"])
+    with pytest.raises(DatasetError, match="is a folder"):
+        encode_for_serving(tmp_path)
+
+
 def test_tiff_query_is_converted_on_the_client(served, tmp_path):
     pixels = np.asarray(Image.open(served.queries[0]).convert("RGB"))
     tiff = tmp_path / "query.tif"
@@ -313,7 +325,7 @@ def test_rest_round_trip_retrieve(served, rest_url):
 
 
 def test_rest_errors_carry_the_server_message(served, rest_url):
-    with pytest.raises(RuntimeError, match=r"HTTP 400.*not a JPEG, PNG, GIF or BMP"):
+    with pytest.raises(RuntimeError, match=r"HTTP 400.*not a JPEG, PNG, GIF, BMP or WebP"):
         predict_rest(rest_url, [b"definitely not an image"])
     with pytest.raises(RuntimeError, match="HTTP 404"):
         predict_rest(rest_url.replace(MODEL_NAME, "other"), [b"x"])

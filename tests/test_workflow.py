@@ -5,6 +5,7 @@ present (those tests skip without ../shared)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -204,6 +205,27 @@ def test_second_run_skips_up_to_date_steps(demo_run):
     changed = workflow.run(config.replace(["eval.radius=1"]), echo=lambda _: None)
     assert changed["steps"]["train"] == "up to date"
     assert changed["steps"]["evaluate"] == "evaluated"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.image_size=150", "model.image_size: trained 75, requested 150"),
+        ("model.bits=32", "model.bits: trained 16, requested 32"),
+        ("model.backbone=resnet50", "model.backbone: trained 'inception_v3', requested 'resnet50'"),
+        ("model.weights=imagenet", "model.weights: trained 'none', requested 'imagenet'"),
+    ],
+)
+def test_export_refuses_a_model_trained_with_other_settings(demo_run, override, expected):
+    from hpsh_tf2.errors import ModelMismatchError
+
+    config, _ = demo_run
+    saved = (config.workdir / "config.yaml").read_text()
+    versions = sorted(p.name for p in (config.workdir / "export" / "demo").iterdir())
+    with pytest.raises(ModelMismatchError, match=re.escape(expected)):
+        workflow.export(config.replace([override]), echo=lambda _: None)
+    assert sorted(p.name for p in (config.workdir / "export" / "demo").iterdir()) == versions
+    assert (config.workdir / "config.yaml").read_text() == saved  # the refused config is not kept
 
 
 def test_query_cli_on_the_export(demo_run, capsys, tmp_path):

@@ -44,7 +44,7 @@ __all__ = [
     "resize_image",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".webp")
 """File extensions treated as images (compared case-insensitively)."""
 
 TIFF_MAGICS: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -206,7 +206,7 @@ def decode_image(
 ) -> tf.Tensor:
     """Decode encoded image bytes into a uint8 tensor (a graph op, usable in ``Dataset.map``).
 
-    GIF and BMP go through ``tf.io.decode_image`` (first frame only); PNG through
+    GIF, BMP and WebP go through ``tf.io.decode_image`` (first frame only); PNG through
     ``tf.io.decode_png`` at 16 bits, rounded to 8 bits; JPEG through ``tf.io.decode_jpeg`` with the
     accurate integer IDCT (identical to Pillow in our tests); TIFF (detected by its magic bytes
     ``II*\\0`` / ``MM\\0*``) through Pillow inside ``tf.py_function``, so TIFF decoding needs a

@@ -250,7 +250,7 @@ def _pillow_rgb(path: Path) -> np.ndarray:
 
 
 def test_image_extensions_constant() -> None:
-    assert IMAGE_EXTENSIONS == (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+    assert IMAGE_EXTENSIONS == (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".webp")
 
 
 @pytest.mark.parametrize(
@@ -261,6 +261,7 @@ def test_image_extensions_constant() -> None:
         ("dir/a.JpG", True),
         ("a.jpeg", True),
         ("a.PNG", True),
+        ("a.WebP", True),
         ("a.gif", False),
         ("a.txt", False),
         ("tif", False),

@@ -16,6 +16,7 @@ what it wrote.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,13 @@ class IndexHit:
     mtime_ns: int = 0
 
 
+class _DropClientTimestampNotice(logging.Filter):
+    """Milvus Lite has no server timestamp for query iterators; pymilvus warns every time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
 def _milvus() -> Any:
     try:
         import pymilvus
@@ -97,6 +105,9 @@ def _milvus() -> Any:
         raise ArchiveIndexError(
             "the archive index needs pymilvus and milvus-lite: pip install 'hpsh-tf2[index]'"
         ) from err
+    iterator_logger = logging.getLogger("pymilvus.orm.iterator")
+    if not any(isinstance(f, _DropClientTimestampNotice) for f in iterator_logger.filters):
+        iterator_logger.addFilter(_DropClientTimestampNotice())
     return pymilvus
 
 

@@ -7,10 +7,11 @@ build, so the codes are bit for bit the same) and writes sharded JSON-lines file
 skipped files. The driver then bulk-loads the shards into the index with upserts, so only one
 process ever writes the index (a Milvus Lite file accepts one).
 
-Runner: the local ``DirectRunner`` unless the options name another; for a cluster pass e.g.
-``--beam-option=--runner=FlinkRunner --beam-option=--flink_master=host:8081`` (or Spark,
-Dataflow) and put ``index.staging``/``output.workdir`` and the archive on storage every worker
-can read (the workers need ``pip install hpsh-tf2[index]`` and TensorFlow).
+Runner: the local ``FnApiRunner`` (see :data:`DEFAULT_RUNNER`) unless the options name
+another; for a cluster pass e.g. ``--beam-option=--runner=FlinkRunner
+--beam-option=--flink_master=host:8081`` (or Spark, Dataflow) and put ``output.workdir`` (the
+staging folder) and the archive on storage every worker
+can read (the workers need ``pip install hpsh-tf2[beam]``, which brings TensorFlow).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ __all__ = ["EncodeFilesFn", "encode_with_beam", "run_encode_pipeline"]
 logger = logging.getLogger(__name__)
 
 _SHARD_PREFIX = "codes"
+DEFAULT_RUNNER = "FnApiRunner"
+"""The local runner used when the options name none. Beam 2.77's ``DirectRunner`` first tries
+Prism, which it downloads from GitHub; ``FnApiRunner`` is the in-process portable runner that
+``DirectRunner`` falls back to, with no download (``--direct_num_workers=N
+--direct_running_mode=multi_processing`` spreads it over N processes)."""
 
 
 class EncodeFilesFn(beam.DoFn):
@@ -88,11 +94,12 @@ def run_encode_pipeline(
         todo_path: Text file of JSON records ``{"path", "class_name", "size", "mtime_ns"}``.
         output_prefix: Prefix of the output shards.
         batch_size: Images per SavedModel call.
-        options: Beam pipeline options; ``--runner=DirectRunner`` when none names a runner.
+        options: Beam pipeline options; ``--runner=FnApiRunner`` (local, in-process) when none
+            names a runner.
     """
     args = list(options)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
-        args.append("--runner=DirectRunner")
+        args.append(f"--runner={DEFAULT_RUNNER}")
     with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
         _ = (
             pipeline

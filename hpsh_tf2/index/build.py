@@ -231,12 +231,11 @@ def build_index(
         plan = plan_build(walk, store.fingerprints())
         store.delete(plan.delete)
         skipped: list[SkippedFile] = []
+        encoder = SavedModelEncoder(model_dir) if runner == "local" and plan.encode else None
         bar = _Progress(len(plan.encode), enabled=progress)
         encode_start = time.perf_counter()
-        if runner == "local" and plan.encode:
-            batches = _local_batches(
-                SavedModelEncoder(model_dir), walk, plan.encode, batch_size, skipped
-            )
+        if encoder is not None:
+            batches = _local_batches(encoder, walk, plan.encode, batch_size, skipped)
         elif plan.encode:
             from hpsh_tf2.index.beam import encode_with_beam
 
@@ -346,7 +345,10 @@ def search_images(
             model_dir = stored.export_path
         else:
             check_same_model(stored, model_record(model_dir), where=store.where)
-        _, packed = _encode_queries(model_dir, image_paths)
+    # Encode with no connection open: loading a large export takes longer than the gRPC
+    # keep-alive that Milvus tolerates without traffic.
+    _, packed = _encode_queries(model_dir, image_paths)
+    with IndexStore(uri, collection) as store:
         return store.search(packed, top=top, filter=filter, nprobe=nprobe)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,6 +186,8 @@ def _build(args: argparse.Namespace) -> int:
     from hpsh_tf2.index.build import build_index
 
     config, uri, collection = resolve(args)
+    if not getattr(args, "verbose", False):
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
     report = build_index(
         args.model or _default_model(config),
         args.images,

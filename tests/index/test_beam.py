@@ -1,7 +1,8 @@
-"""The Apache Beam encoder (local DirectRunner): codes bit for bit equal to the in-process build."""
+"""The Apache Beam encoder (local FnApiRunner): codes bit for bit equal to the in-process build."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import numpy as np
@@ -15,7 +16,10 @@ from hpsh_tf2.index.store import IndexStore
 from hpsh_tf2.index.walk import walk_images
 
 
-def test_beam_build_equals_local_build_bit_for_bit(tmp_path, tiny_export, small_archive, aid_root):
+def test_beam_build_equals_local_build_bit_for_bit(
+    tmp_path, tiny_export, small_archive, aid_root, caplog
+):
+    caplog.set_level(logging.INFO, logger="apache_beam")
     (small_archive / "Airport" / "broken.jpg").write_bytes(b"\xff\xd8\xffjunk")
     kwargs = {"batch_size": 8, "progress": False, "workdir": tmp_path}
     local = build_index(tiny_export, small_archive, uri=str(tmp_path / "local.db"), **kwargs)
@@ -24,9 +28,10 @@ def test_beam_build_equals_local_build_bit_for_bit(tmp_path, tiny_export, small_
         small_archive,
         uri=str(tmp_path / "beam.db"),
         runner="beam",
-        beam_options=["--direct_num_workers=1"],
         **kwargs,
     )
+    assert any(r.name.startswith("apache_beam") for r in caplog.records)  # Beam's log is seen
+    assert "Prism" not in caplog.text  # the default runner never downloads Prism
     assert (beam.added, beam.rows, beam.runner) == (20, 20, "beam")
     assert (
         [s.path for s in beam.skipped] == [s.path for s in local.skipped] == ["Airport/broken.jpg"]

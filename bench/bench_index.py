@@ -3,14 +3,15 @@
 Part 1, build (one run, interleaved): the same AID JPEGs through (a) ``extract_features`` with
 the backbone (what ``python cli.py extract`` runs), (b) ``index build`` in-process (the
 exported SavedModel's ``serving_default``: decode, resize, backbone, head; then upserts into
-Milvus Lite) and (c) ``index build --runner beam`` (the local DirectRunner). Targets: (b) >=
-0.9x and (c) >= 0.7x of (a)'s images/s.
+Milvus Lite) and (c) ``index build --runner beam`` (the local FnApiRunner). Build times are
+end to end (SavedModel load, pipeline start-up, upserts included); ``extract`` reuses a backbone
+already built and traced. Targets: (b) >= 0.9x and (c) >= 0.7x of (a)'s images/s.
 
 Part 2, search: N random 64-bit codes inserted into Milvus Lite (rows/s), Q queries with
 k = 20 (queries/s, exact ``BIN_FLAT``), next to our in-process TF search
 (:func:`hpsh_tf2.evaluation.search.search`) on the same codes; distances are compared.
 
-    python bench/bench_index.py [--images 192] [--image-size 299] [--codes 1000000]
+    python bench/bench_index.py [--images 300] [--image-size 299] [--codes 1000000]
         [--queries 1000] [--skip-build] [--skip-search]
 
 Writes bench/results/index.md.
@@ -100,8 +101,10 @@ def bench_build(args: argparse.Namespace, work: Path) -> list[str]:
         seconds = time.perf_counter() - start
         if report.rows != n:
             raise RuntimeError(f"{runner} build indexed {report.rows} of {n} images")
+        steady[runner] = max(steady.get(runner, 0.0), report.encoded_per_second)
         return seconds
 
+    steady: dict[str, float] = {}
     extract()  # warm-up: traces the backbone, fills the OS file cache
     times: dict[str, list[float]] = {"extract": [], "local": [], "beam": []}
     for _ in range(args.repeats):
@@ -114,20 +117,20 @@ def bench_build(args: argparse.Namespace, work: Path) -> list[str]:
         f"## Build: {n} AID JPEGs, InceptionV3 at {args.image_size} px (random weights), "
         f"64 bits, batch {args.batch_size}, best of {args.repeats}",
         "",
-        "| path | seconds | images/s | ratio vs extract | target |",
-        "|---|---:|---:|---:|---|",
+        "| path | seconds | images/s | ratio vs extract | target | images/s after model load |",
+        "|---|---:|---:|---:|---|---:|",
         f"| `extract` (tf.data + backbone, features cached) | {best['extract']:.2f} | "
-        f"{rate['extract']:.1f} | 1.00x | |",
+        f"{rate['extract']:.1f} | 1.00x | | |",
     ]
     for name, label, target in (
         ("local", "`index build` in-process (SavedModel + Milvus Lite upserts)", 0.9),
-        ("beam", "`index build --runner beam` (DirectRunner, shards bulk-loaded)", 0.7),
+        ("beam", "`index build --runner beam` (local FnApiRunner, shards bulk-loaded)", 0.7),
     ):
         ratio = rate[name] / rate["extract"]
         verdict = "met" if ratio >= target else "NOT met"
         rows.append(
             f"| {label} | {best[name]:.2f} | {rate[name]:.1f} | {ratio:.2f}x | "
-            f">= {target}x: {verdict} |"
+            f">= {target}x: {verdict} | {steady[name]:.1f} |"
         )
     return rows
 
@@ -178,7 +181,7 @@ def bench_search(args: argparse.Namespace, work: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=192)
+    parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--image-size", type=int, default=299)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)

@@ -162,11 +162,23 @@ def _local_batches(
     batch_size: int,
     skipped: list[SkippedFile],
 ):
-    for start in range(0, len(files), batch_size):
-        chunk = list(files[start : start + batch_size])
-        result = encoder.encode_files([walk.absolute(f.path) for f in chunk])
-        skipped.extend(SkippedFile(chunk[i].path, reason) for i, reason in result.bad)
-        yield [chunk[i] for i in result.ok], result.packed, len(chunk)
+    """Encodes ``files`` in batches, two in flight: reading and decoding batch i + 1 overlaps
+    the forward pass of batch i (the signature is thread-safe). Yields in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [list(files[i : i + batch_size]) for i in range(0, len(files), batch_size)]
+
+    def encode(chunk: list[ArchiveFile]):
+        return encoder.encode_files([walk.absolute(f.path) for f in chunk])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(encode, chunk) for chunk in chunks[:2]]
+        for index, chunk in enumerate(chunks):
+            result = pending.pop(0).result()
+            if index + 2 < len(chunks):
+                pending.append(pool.submit(encode, chunks[index + 2]))
+            skipped.extend(SkippedFile(chunk[i].path, reason) for i, reason in result.bad)
+            yield [chunk[i] for i in result.ok], result.packed, len(chunk)
 
 
 def _status_path(uri: str, workdir: Path) -> Path:

@@ -125,7 +125,13 @@ class IndexStore:
         self.uri = uri
         self.collection = collection
         kwargs = {"token": token} if token else {}
-        self._client = pymilvus.MilvusClient(uri=uri, **kwargs)
+        try:
+            self._client = pymilvus.MilvusClient(uri=uri, **kwargs)
+        except pymilvus.MilvusException as err:
+            raise ArchiveIndexError(
+                f"cannot open the index at {uri!r}: {err.message}; expected a Milvus Lite file "
+                "path or the URI of a running Milvus server (http://host:19530)"
+            ) from err
         self._record: ModelRecord | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -351,15 +357,23 @@ class IndexStore:
             )
         if packed.shape[0] == 0:
             return []
-        results = self._client.search(
-            self.collection,
-            data=[row.tobytes() for row in packed],
-            anns_field=CODE_FIELD,
-            limit=top,
-            filter=filter,
-            output_fields=list(META_FIELDS),
-            search_params={"metric_type": "HAMMING", "params": {"nprobe": int(nprobe)}},
-        )
+        try:
+            results = self._client.search(
+                self.collection,
+                data=[row.tobytes() for row in packed],
+                anns_field=CODE_FIELD,
+                limit=top,
+                filter=filter,
+                output_fields=list(META_FIELDS),
+                search_params={"metric_type": "HAMMING", "params": {"nprobe": int(nprobe)}},
+            )
+        except _milvus().MilvusException as err:
+            if not filter:
+                raise
+            raise ArchiveIndexError(
+                f"Received: filter={filter!r}, which Milvus rejects ({err.message}); expected "
+                'a boolean expression on class, path, size, mtime_ns, e.g. class == "Airport"'
+            ) from err
         out = []
         for hits in results:
             ordered = sorted(hits, key=lambda h: (round(float(h["distance"])), str(h["id"])))

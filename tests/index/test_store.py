@@ -132,6 +132,8 @@ def test_wrong_code_width_top_and_index_type_are_refused(tmp_path):
             store.search(np.zeros((1, 4), np.uint8))
         with pytest.raises(ArchiveIndexError, match="top=0"):
             store.search(np.zeros((1, 2), np.uint8), top=0)
+        with pytest.raises(ArchiveIndexError, match="filter='klass == 1', which Milvus rejects"):
+            store.search(np.zeros((1, 2), np.uint8), filter="klass == 1")
 
 
 def test_resolve_uri_defaults_to_workdir_file(tmp_path):

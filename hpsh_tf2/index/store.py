@@ -29,6 +29,8 @@ from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.index.encoder import ModelRecord, check_same_model
 from hpsh_tf2.index.walk import MAX_PATH_BYTES
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "ArchiveIndexError",
     "IndexHit",
@@ -44,6 +46,8 @@ META_FIELDS = ("class", "size", "mtime_ns")
 MAX_CLASS_BYTES = 512
 MAX_TOPK = 16384  # Milvus' limit on k (and on query offset + limit)
 _LOCAL_INDEX_TYPES = ("BIN_FLAT",)
+_LOCAL_CONNECT_ATTEMPTS = 4
+_LOCAL_OPEN: dict[str, int] = {}  # open IndexStores per Milvus Lite file, in this process
 _INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
 
 
@@ -64,6 +68,11 @@ def resolve_uri(uri: str | None, workdir: str | os.PathLike[str]) -> str:
     if uri is None:
         uri = str(Path(workdir) / "index.db")
     if is_local_uri(uri):
+        if not uri.endswith(".db"):
+            raise ArchiveIndexError(
+                f"Received: index.uri={uri!r}; expected a Milvus Lite file name ending in .db, "
+                "or a server URI (http://host:19530)"
+            )
         path = Path(os.path.abspath(uri))
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
@@ -125,20 +134,47 @@ class IndexStore:
         self.uri = uri
         self.collection = collection
         kwargs = {"token": token} if token else {}
-        try:
-            self._client = pymilvus.MilvusClient(uri=uri, **kwargs)
-        except pymilvus.MilvusException as err:
-            raise ArchiveIndexError(
-                f"cannot open the index at {uri!r}: {err.message}; expected a Milvus Lite file "
-                "path or the URI of a running Milvus server (http://host:19530)"
-            ) from err
+        self._client: Any = None
+        # A Milvus Lite server can take longer to come up than pymilvus' 10 s connect timeout
+        # on a busy machine; it keeps starting, so connecting again is enough.
+        attempts = _LOCAL_CONNECT_ATTEMPTS if is_local_uri(uri) else 1
+        for attempt in range(attempts):
+            try:
+                self._client = pymilvus.MilvusClient(uri=uri, **kwargs)
+                break
+            except pymilvus.MilvusException as err:
+                if attempt + 1 < attempts:
+                    logger.warning("Milvus Lite at %s not ready yet (%s); retrying", uri, err)
+                    continue
+                raise ArchiveIndexError(
+                    f"cannot open the index at {uri!r}: {err.message}; expected a Milvus Lite "
+                    "file path ending in .db or the URI of a running Milvus server "
+                    "(http://host:19530)"
+                ) from err
+        if is_local_uri(uri):
+            key = os.path.realpath(uri)
+            _LOCAL_OPEN[key] = _LOCAL_OPEN.get(key, 0) + 1
         self._record: ModelRecord | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Closes the connection (Milvus Lite: releases the file)."""
+        """Closes the connection; the last one closed on a Milvus Lite file stops its server
+        (pymilvus would keep it, and its file lock, until the process exits)."""
+        if self._client is None:
+            return
         self._client.close()
+        self._client = None
+        if is_local_uri(self.uri):
+            key = os.path.realpath(self.uri)
+            _LOCAL_OPEN[key] -= 1
+            if _LOCAL_OPEN[key] == 0:
+                del _LOCAL_OPEN[key]
+                try:
+                    from milvus_lite.server_manager import server_manager_instance
+                except ImportError:  # pragma: no cover - milvus-lite is what opened it
+                    return
+                server_manager_instance.release_server(key)
 
     def __enter__(self) -> IndexStore:
         return self

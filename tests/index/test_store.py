@@ -6,6 +6,8 @@ NumPy popcount reference: distances equal, ids equal up to ties at the k-th dist
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -136,7 +138,25 @@ def test_wrong_code_width_top_and_index_type_are_refused(tmp_path):
             store.search(np.zeros((1, 2), np.uint8), filter="klass == 1")
 
 
+def test_closing_the_last_store_stops_the_milvus_lite_server(tmp_path):
+    from milvus_lite.server_manager import server_manager_instance
+
+    uri = str(tmp_path / "index.db")
+    first = IndexStore(uri)
+    second = IndexStore(uri)
+    first.create(_record(16))
+    first.close()
+    assert second.exists()  # still served for the other store
+    second.close()
+    second.close()  # idempotent
+    assert os.path.realpath(uri) not in server_manager_instance._servers
+    with IndexStore(uri) as again:  # restarts on the kept file
+        assert again.record() == _record(16)
+
+
 def test_resolve_uri_defaults_to_workdir_file(tmp_path):
     assert resolve_uri(None, tmp_path / "run") == str(tmp_path / "run" / "index.db")
     assert (tmp_path / "run").is_dir()
     assert resolve_uri("http://milvus:19530", tmp_path) == "http://milvus:19530"
+    with pytest.raises(ArchiveIndexError, match=r"ending in \.db"):
+        resolve_uri(str(tmp_path / "index"), tmp_path)

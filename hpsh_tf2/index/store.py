@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,32 @@ def _milvus() -> Any:
     return pymilvus
 
 
+def _stop_local_server(path: str, *, grace_s: float = 120.0) -> None:
+    """Stops the Milvus Lite server of a file and waits until it has exited by itself.
+
+    milvus-lite's own ``release_server`` (and its exit handler) frees the file lock, which tells
+    the server to flush and exit, but SIGKILLs it after 2 s: on a busy machine that can be
+    before it flushed. Here the lock is freed first and the server gets ``grace_s`` to exit.
+    """
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - milvus-lite is what opened it
+        return
+    server = server_manager_instance._servers.get(str(Path(path).absolute().resolve()))
+    if server is None:
+        return
+    lock_fd = getattr(server, "_lock_fd", None)
+    process = getattr(server, "_p", None)
+    if lock_fd is not None and process is not None:
+        lock_fd.close()  # the server exits when its lock is released
+        server._lock_fd = None
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("Milvus Lite server of %s did not exit in %.0f s", path, grace_s)
+    server_manager_instance.release_server(path)
+
+
 class IndexStore:
     """A Milvus collection of codes plus the record of the model that made them.
 
@@ -170,11 +197,7 @@ class IndexStore:
             _LOCAL_OPEN[key] -= 1
             if _LOCAL_OPEN[key] == 0:
                 del _LOCAL_OPEN[key]
-                try:
-                    from milvus_lite.server_manager import server_manager_instance
-                except ImportError:  # pragma: no cover - milvus-lite is what opened it
-                    return
-                server_manager_instance.release_server(key)
+                _stop_local_server(key)
 
     def __enter__(self) -> IndexStore:
         return self

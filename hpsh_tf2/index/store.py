@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ META_FIELDS = ("class", "size", "mtime_ns")
 MAX_CLASS_BYTES = 512
 MAX_TOPK = 16384  # Milvus' limit on k (and on query offset + limit)
 _LOCAL_INDEX_TYPES = ("BIN_FLAT",)
-_LOCAL_CONNECT_ATTEMPTS = 4
+_LOCAL_CONNECT_ATTEMPTS = 6  # pauses of 1, 2, 4, 8, 8 s
 _LOCAL_OPEN: dict[str, int] = {}  # open IndexStores per Milvus Lite file, in this process
 _INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
 
@@ -162,8 +163,8 @@ class IndexStore:
         self.collection = collection
         kwargs = {"token": token} if token else {}
         self._client: Any = None
-        # A Milvus Lite server can take longer to come up than pymilvus' 10 s connect timeout
-        # on a busy machine; it keeps starting, so connecting again is enough.
+        # A Milvus Lite server may not listen yet when pymilvus first connects (on a busy
+        # machine); it keeps starting, so connecting again after a pause is enough.
         attempts = _LOCAL_CONNECT_ATTEMPTS if is_local_uri(uri) else 1
         for attempt in range(attempts):
             try:
@@ -171,7 +172,8 @@ class IndexStore:
                 break
             except pymilvus.MilvusException as err:
                 if attempt + 1 < attempts:
-                    logger.warning("Milvus Lite at %s not ready yet (%s); retrying", uri, err)
+                    logger.info("Milvus Lite at %s not ready yet (%s); retrying", uri, err)
+                    time.sleep(min(2.0**attempt, 8.0))
                     continue
                 raise ArchiveIndexError(
                     f"cannot open the index at {uri!r}: {err.message}; expected a Milvus Lite "

@@ -15,7 +15,9 @@ import sys
 from collections.abc import Sequence
 
 # The package is imported inside the verb functions on purpose: `hpsh --help` and argument
-# errors then answer without importing TensorFlow (several seconds). Nothing else is lazy.
+# errors then answer without importing TensorFlow (several seconds). Only the index verbs'
+# argument definitions are imported here; that module imports nothing heavy at its top.
+from hpsh_tf2.index import commands as index_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -115,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset root, to draw the neighbours in the grid (default: the config's data.root)",
     )
     _add_config_options(query)
+    index_commands.add_query_options(query)  # issue 13: query --index
 
     demo = verbs.add_parser("demo", help="run everything on the embedded synthetic dataset")
     demo.add_argument("--workdir", default="runs/demo", help="output folder (default runs/demo)")
     _add_config_options(demo)
+    index_commands.add_parser(verbs)  # issue 13: the index verb
     return parser
 
 
@@ -136,6 +140,10 @@ def _run_verb(args) -> int:
         return _download(args)
     if args.verb == "query":
         return _query(args)
+    if args.verb == "index":
+        from hpsh_tf2.index.commands import run as run_index  # issue 13
+
+        return run_index(args)
     if args.verb == "demo":
         workflow.demo(args.workdir, args.overrides, base=args.config)
         return 0
@@ -201,6 +209,8 @@ def _query(args) -> int:
 
     if args.top <= 0:
         raise UsageError(f"Received: --top={args.top}; expected a positive integer")
+    if args.index:  # issue 13: the archive index instead of the SavedModel's database
+        return index_commands.run_query(args)
     if args.model is None or (args.out and args.image_root is None):
         config = _load(args) if (args.config or args.overrides) else None
         if args.model is None:

@@ -1,10 +1,10 @@
 """Run configuration: YAML files loaded into frozen dataclasses, validated on load.
 
 A config file has one mapping per section (``data``, ``model``, ``train``, ``sampler``,
-``loss``, ``eval``, ``export``, ``output``) plus a top-level ``name``. Every value is checked
-against its declared type and range when the file is loaded; command-line overrides use dotted
-keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the dotted
-key, the value received and what was expected.
+``loss``, ``eval``, ``export``, ``index``, ``output``) plus a top-level ``name``. Every value is
+checked against its declared type and range when the file is loaded; command-line overrides use
+dotted keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the
+dotted key, the value received and what was expected.
 
 This module imports only :mod:`hpsh_tf2.errors` (``ConfigError`` lives there and is
 re-exported here) and :mod:`hpsh_tf2.atomic` of the package.
@@ -37,6 +37,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "ExportConfig",
+    "IndexConfig",
     "LossConfig",
     "ModelConfig",
     "OutputConfig",
@@ -221,6 +222,25 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """The searchable archive index (Milvus; embedded Milvus Lite by default)."""
+
+    uri: str | None = None
+    collection: str = field(
+        default="hpsh",
+        metadata=_check(
+            lambda v: bool(v) and v.replace("_", "a").isalnum() and not v[0].isdigit(),
+            "a name of letters, digits and underscores, not starting with a digit",
+        ),
+    )
+    batch_size: int = field(default=64, metadata=_check(_positive, "a positive integer"))
+    index_type: Literal["BIN_FLAT", "BIN_IVF_FLAT"] = "BIN_FLAT"
+    nlist: int = field(default=1024, metadata=_check(_positive, "a positive integer"))
+    nprobe: int = field(default=16, metadata=_check(_positive, "a positive integer"))
+    runner: Literal["local", "beam"] = "local"
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where a run writes its outputs."""
 
@@ -242,6 +262,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def replace(self, overrides: Iterable[str] = (), *, source: str = "--set") -> Config:

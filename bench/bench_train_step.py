@@ -7,8 +7,9 @@ fixed quantisation loss, Adam(1e-4, 0.5, 0.9) update of the hash head
 * ``vectorised``: ``hpsh_tf2.losses.hpsh_loss`` (one categorical draw for the batch, index
   gathers).
 * ``seed-style loop``: the graph is built with Python loops like the original TF1 code
-  (spec section 9): one categorical op per anchor, each sampling all n rows (only row i is
-  used), scalar strided slices and a concat per gathered row, growing the triplet tensors.
+  (docs/method.md section 11.8): one categorical op per anchor, each sampling all n rows
+  (only row i is used), scalar strided slices and a concat per gathered row, growing the
+  triplet tensors.
 
 With ``--loss-only`` a second table times sampler + loss alone (forward and gradient with
 respect to the scores, no head). The first call (tracing + first run) is timed

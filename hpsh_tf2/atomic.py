@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary name in the target folder, then rename.
 
 A reader never sees a half-written file, and a failure leaves the previous file (or nothing)
-in place. This module imports nothing else of the package.
+in place. Files get the mode any other tool would give them (``0o666`` less the umask), not the
+``0600`` of :func:`tempfile.mkstemp`. This module imports nothing else of the package.
 """
 
 from __future__ import annotations
@@ -18,11 +19,26 @@ import numpy as np
 
 __all__ = [
     "atomic_path",
+    "current_umask",
     "save_npy_atomic",
     "save_npz_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
+
+
+def current_umask() -> int:
+    """The process umask (read from ``/proc`` where possible, so it is never changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -39,7 +55,10 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, target)

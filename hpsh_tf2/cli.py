@@ -15,7 +15,9 @@ import sys
 from collections.abc import Sequence
 
 # The package is imported inside the verb functions on purpose: `hpsh --help` and argument
-# errors then answer without importing TensorFlow (several seconds). Nothing else is lazy.
+# errors then answer without importing TensorFlow (several seconds). Only the index verbs'
+# argument definitions are imported here; that module imports nothing heavy at its top.
+from hpsh_tf2.index import commands as index_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -115,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset root, to draw the neighbours in the grid (default: the config's data.root)",
     )
     _add_config_options(query)
+    index_commands.add_query_options(query)  # issue 13: query --index
 
     demo = verbs.add_parser("demo", help="run everything on the embedded synthetic dataset")
     demo.add_argument("--workdir", default="runs/demo", help="output folder (default runs/demo)")
     _add_config_options(demo)
+    index_commands.add_parser(verbs)  # issue 13: the index verb
     return parser
 
 
@@ -136,6 +140,10 @@ def _run_verb(args) -> int:
         return _download(args)
     if args.verb == "query":
         return _query(args)
+    if args.verb == "index":
+        from hpsh_tf2.index.commands import run as run_index  # issue 13
+
+        return run_index(args)
     if args.verb == "demo":
         workflow.demo(args.workdir, args.overrides, base=args.config)
         return 0
@@ -181,7 +189,9 @@ def _download(args) -> int:
         suffix = PurePosixPath(source.extracted_root).parts if source else ()
         parts = PurePosixPath(root).parts if root else ()
         if not root or not suffix or parts[-len(suffix) :] != suffix:
-            raise ValueError(
+            from hpsh_tf2.errors import UsageError
+
+            raise UsageError(
                 "download: pass --dest DIR, or a config whose data.root ends with the "
                 f"dataset's image folder ({'/'.join(suffix) or 'unknown dataset'}). "
                 f"Received: data.root={root!r}"
@@ -193,16 +203,19 @@ def _download(args) -> int:
 
 
 def _query(args) -> int:
+    from hpsh_tf2.errors import UsageError
     from hpsh_tf2.layout import RunLayout
     from hpsh_tf2.serving import format_neighbours, query_images, save_query_grid
 
     if args.top <= 0:
-        raise ValueError(f"Received: --top={args.top}; expected a positive integer")
+        raise UsageError(f"Received: --top={args.top}; expected a positive integer")
+    if args.index:  # issue 13: the archive index instead of the SavedModel's database
+        return index_commands.run_query(args)
     if args.model is None or (args.out and args.image_root is None):
         config = _load(args) if (args.config or args.overrides) else None
         if args.model is None:
             if config is None:
-                raise ValueError("query: pass --model DIR, or --config FILE to use its export")
+                raise UsageError("query: pass --model DIR, or --config FILE to use its export")
             layout = RunLayout(config.workdir)
             args.model = str(layout.export_model(config.export.name or config.name))
         if args.image_root is None and config is not None:
@@ -237,9 +250,38 @@ def _tensorflow_error_line(err: Exception) -> str | None:
     return f"{type(err).__name__}: {reason}"
 
 
+def _interrupted_line(args) -> str:
+    """What a Ctrl-C kept, and how to go on (one line)."""
+    try:
+        from hpsh_tf2.layout import RunLayout
+
+        if args.verb in ("download", "query"):
+            layout = None
+        elif args.verb == "demo":
+            layout = RunLayout(args.workdir)
+        else:
+            layout = RunLayout(_load(args).workdir)
+    except Exception:  # the config itself may be what was being loaded
+        layout = None
+    if layout is None:
+        return f"interrupted: {args.verb} stopped; nothing was written"
+    checkpoints = sorted(layout.checkpoints.glob("ckpt-*.index"))
+    epochs = max((int(p.stem.split("-")[1]) for p in checkpoints), default=0)
+    kept = f"{epochs} finished epoch(s) in {layout.checkpoints}" if epochs else "finished steps"
+    return (
+        f"interrupted: {args.verb} stopped; kept {kept} (every output is written whole or not "
+        "at all); run the same command again to resume"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit status (2 for invalid input, 1 for a run that a
-    TensorFlow runtime error stopped)."""
+    """Entry point; returns the process exit status.
+
+    0: done. 2: bad input (any :class:`~hpsh_tf2.errors.HPSHError`, e.g. a config key, a data
+    file, a busy workdir, a diverged run) or an ``OSError``, in one line. 1: a TensorFlow
+    runtime error, in one line. 130: interrupted (Ctrl-C), in one line. Any other exception is a
+    bug and shows its traceback (exit 1).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -250,9 +292,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # TF's SavedModel writer logs every renamed capture at INFO level through absl.
         for name in ("absl", "tensorflow"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    from hpsh_tf2.errors import HPSHError
+
     try:
         return _run_verb(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        print(_interrupted_line(args), file=sys.stderr)
+        return 130
+    except (HPSHError, OSError) as err:
         if args.verbose:
             raise
         print(f"error: {err}", file=sys.stderr)

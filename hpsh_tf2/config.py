@@ -1,12 +1,13 @@
 """Run configuration: YAML files loaded into frozen dataclasses, validated on load.
 
 A config file has one mapping per section (``data``, ``model``, ``train``, ``sampler``,
-``loss``, ``eval``, ``export``, ``output``) plus a top-level ``name``. Every value is checked
-against its declared type and range when the file is loaded; command-line overrides use dotted
-keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the dotted
-key, the value received and what was expected.
+``loss``, ``eval``, ``export``, ``index``, ``output``) plus a top-level ``name``. Every value is
+checked against its declared type and range when the file is loaded; command-line overrides use
+dotted keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the
+dotted key, the value received and what was expected.
 
-This module imports only :mod:`hpsh_tf2.atomic` of the package.
+This module imports only :mod:`hpsh_tf2.errors` (``ConfigError`` lives there and is
+re-exported here) and :mod:`hpsh_tf2.atomic` of the package.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import types
 import typing
@@ -26,6 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from hpsh_tf2.atomic import write_text_atomic
+from hpsh_tf2.errors import ConfigError
 
 __all__ = [
     "BACKBONE_NAMES",
@@ -34,6 +37,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "ExportConfig",
+    "IndexConfig",
     "LossConfig",
     "ModelConfig",
     "OutputConfig",
@@ -50,8 +54,10 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file, key and value."""
+logger = logging.getLogger(__name__)
+
+SEED_LIMIT = 2**31
+"""Seeds must lie in ``[0, SEED_LIMIT)``: NumPy, Keras and TF's stateless kernels all take them."""
 
 
 def _check(predicate: Callable[[Any], bool], expected: str) -> dict[str, Any]:
@@ -73,6 +79,14 @@ def _fraction(value: Any) -> bool:
 
 def _valid_bits(value: int) -> bool:
     return value > 0 and value % 8 == 0
+
+
+def _valid_seed(value: int) -> bool:
+    return 0 <= value < SEED_LIMIT
+
+
+SEED_EXPECTED = f"an integer in [0, {SEED_LIMIT}) (2**31)"
+_SEED_CHECK = _check(_valid_seed, SEED_EXPECTED)
 
 
 BITS_EXPECTED = "one of 16, 24, 32, 48, 64 or a multiple of 8"
@@ -103,9 +117,10 @@ class DataConfig:
     root: str | None = None
     features: str | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
-    seed: int = 42
+    seed: int = field(default=42, metadata=_SEED_CHECK)
     on_bad_image: Literal["skip", "error"] = "skip"
     verify_images: bool = True
+    content_hash: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +136,7 @@ class ModelConfig:
     bits: int = field(default=32, metadata=_check(_valid_bits, BITS_EXPECTED))
     hidden_units: tuple[int, ...] = (1024, 512)
     leaky_relu_slope: float = field(default=0.2, metadata=_check(_non_negative, "a value >= 0"))
-    init_seed: int = 123
+    init_seed: int = field(default=123, metadata=_SEED_CHECK)
     init: Literal["keras", "original"] = field(default="keras", metadata=_ORIGINAL_ALIAS)
     input_dropout: float = field(
         default=0.0, metadata=_check(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
@@ -147,7 +162,7 @@ class TrainConfig:
     early_stopping_patience: int = field(
         default=0, metadata=_check(_non_negative, "an integer >= 0 (0 = no early stopping)")
     )
-    seed: int = 123
+    seed: int = field(default=123, metadata=_SEED_CHECK)
     trainable_layers: int = field(
         default=0, metadata=_check(_non_negative, "an integer >= 0 (0 = whole backbone)")
     )
@@ -211,13 +226,38 @@ class ExportConfig:
     name: str | None = None
     database: Literal["all", "train", "none"] = "all"
     warmup_requests: int = field(default=3, metadata=_check(_non_negative, "an integer >= 0"))
+    max_pixels: int = field(
+        default=40_000_000, metadata=_check(_positive, "a positive integer (width x height)")
+    )
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The searchable archive index (Milvus; embedded Milvus Lite by default)."""
+
+    uri: str | None = None
+    collection: str = field(
+        default="hpsh",
+        metadata=_check(
+            lambda v: bool(v) and v.replace("_", "a").isalnum() and not v[0].isdigit(),
+            "a name of letters, digits and underscores, not starting with a digit",
+        ),
+    )
+    batch_size: int = field(default=64, metadata=_check(_positive, "a positive integer"))
+    index_type: Literal["BIN_FLAT", "BIN_IVF_FLAT"] = "BIN_FLAT"
+    nlist: int = field(default=1024, metadata=_check(_positive, "a positive integer"))
+    nprobe: int = field(default=16, metadata=_check(_positive, "a positive integer"))
+    runner: Literal["local", "beam"] = "local"
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     """Where a run writes its outputs."""
 
-    workdir: str = "runs/default"
+    workdir: str = field(
+        default="runs/default",
+        metadata=_check(lambda v: bool(v.strip()), "a non-empty folder path"),
+    )
 
 
 @dataclass(frozen=True)
@@ -232,6 +272,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def replace(self, overrides: Iterable[str] = (), *, source: str = "--set") -> Config:
@@ -362,6 +403,11 @@ def _validate_value(value: Any, tp: Any, fld: dataclasses.Field, *, key: str, so
             f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
             f"expected {_describe_type(tp)}"
         ) from None
+    if isinstance(result, float) and not math.isfinite(result):
+        raise ConfigError(
+            f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
+            "expected a finite number (not inf or nan)"
+        )
     check = fld.metadata.get("check")
     if check is not None and result is not None and not check(result):
         raise ConfigError(
@@ -504,8 +550,9 @@ def apply_overrides(config: Config, overrides: Iterable[str], *, source: str = "
         ConfigError: For unknown keys or invalid values.
     """
     raw = config_to_dict(config)
-    for text in overrides:
-        key, value = parse_override(text, source=source)
+    parsed = [parse_override(text, source=source) for text in overrides]
+    _drop_replaced_data_source(raw, {key for key, _ in parsed})
+    for key, value in parsed:
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -523,6 +570,27 @@ def apply_overrides(config: Config, overrides: Iterable[str], *, source: str = "
             raise ConfigError(f"{source}: '{key}' is a section; set one of its keys instead")
         node[parts[-1]] = value
     return config_from_dict(raw, source=source)
+
+
+_DATA_SOURCES = ("root", "features")
+
+
+def _drop_replaced_data_source(raw: dict[str, Any], keys: set[str]) -> None:
+    """An override of one of data.root / data.features replaces the other from the base config.
+
+    The two are exclusive; a config file naming the images and a ``--set data.features=...``
+    (or the reverse) means "use this source instead". Both on the command line stays an error.
+    """
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for name in _DATA_SOURCES:
+        other = _DATA_SOURCES[1 - _DATA_SOURCES.index(name)]
+        if f"data.{name}" in keys and f"data.{other}" not in keys and data.get(other):
+            logger.info(
+                "--set data.%s replaces data.%s=%r from the config file", name, other, data[other]
+            )
+            data[other] = None
 
 
 def save_config(config: Config, path: str | os.PathLike) -> Path:

@@ -1,20 +1,41 @@
 """Exception hierarchy of hpsh_tf2.
 
-Every error the package raises on purpose derives from :class:`HPSHError`. Data problems are
-:class:`DatasetError` (also a ``ValueError``, so generic handlers keep working).
+Every error the package raises on purpose for bad user input (a config key, a data file, a model
+that does not fit the config, a busy workdir) derives from :class:`HPSHError`; the CLI turns
+those into exit status 2 and one line. Most subclasses are also ``ValueError`` so generic
+handlers keep working. Anything else escaping the package is a bug.
 """
 
 from __future__ import annotations
 
-__all__ = ["BadImageError", "DatasetError", "HPSHError"]
+__all__ = [
+    "BadImageError",
+    "ConfigError",
+    "DataError",
+    "DatasetError",
+    "HPSHError",
+    "ModelMismatchError",
+    "RunFailedError",
+    "UsageError",
+    "WorkdirLockedError",
+]
 
 
 class HPSHError(Exception):
-    """Base class of the errors raised by hpsh_tf2."""
+    """Base class of the errors raised by hpsh_tf2 for bad input or an unusable state."""
+
+
+class ConfigError(HPSHError, ValueError):
+    """A config file or override is invalid; the message names the file, key and value."""
 
 
 class DatasetError(HPSHError, ValueError):
-    """A dataset on disk (images, class folders, split file, archive) is unusable as given."""
+    """A dataset on disk (images, class folders, split file, archive, features file) is unusable
+    as given."""
+
+
+DataError = DatasetError
+"""Alias: the data family's name in the issue tracker and the README."""
 
 
 class BadImageError(DatasetError):
@@ -32,3 +53,20 @@ class BadImageError(DatasetError):
 
     def __reduce__(self) -> tuple[type[BadImageError], tuple[str, str]]:
         return (type(self), (self.path, self.reason))
+
+
+class UsageError(HPSHError, ValueError):
+    """A command-line option or argument is invalid (e.g. an unknown dataset name)."""
+
+
+class ModelMismatchError(HPSHError, ValueError):
+    """A saved artifact (model, features, report) was made with settings other than the
+    config's; the message names the differing keys with both values."""
+
+
+class WorkdirLockedError(HPSHError):
+    """Another process holds the workdir lock; the message names its PID and command."""
+
+
+class RunFailedError(HPSHError):
+    """A run stopped without a usable result (e.g. training diverged to NaN)."""

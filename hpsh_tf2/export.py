@@ -7,7 +7,7 @@ polls the model folder) never sees half an export.
 
 Signatures (all take a batch; an empty batch gives empty outputs):
 
-* ``serving_default``: ``image_bytes`` tf.string ``[b]`` (encoded JPEG, PNG, GIF or BMP) ->
+* ``serving_default``: ``image_bytes`` tf.string ``[b]`` (encoded JPEG, PNG, GIF, BMP or WebP) ->
   ``codes`` uint8 ``[b, bits]`` (0/1), ``packed_codes`` uint8 ``[b, bits/8]`` (MSB first, like
   ``np.packbits``), ``scores`` float32 ``[b, bits]`` (the sigmoid outputs).
 * ``encode_images``: ``images`` float32 ``[b, H, W, 3]`` RGB in 0..255 -> the same outputs.
@@ -20,7 +20,13 @@ Decoding, resizing and the backbone's normalisation run inside the graph and are
 of the training pipeline (:mod:`hpsh_tf2.data.images`, :mod:`hpsh_tf2.models.backbone`), so a
 served image gets the code that evaluation gave it. TIFF is decoded by Pillow in training, which
 a SavedModel cannot embed: TIFF bytes are rejected with an ``InvalidArgumentError`` (convert them
-to PNG first; :func:`hpsh_tf2.serving.query_images` does this on the client side).
+to PNG first; :func:`hpsh_tf2.serving.query_images` does this on the client side). WebP goes
+through ``tf.io.decode_image`` both in training and here.
+
+Before anything is decoded, each image's header is read with string ops (PNG IHDR, JPEG SOFn,
+GIF screen, BMP DIB header, WebP VP8/VP8L/VP8X) and an image declaring more than ``max_pixels``
+pixels is refused, as is a JPEG without an end-of-image marker after its last scan (a truncated
+upload); every such ``InvalidArgumentError`` names the batch positions.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import tensorflow as tf
 from hpsh_tf2 import __version__
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.data import images as image_lib
+from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.models.backbone import get_backbone_spec, preprocess_images
 from hpsh_tf2.ops.codes import binarize, np_pack_codes, pack_codes
 from hpsh_tf2.ops.hamming import hamming_topk
@@ -57,6 +64,7 @@ __all__ = [
     "export_saved_model",
     "next_version",
     "read_manifest",
+    "remove_stale_exports",
     "summarize_export",
 ]
 
@@ -71,8 +79,7 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 _MANIFEST_FORMAT = "hpsh-export/1"
 _TMP_PREFIX = ".tmp-export-"
-_ACCEPTED_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")  # JPEG, PNG, GIF, BMP
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_ACCEPTED_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")  # JPEG, PNG, GIF, BMP (+ WebP)
 _DEFAULT_WARMUP_K = 10
 
 
@@ -161,11 +168,159 @@ def _starts_with_any(image_bytes: tf.Tensor, magics: Sequence[bytes]) -> tf.Tens
     return tf.reduce_any(tf.stack(hits, axis=0), axis=0)
 
 
-def _check_image_bytes(image_bytes: tf.Tensor) -> list[tf.Operation]:
+def _is_webp(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Elementwise: ``RIFF....WEBP`` ([b] bool)."""
+    riff = tf.equal(tf.strings.substr(image_bytes, 0, 4), tf.constant(b"RIFF"))
+    length = tf.strings.length(image_bytes)
+    tag = tf.strings.substr(image_bytes, tf.minimum(8, length), 4 * tf.ones_like(length))
+    return riff & tf.equal(tag, tf.constant(b"WEBP"))
+
+
+# ----------------------------------------------------------------- header parsing (no decoding)
+
+
+def _raw(contents: tf.Tensor, start: tf.Tensor | int, size: int) -> tf.Tensor:
+    """``size`` bytes of a scalar string from ``start`` as int64 [size]; zeros past the end."""
+    length = tf.strings.length(contents)
+    start = tf.clip_by_value(tf.cast(start, tf.int32), 0, length)
+    piece = tf.strings.substr(contents, start, size)
+    padded = tf.strings.join([piece, tf.constant(b"\0" * size)])
+    return tf.cast(tf.io.decode_raw(padded, tf.uint8)[:size], tf.int64)
+
+
+def _be16(b: tf.Tensor, i: int) -> tf.Tensor:
+    return b[i] * 256 + b[i + 1]
+
+
+def _le16(b: tf.Tensor, i: int) -> tf.Tensor:
+    return b[i] + b[i + 1] * 256
+
+
+def _le24(b: tf.Tensor, i: int) -> tf.Tensor:
+    return b[i] + b[i + 1] * 256 + b[i + 2] * 65536
+
+
+def _le32(b: tf.Tensor, i: int) -> tf.Tensor:
+    return _le16(b, i) + _le16(b, i + 2) * 65536
+
+
+def _be32(b: tf.Tensor, i: int) -> tf.Tensor:
+    return _be16(b, i) * 65536 + _be16(b, i + 2)
+
+
+def _unknown() -> tf.Tensor:
+    return tf.constant([-1, -1], tf.int64)
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless; not DHT C4, JPG C8, DAC CC).
+_SOF_MARKERS = (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+_JPEG_MAX_SEGMENTS = 1000
+
+
+def _jpeg_size(contents: tf.Tensor) -> tf.Tensor:
+    """``[width, height]`` from the first SOFn segment of a JPEG, ``[-1, -1]`` if none."""
+    length = tf.cast(tf.strings.length(contents), tf.int64)
+    sof = tf.constant(_SOF_MARKERS, tf.int64)
+
+    def step(pos, size, count):
+        head = _raw(contents, pos, 9)
+        valid = tf.equal(head[0], 0xFF) & (pos + 4 <= length)
+        marker = head[1]
+        is_sof = valid & tf.reduce_any(tf.equal(marker, sof)) & (pos + 9 <= length)
+        standalone = tf.equal(marker, 0xFF) | tf.equal(marker, 0x01)
+        standalone |= (marker >= 0xD0) & (marker <= 0xD8)
+        advance = tf.where(
+            tf.equal(marker, 0xFF),
+            tf.constant(1, tf.int64),
+            tf.where(standalone, tf.constant(2, tf.int64), 2 + _be16(head, 2)),
+        )
+        new_size = tf.where(is_sof, tf.stack([_be16(head, 7), _be16(head, 5)]), size)
+        # stop (pos = length) on a bad byte, at the first SOF or at the start of scan (FFDA)
+        stop = tf.logical_not(valid) | is_sof | tf.equal(marker, 0xDA)
+        return tf.where(stop, length, pos + advance), new_size, count + 1
+
+    _, size, _ = tf.while_loop(
+        lambda pos, size, count: (pos < length) & (count < _JPEG_MAX_SEGMENTS),
+        step,
+        (tf.constant(2, tf.int64), _unknown(), tf.constant(0)),
+    )
+    return size
+
+
+def _webp_size(contents: tf.Tensor) -> tf.Tensor:
+    b = _raw(contents, 0, 30)
+    chunk = tf.strings.substr(contents, tf.minimum(12, tf.strings.length(contents)), 4)
+    vp8 = tf.stack([_le16(b, 26) % 16384, _le16(b, 28) % 16384])
+    bits = _le32(b, 21)
+    vp8l = tf.stack([bits % 16384 + 1, (bits // 16384) % 16384 + 1])
+    vp8x = tf.stack([_le24(b, 24) + 1, _le24(b, 27) + 1])
+    return tf.case(
+        [
+            (tf.equal(chunk, b"VP8 "), lambda: vp8),
+            (tf.equal(chunk, b"VP8L"), lambda: vp8l),
+            (tf.equal(chunk, b"VP8X"), lambda: vp8x),
+        ],
+        default=_unknown,
+    )
+
+
+def _declared_size(contents: tf.Tensor) -> tf.Tensor:
+    """``[width, height]`` (int64) read from one image's header, ``[-1, -1]`` when unknown.
+
+    PNG: IHDR; GIF: the logical screen; BMP: the DIB header; JPEG: the first SOFn segment;
+    WebP: the VP8 / VP8L / VP8X header. Nothing is decoded.
+    """
+    b = _raw(contents, 0, 26)
+    png = tf.stack([_be32(b, 16), _be32(b, 20)])
+    gif = tf.stack([_le16(b, 6), _le16(b, 8)])
+    core_bmp = tf.equal(_le32(b, 14), 12)  # BITMAPCOREHEADER: 16-bit fields
+    signed_h = _le32(b, 22)
+    signed_h = tf.where(signed_h >= 2**31, 2**32 - signed_h, signed_h)  # top-down: negative
+    bmp = tf.where(
+        core_bmp, tf.stack([_le16(b, 18), _le16(b, 20)]), tf.stack([_le32(b, 18), signed_h])
+    )
+    head = tf.strings.substr(contents, 0, 4)
+    return tf.case(
+        [
+            (tf.equal(head, b"\x89PNG"), lambda: png),
+            (
+                tf.equal(tf.strings.substr(head, 0, 3), b"\xff\xd8\xff"),
+                lambda: _jpeg_size(contents),
+            ),
+            (tf.equal(head, b"GIF8"), lambda: gif),
+            (tf.equal(tf.strings.substr(head, 0, 2), b"BM"), lambda: bmp),
+            (tf.equal(head, b"RIFF"), lambda: _webp_size(contents)),
+        ],
+        default=_unknown,
+    )
+
+
+def _jpeg_complete(contents: tf.Tensor) -> tf.Tensor:
+    """Whether a JPEG has an end-of-image marker after its last start-of-scan marker.
+
+    A file cut short (a partial upload, a truncated download) lacks it; an EXIF thumbnail's own
+    end marker comes before the main image's first scan, so it does not count.
+    """
+    scans = tf.strings.split(contents, sep=b"\xff\xda")
+    last = scans[-1]
+    has_scan = tf.size(scans) > 1
+    return has_scan & (tf.size(tf.strings.split(last, sep=b"\xff\xd9")) > 1)
+
+
+def _check_image_bytes(image_bytes: tf.Tensor, max_pixels: int) -> list[tf.Operation]:
     """Run-time checks with clear messages, before the decoders see the bytes."""
     empty = tf.equal(tf.strings.length(image_bytes), 0)
-    tiff = _starts_with_any(image_bytes, _TIFF_MAGICS)
-    known = _starts_with_any(image_bytes, _ACCEPTED_MAGICS)
+    tiff = _starts_with_any(image_bytes, image_lib.TIFF_MAGICS)
+    known = _starts_with_any(image_bytes, _ACCEPTED_MAGICS) | _is_webp(image_bytes)
+    jpeg = _starts_with_any(image_bytes, (b"\xff\xd8\xff",))
+    sizes = tf.map_fn(_declared_size, image_bytes, fn_output_signature=tf.TensorSpec([2], tf.int64))
+    sizes = tf.reshape(sizes, [-1, 2])
+    pixels = sizes[:, 0] * sizes[:, 1]
+    too_big = known & (pixels > max_pixels)
+    complete = tf.map_fn(
+        _jpeg_complete, image_bytes, fn_output_signature=tf.TensorSpec([], tf.bool)
+    )
+    truncated = jpeg & (tf.logical_not(complete) | tf.reduce_any(sizes < 0, axis=1))
     return [
         tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(empty)),
@@ -182,10 +337,30 @@ def _check_image_bytes(image_bytes: tf.Tensor) -> list[tf.Operation]:
         tf.debugging.Assert(
             tf.reduce_all(known | empty | tiff),
             [
-                "image_bytes: not a JPEG, PNG, GIF or BMP image (unknown leading bytes) at "
+                "image_bytes: not a JPEG, PNG, GIF, BMP or WebP image (unknown leading bytes) at "
                 "batch positions",
                 tf.where(tf.logical_not(known | empty | tiff)),
             ],
+        ),
+        tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(too_big)),
+            [
+                f"image_bytes: image larger than export.max_pixels={max_pixels} (width x height "
+                "declared in its header; nothing was decoded) at batch positions",
+                tf.where(too_big),
+                "with [width, height]",
+                tf.boolean_mask(sizes, too_big),
+            ],
+            summarize=64,
+        ),
+        tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(truncated)),
+            [
+                "image_bytes: truncated or corrupt JPEG (no frame header, or no end-of-image "
+                "marker after its last scan) at batch positions",
+                tf.where(truncated),
+            ],
+            summarize=64,
         ),
     ]
 
@@ -202,9 +377,11 @@ class _HashingModule(tf.Module):
         bits: int,
         database: RetrievalDatabase | None,
         max_k: int,
+        max_pixels: int = 40_000_000,
     ) -> None:
         super().__init__(name="hpsh")
         self._max_k = max_k
+        self._max_pixels = int(max_pixels)
         self.image_model = image_model
         self._backbone = backbone
         self._image_size = image_size
@@ -233,7 +410,7 @@ class _HashingModule(tf.Module):
         return image_lib.resize_image(image, self._image_size)
 
     def _decode_batch(self, image_bytes: tf.Tensor) -> tf.Tensor:
-        with tf.control_dependencies(_check_image_bytes(image_bytes)):
+        with tf.control_dependencies(_check_image_bytes(image_bytes, self._max_pixels)):
             image_bytes = tf.identity(image_bytes)
         spec = tf.TensorSpec([self._image_size, self._image_size, 3], tf.float32)
         return tf.map_fn(self._decode_one, image_bytes, fn_output_signature=spec)
@@ -406,7 +583,7 @@ def _validate_args(
         raise ValueError(f"Received: bits={bits!r}; expected a positive multiple of 8")
     out_bits = image_model.output_shape[-1]
     if out_bits != bits:
-        raise ValueError(
+        raise ModelMismatchError(
             f"Received: bits={bits} for an image_model with {out_bits} outputs; expected equal"
         )
     if (
@@ -428,12 +605,12 @@ def _resolve_class_names(
     if database is None:
         return names
     if database.bits != bits:
-        raise ValueError(
+        raise ModelMismatchError(
             f"Received: a database of {database.bits}-bit codes for a {bits}-bit model; "
             "expected equal code lengths"
         )
     if names and names != database.class_names:
-        raise ValueError(
+        raise ModelMismatchError(
             f"Received: class_names={list(names)} differing from the database's "
             f"{list(database.class_names)}; expected the same names (or none)"
         )
@@ -455,6 +632,7 @@ class _ExportPlan:
     max_k: int
     config_hash: str | None
     warmup: tuple[bytes, ...]
+    provenance: dict | None = None
 
 
 def _build_version(module: _HashingModule, plan: _ExportPlan, target: Path) -> dict[str, Any]:
@@ -489,6 +667,7 @@ def _build_version(module: _HashingModule, plan: _ExportPlan, target: Path) -> d
         "database_size": plan.database_size,
         "max_k": plan.max_k,
         "config_hash": plan.config_hash,
+        "provenance": plan.provenance,
         "signatures": sorted(signatures),
         "warmup_requests": 0 if records is None else len(records),
         "warmup": warmup_note,
@@ -522,6 +701,8 @@ def export_saved_model(
     class_names: Sequence[str] = (),
     config: Mapping[str, Any] | Any | None = None,
     max_k: int = 100,
+    max_pixels: int = 40_000_000,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Exports the image hashing model as a new TF Serving version.
 
@@ -541,6 +722,10 @@ def export_saved_model(
         config: The run configuration (mapping or dataclass); its SHA-256 goes to the manifest.
         max_k: Largest ``k`` the ``retrieve`` signature accepts (capped at the database size);
             every call searches this many neighbours and keeps the first ``k``.
+        max_pixels: The served graph refuses an image whose header declares more pixels
+            (width x height), before decoding it (config ``export.max_pixels``).
+        provenance: What the exported model was made from (fingerprints), stored as is in
+            the manifest so that a later run can tell whether the export is up to date.
 
     Returns:
         The new version folder.
@@ -551,8 +736,9 @@ def export_saved_model(
         FileExistsError: The version folder appeared concurrently (nothing is overwritten).
     """
     _validate_args(image_model, backbone, image_size, bits, model_name)
-    if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
-        raise ValueError(f"Received: max_k={max_k!r}; expected a positive integer")
+    for name, value in (("max_k", max_k), ("max_pixels", max_pixels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Received: {name}={value!r}; expected a positive integer")
     max_k = min(max_k, database.size) if database is not None else 0
     names = _resolve_class_names(class_names, database, bits)
     if warmup_images is None:
@@ -571,6 +757,7 @@ def export_saved_model(
         max_k=max_k,
         config_hash=_config_hash(config),
         warmup=warmup,
+        provenance=None if provenance is None else json.loads(json.dumps(dict(provenance))),
     )
     module = _HashingModule(
         image_model,
@@ -579,11 +766,13 @@ def export_saved_model(
         bits=bits,
         database=database,
         max_k=max_k,
+        max_pixels=max_pixels,
     )
     if warmup:
         module.serve(tf.constant(list(warmup)))  # fails early on undecodable warmup images
     base.mkdir(parents=True, exist_ok=True)
-    tmp_dir = base / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
+    remove_stale_exports(base)
+    tmp_dir = base / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     try:
         manifest = _build_version(module, plan, tmp_dir)
         _publish(tmp_dir, base / str(plan.version))
@@ -592,6 +781,55 @@ def export_saved_model(
     write_text_atomic(base / MODELS_CONFIG_NAME, _models_config_text(model_name))
     logger.debug("%s", summarize_export(manifest, base / str(plan.version)))
     return base / str(plan.version)
+
+
+_LEGACY_TMP_AGE_S = 24 * 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_exports(base: str | os.PathLike[str]) -> list[Path]:
+    """Removes the temporary folders that killed exports left in a model folder.
+
+    An export writes ``.tmp-export-<pid>-<hex>`` and renames it when complete; ``kill -9`` leaves
+    it behind (a full SavedModel, often 100 MB). A folder is stale when its process is gone; one
+    named without a PID (older versions) when it is older than a day. Folders of a running
+    export are kept.
+
+    Args:
+        base: The model folder ``<export_dir>/<model_name>``.
+
+    Returns:
+        The removed folders.
+    """
+    base = Path(base)
+    removed = []
+    if not base.is_dir():
+        return removed
+    for folder in base.glob(f"{_TMP_PREFIX}*"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        pid_text = folder.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if "-" in folder.name[len(_TMP_PREFIX) :] and pid_text.isdigit():
+            stale = int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+        else:
+            try:
+                stale = (datetime.now().timestamp() - folder.stat().st_mtime) > _LEGACY_TMP_AGE_S
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            logger.info("export: removed %s, left by an interrupted export", folder)
+    return removed
 
 
 def read_manifest(version_dir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -3,11 +3,14 @@
 Extraction runs one backbone model over every image of the split through ``tf.data``, in
 batches, and writes ``<workdir>/features/``:
 
-- ``cache.json``: the cache key (backbone, weights, image size, image list) and progress;
+- ``cache.json``: the cache key (backbone, weights, image size, image list and each image's
+  size and modification time, or its content hash) and progress;
 - ``part-NNNNN.npy``: chunks written as extraction goes, so an interrupted run resumes;
 - ``features.npy``: the finished [N, D] float32 array, rows in ``paths`` order.
 
-A changed backbone, weights file, image size or split invalidates the cache.
+A changed backbone, weights file, image size or split invalidates the cache, and so does an image
+edited in place: the key covers every file's size and ``mtime_ns`` (cheap: one ``stat`` each), or
+with ``content_hash=True`` (config ``data.content_hash``) a SHA-256 of its bytes.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
+from hpsh_tf2.data.images import load_image_rgb
 from hpsh_tf2.data.pipeline import image_dataset
+from hpsh_tf2.errors import BadImageError, DatasetError
 from hpsh_tf2.models.backbone import build_backbone, preprocessor
 
 __all__ = [
@@ -63,10 +69,51 @@ def _weights_fingerprint(weights: str) -> str:
     return f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}"
 
 
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_stamp(root: Path, rel: str, content_hash: bool) -> str:
+    """``size:mtime_ns`` of one image (plus its SHA-256 with ``content_hash``)."""
+    path = root / rel
+    try:
+        stat = path.stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        return f"{stamp}:{_file_digest(path)}" if content_hash else stamp
+    except OSError as err:
+        raise DatasetError(
+            f"cannot read image {str(path)!r} for the feature cache key: "
+            f"{err.strerror or err}; run prepare again if the dataset changed"
+        ) from None
+
+
 def cache_key(
-    *, backbone: str, weights: str, image_size: int, paths: Sequence[str], seed: int = 123
+    *,
+    backbone: str,
+    weights: str,
+    image_size: int,
+    paths: Sequence[str],
+    seed: int = 123,
+    root: str | os.PathLike | None = None,
+    content_hash: bool = False,
 ) -> str:
-    """A hash of everything the features depend on (the seed only for random weights)."""
+    """A hash of everything the features depend on (the seed only for random weights).
+
+    Args:
+        backbone, weights, image_size, seed: The feature model.
+        paths: Image paths relative to ``root``, in row order.
+        root: The dataset root; when given, each file's size and ``mtime_ns`` are part of the key,
+            so an image replaced in place under the same name misses the cache.
+        content_hash: Also hash each file's bytes (reads every image; for file systems whose
+            modification times cannot be trusted).
+
+    Raises:
+        DatasetError: An image cannot be read (the message names it).
+    """
     digest = hashlib.sha256()
     payload = {
         "backbone": backbone,
@@ -75,10 +122,16 @@ def cache_key(
     }
     if weights.lower() == "none":
         payload["seed"] = int(seed)
+    if root is not None:
+        payload["files"] = "content" if content_hash else "stat"
     digest.update(json.dumps(payload, sort_keys=True).encode())
+    base = None if root is None else Path(root)
     for path in paths:
         digest.update(path.encode())
         digest.update(b"\0")
+        if base is not None:
+            digest.update(_file_stamp(base, path, content_hash).encode())
+            digest.update(b"\0")
     return digest.hexdigest()[:20]
 
 
@@ -95,6 +148,7 @@ def extract_features(
     model_factory: Callable[[], object] | None = None,
     chunk_batches: int = 8,
     progress: bool = True,
+    content_hash: bool = False,
 ) -> np.ndarray:
     """Computes (or loads from cache) backbone features of ``paths``.
 
@@ -111,13 +165,25 @@ def extract_features(
             called when something is left to compute.
         chunk_batches: Batches per written chunk (the resume granularity).
         progress: Show a progress bar.
+        content_hash: Key the cache on each image's SHA-256 too, not only its size and
+            ``mtime_ns`` (see :func:`cache_key`).
 
     Returns:
         float32 [len(paths), D].
+
+    Raises:
+        BadImageError: An image does not decode (possible when the scan did not verify images);
+            the message names the file.
     """
     out_dir = Path(out_dir)
     key = cache_key(
-        backbone=backbone, weights=weights, image_size=image_size, paths=paths, seed=seed
+        backbone=backbone,
+        weights=weights,
+        image_size=image_size,
+        paths=paths,
+        seed=seed,
+        root=root,
+        content_hash=content_hash,
     )
     done = _prepare_cache(out_dir, key, len(paths))
     final = out_dir / "features.npy"
@@ -145,7 +211,12 @@ def extract_features(
         total_batches = -(-len(abs_paths) // batch_size)
         bar = keras.utils.Progbar(total_batches, verbose=1 if progress else 0)
         pending: list[np.ndarray] = []
-        for step, images in enumerate(ds, start=1):
+        batches = iter(ds)
+        for step in range(1, total_batches + 1):
+            try:
+                images = next(batches)
+            except tf.errors.InvalidArgumentError as err:
+                raise _bad_image_in(abs_paths, (step - 1) * batch_size, batch_size, err) from err
             pending.append(np.asarray(model.predict_on_batch(images), np.float32))
             if len(pending) == chunk_batches or step == total_batches:
                 save_npy_atomic(out_dir / f"part-{len(parts):05d}.npy", np.concatenate(pending))
@@ -154,7 +225,7 @@ def extract_features(
             bar.update(step)
     features = np.concatenate([np.load(p) for p in sorted(out_dir.glob("part-*.npy"))])
     if len(features) != len(paths):
-        raise RuntimeError(
+        raise DatasetError(
             f"feature cache {out_dir} holds {len(features)} rows for {len(paths)} images; "
             "delete the folder and run extract again"
         )
@@ -165,6 +236,25 @@ def extract_features(
     for part in out_dir.glob("part-*.npy"):
         part.unlink()
     return features
+
+
+def _bad_image_in(paths: Sequence[str], start: int, batch_size: int, err: Exception) -> Exception:
+    """The :class:`BadImageError` of the first undecodable file from the failing batch on.
+
+    TF's decoder error names neither the file nor its position, so the batch it came from (and,
+    should prefetching have moved on, the files after it) is decoded again with Pillow.
+    """
+    for path in paths[start:]:
+        try:
+            load_image_rgb(path)
+        except BadImageError as bad:
+            return BadImageError(
+                bad.path,
+                f"{bad.reason} (found during feature extraction: data.verify_images is false; "
+                "set it to true to skip undecodable images during the scan)",
+            )
+    first = paths[start] if start < len(paths) else "?"
+    return BadImageError(first, f"TensorFlow could not decode a batch starting here: {err}")
 
 
 def _prepare_cache(out_dir: Path, key: str, rows: int) -> int | None:
@@ -212,53 +302,73 @@ def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     (strings, unique) and optionally ``class_names`` [C] (strings; default: ``class_<i>``).
 
     Raises:
-        ValueError: Naming the file and the offending array when anything is missing or malformed.
+        DatasetError: Naming the file and the offending array when anything is missing or
+            malformed (object arrays, which would need pickle, included).
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"data.features: file not found: {path}")
+        raise DatasetError(f"data.features: file not found: {path}")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ValueError(f"data.features: {path} is not a readable .npz file ({err})") from None
+        raise DatasetError(f"data.features: {path} is not a readable .npz file ({err})") from None
     with data:
         missing = [name for name in ("features", "labels", "paths") if name not in data.files]
         if missing:
-            raise ValueError(
+            raise DatasetError(
                 f"data.features: {path} lacks array(s) {missing}; expected 'features' [N, D] "
                 f"float, 'labels' [N] int, 'paths' [N] str. Found: {sorted(data.files)}"
             )
-        features, labels, paths = data["features"], data["labels"], data["paths"]
-        class_names = data["class_names"] if "class_names" in data.files else None
+        features, labels, paths = (_npz_array(data, path, name) for name in _NPZ_ARRAYS)
+        class_names = _npz_array(data, path, "class_names") if "class_names" in data.files else None
     return _validate_feature_arrays(path, features, labels, paths, class_names)
+
+
+_NPZ_ARRAYS = ("features", "labels", "paths")
+
+
+def _npz_array(data, path: Path, name: str) -> np.ndarray:
+    """One array of an open ``.npz``; object arrays (pickles) are refused, naming file and array."""
+    try:
+        return data[name]
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+            raise DatasetError(
+                f"data.features: {path}: array '{name}' holds Python objects (dtype=object), "
+                "which would need pickle to load; expected plain numeric / string arrays "
+                "(save strings with np.array(list_of_str), not dtype=object)"
+            ) from None
+        raise DatasetError(f"data.features: {path}: cannot read array '{name}': {err}") from None
+    except (OSError, EOFError) as err:
+        raise DatasetError(f"data.features: {path}: cannot read array '{name}': {err}") from None
 
 
 def _validate_feature_arrays(path, features, labels, paths, class_names) -> FeatureSet:
     if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
-        raise ValueError(
+        raise DatasetError(
             f"data.features: {path}: 'features' must be a float array [N, D]. Received: "
             f"shape={features.shape}, dtype={features.dtype}"
         )
     if features.shape[0] == 0:
-        raise ValueError(f"data.features: {path}: 'features' has no rows; expected N >= 1")
+        raise DatasetError(f"data.features: {path}: 'features' has no rows; expected N >= 1")
     if not np.all(np.isfinite(features)):
-        raise ValueError(f"data.features: {path}: 'features' contains NaN or infinite values")
+        raise DatasetError(f"data.features: {path}: 'features' contains NaN or infinite values")
     n = len(features)
     if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
+        raise DatasetError(
             f"data.features: {path}: 'labels' must be an int array [{n}]. Received: "
             f"shape={labels.shape}, dtype={labels.dtype}"
         )
     if paths.shape != (n,) or paths.dtype.kind not in "US":
-        raise ValueError(
+        raise DatasetError(
             f"data.features: {path}: 'paths' must be a string array [{n}]. Received: "
             f"shape={paths.shape}, dtype={paths.dtype}"
         )
     paths_t = tuple(str(p) for p in paths)
     if len(set(paths_t)) != n:
-        raise ValueError(f"data.features: {path}: 'paths' has duplicate entries")
+        raise DatasetError(f"data.features: {path}: 'paths' has duplicate entries")
     if labels.min() < 0:
-        raise ValueError(
+        raise DatasetError(
             f"data.features: {path}: 'labels' must be >= 0. Received min {labels.min()}"
         )
     if class_names is None:
@@ -266,7 +376,7 @@ def _validate_feature_arrays(path, features, labels, paths, class_names) -> Feat
     else:
         names = tuple(str(c) for c in class_names)
         if labels.max() >= len(names):
-            raise ValueError(
+            raise DatasetError(
                 f"data.features: {path}: label {int(labels.max())} has no entry in "
                 f"'class_names' ({len(names)} names)"
             )

@@ -101,6 +101,25 @@ class RunLayout:
         return self.checkpoints / "state.json"
 
     @property
+    def lock(self) -> Path:
+        """``.lock``: the workdir lock of the running writer (PID and command inside)."""
+        return self.workdir / ".lock"
+
+    @property
+    def model_fingerprint(self) -> Path:
+        """``model/fingerprint.json``: the inputs the selected model was trained with."""
+        return self.model_dir / "fingerprint.json"
+
+    @property
+    def eval_fingerprint(self) -> Path:
+        """``eval/fingerprint.json``: the inputs (and model) the report was made from."""
+        return self.eval_dir / "fingerprint.json"
+
+    def abandoned_checkpoints(self, stamp: str) -> Path:
+        """``model/abandoned-<stamp>/``: checkpoints and history of a run started afresh."""
+        return self.model_dir / f"abandoned-{stamp}"
+
+    @property
     def train_summary(self) -> Path:
         """``model/train_summary.json``: selection rule, selected epoch, best validation mAP."""
         return self.model_dir / "train_summary.json"

@@ -101,7 +101,7 @@ def margin_loss(
     alpha: float = 0.3,
     beta: float = 0.6,
 ) -> tf.Tensor:
-    """Margin loss of gathered triplet rows (spec section 5).
+    """Margin loss of gathered triplet rows (docs/method.md section 6.1).
 
     ``mean_t([d_ap - beta + alpha]_+ + [beta - d_an + alpha]_+)`` with
     ``d = sqrt(||.||^2 + 1e-8)``.

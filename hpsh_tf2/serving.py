@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from hpsh_tf2.data.images import load_image_rgb
+from hpsh_tf2.data.images import is_tiff, load_image_rgb
+from hpsh_tf2.errors import DatasetError, ModelMismatchError
 from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.export import MANIFEST_NAME, read_manifest
 
@@ -55,9 +56,6 @@ OUTPUT_DTYPES: dict[str, np.dtype] = {
     "distances": np.dtype(np.int32),
 }
 """dtypes of the export's numeric outputs, restored by :func:`parse_predict_response`."""
-
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -115,12 +113,26 @@ class Neighbour:
 def encode_for_serving(path: str | os.PathLike[str]) -> bytes:
     """Bytes of an image file as the export accepts them.
 
-    JPEG, PNG, GIF and BMP files are sent as they are (the SavedModel decodes them exactly like
-    the training pipeline). TIFF, which the SavedModel cannot decode, is decoded here with the
-    pipeline's Pillow path and re-encoded as lossless PNG, so it gets the same pixels.
+    JPEG, PNG, GIF, BMP and WebP files are sent as they are (the SavedModel decodes them exactly
+    like the training pipeline). TIFF, which the SavedModel cannot decode, is decoded here with
+    the pipeline's Pillow path and re-encoded as lossless PNG, so it gets the same pixels.
+
+    Raises:
+        DatasetError: ``path`` is missing, a folder or unreadable (the message names it).
     """
-    data = Path(path).read_bytes()
-    if not data.startswith(_TIFF_MAGICS):
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(
+            f"query image {str(path)!r} is a folder; expected an image file (pass --image once "
+            "per file)"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DatasetError(
+            f"cannot read query image {str(path)!r}: {err.strerror or err}"
+        ) from None
+    if not is_tiff(data):
         return data
     buffer = io.BytesIO()
     Image.fromarray(load_image_rgb(path)).save(buffer, format="PNG")
@@ -168,7 +180,7 @@ def query_images(
     Args:
         model_dir: Model folder (highest version used), version folder, or an already loaded
             export.
-        image_paths: Query image files (JPEG, PNG, GIF, BMP; TIFF is converted, see
+        image_paths: Query image files (JPEG, PNG, GIF, BMP, WebP; TIFF is converted, see
             :func:`encode_for_serving`).
         top: Neighbours per query; capped at the export's ``max_k`` (at most the database
             size) when ``model_dir`` is a folder with a manifest.
@@ -179,13 +191,21 @@ def query_images(
 
     Raises:
         ValueError: ``top`` or ``batch_size`` not positive, or an export without ``retrieve``.
+        DatasetError: A query image is missing or a folder (named).
     """
     for name, value in (("top", top), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Received: {name}={value!r}; expected a positive integer")
+    for path in image_paths:  # fail before loading the model
+        if not Path(path).is_file():
+            what = "is a folder" if Path(path).is_dir() else "does not exist"
+            raise DatasetError(
+                f"query image {str(path)!r} {what}; expected an image file (JPEG, PNG, GIF, BMP, "
+                "WebP or TIFF)"
+            )
     loaded, max_k = _loaded_and_max_k(model_dir)
     if "retrieve" not in loaded.signatures:
-        raise ValueError(
+        raise ModelMismatchError(
             "Received: an export without a 'retrieve' signature; expected one exported with a "
             "database (export_saved_model(database=...))"
         )

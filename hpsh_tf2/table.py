@@ -35,6 +35,7 @@ from hpsh_tf2.evaluation.evaluate import protocol_subsets
 from hpsh_tf2.evaluation.plots import save_metric_vs_bits
 from hpsh_tf2.features import FeatureSet, extract_features
 from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.lock import workdir_lock
 from hpsh_tf2.workflow import evaluate, prepare, train
 
 __all__ = [
@@ -217,7 +218,15 @@ def results_table(
 
     Returns:
         The ``table/`` folder.
+
+    Raises:
+        WorkdirLockedError: Another command is writing ``output.workdir``.
     """
+    with workdir_lock(config.workdir):
+        return _results_table(config, bits=bits, samplers=samplers, seeds=seeds, echo=echo)
+
+
+def _results_table(config: Config, *, bits, samplers, seeds, echo: Echo) -> Path:
     seeds = tuple(seeds) if seeds is not None else tuple(config.data.seed + i for i in range(3))
     cells = _grid(bits, samplers, seeds)
     for cell in cells:  # validate every cell's config before any work

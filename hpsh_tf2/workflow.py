@@ -2,29 +2,40 @@
 
 This is the orchestration layer: it knows the run folder (:class:`~hpsh_tf2.layout.RunLayout`)
 and wires the libraries below it (data, features, training, evaluation, export). Each step
-takes a resolved :class:`~hpsh_tf2.config.Config`, saves it as ``config.yaml`` of the run
-folder and writes its outputs there (see the README's "Outputs" table). ``cli.py`` is a thin
-argument parser over these functions.
+takes a resolved :class:`~hpsh_tf2.config.Config` and writes its outputs into the run folder
+(see the README's "Outputs" table), holding the folder's lock (:mod:`hpsh_tf2.lock`) so that two
+commands never write one folder at once. ``config.yaml`` is saved once the data are validated
+(after the scan and split), so a refused command leaves the previous one in place.
+
+Every artifact records the fingerprint of the inputs that made it, next to it:
+``model/fingerprint.json`` (the training keys of the config, the split, a features file's
+stamp), ``eval/fingerprint.json`` (the model's fingerprint and the eval keys) and the export
+manifest's ``provenance``. :func:`run` rebuilds whatever does not match the config; ``evaluate``
+and ``export`` refuse a model trained with other settings, naming every differing key.
+``cli.py`` is a thin argument parser over these functions.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
-from hpsh_tf2.config import Config, config_fingerprint, config_to_dict, load_config, save_config
+from hpsh_tf2.config import Config, config_to_dict, fingerprint, load_config, save_config
 from hpsh_tf2.data.demo import make_demo_dataset
 from hpsh_tf2.data.split import SUBSET_NAMES, prepare_split, split_table
 from hpsh_tf2.dataset import Prepared, cached_scan, scan_from_features
 from hpsh_tf2.encode import ScoreEncoder, SignatureEncoder
-from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.errors import HPSHError, ModelMismatchError
 from hpsh_tf2.evaluation.evaluate import (
     EncodedSet,
     evaluate_codes,
@@ -36,11 +47,12 @@ from hpsh_tf2.evaluation.report import format_report_table
 from hpsh_tf2.export import RetrievalDatabase, export_saved_model, read_manifest, summarize_export
 from hpsh_tf2.features import extract_features, load_feature_file
 from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.lock import workdir_lock
 from hpsh_tf2.models.backbone import backbone_from_config
 from hpsh_tf2.models.head import build_image_hash_model
 from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
 from hpsh_tf2.serving import encode_for_serving, format_neighbours, load_exported, query_images
-from hpsh_tf2.training import TrainResult, fit_hash_model
+from hpsh_tf2.training import TrainResult, fit_hash_model, training_keys
 
 __all__ = [
     "WorkflowError",
@@ -65,13 +77,133 @@ class WorkflowError(HPSHError, ValueError):
 def _start(config: Config) -> RunLayout:
     layout = RunLayout(config.workdir)
     layout.workdir.mkdir(parents=True, exist_ok=True)
-    save_config(config, layout.config)
     return layout
+
+
+def _locked(verb: Callable) -> Callable:
+    """Runs a writing verb while holding the run folder's lock (re-entrant: run -> train)."""
+
+    @functools.wraps(verb)
+    def wrapper(config: Config, *args, **kwargs):
+        with workdir_lock(config.workdir):
+            return verb(config, *args, **kwargs)
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def _file_digest(path: Path) -> str:
+    if not path.is_file():
+        return "missing"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _model_inputs(config: Config, layout: RunLayout) -> dict[str, Any]:
+    """What the trained weights depend on: the training keys of the config, the split and (for
+    a bring-your-own features file) the file's size and modification time."""
+    inputs = training_keys(config)
+    inputs["data.split_file"] = _file_digest(layout.split)
+    if config.data.features:
+        inputs["data.features_file"] = _file_stamp(Path(config.data.features))
+    return inputs
+
+
+def _model_stamp(config: Config, layout: RunLayout) -> str:
+    return _file_stamp(layout.selected_model(config.train.mode))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record_model(config: Config, layout: RunLayout, result: TrainResult) -> None:
+    inputs = _model_inputs(config, layout)
+    write_json_atomic(
+        layout.model_fingerprint,
+        {
+            "fingerprint": fingerprint(inputs, length=16),
+            "inputs": inputs,
+            "model": _model_stamp(config, layout),
+            "selected_epoch": result.selected_epoch,
+            "selection": result.selection,
+        },
+    )
+
+
+def _model_mismatch(config: Config, layout: RunLayout) -> list[str]:
+    """``key: trained X, requested Y`` for every input that differs from the recorded one."""
+    recorded = _read_json(layout.model_fingerprint).get("inputs")
+    if not isinstance(recorded, dict):
+        return ["fingerprint: none recorded (model/fingerprint.json is missing or unreadable)"]
+    current = json.loads(json.dumps(_model_inputs(config, layout)))  # tuples -> lists
+    missing = "(not set)"
+    return [
+        f"{key}: trained {recorded.get(key, missing)!r}, requested {current.get(key, missing)!r}"
+        for key in sorted(set(recorded) | set(current))
+        if recorded.get(key, missing) != current.get(key, missing)
+    ]
+
+
+def _model_up_to_date(config: Config, layout: RunLayout) -> bool:
+    record = _read_json(layout.model_fingerprint)
+    return (
+        layout.selected_model(config.train.mode).is_file()
+        and not _model_mismatch(config, layout)
+        and record.get("model") == _model_stamp(config, layout)
+    )
+
+
+def _require_model(config: Config, layout: RunLayout) -> str:
+    """The model's fingerprint (its recorded inputs and its file); refuses a model made with
+    other settings.
+
+    Raises:
+        WorkflowError: No trained model in the run folder.
+        ModelMismatchError: The model was trained with settings other than ``config``'s (every
+            differing key is named with the trained and the requested value).
+    """
+    path = layout.selected_model(config.train.mode)
+    if not path.is_file():
+        raise WorkflowError(f"no trained model at {path}; run train first")
+    differences = _model_mismatch(config, layout)
+    if differences:
+        raise ModelMismatchError(
+            f"the model in {layout.model_dir} was trained with other settings than this config: "
+            + "; ".join(differences)
+            + ". Run train (or run) with this config to retrain, or use the config it was "
+            "trained with"
+        )
+    record = _read_json(layout.model_fingerprint)
+    stamp = _model_stamp(config, layout)
+    if record.get("model") != stamp:
+        logger.warning("%s changed since train recorded it; using it as it is", path)
+    return fingerprint({"inputs": record["fingerprint"], "model": stamp}, length=16)
+
+
+def _eval_fingerprint(config: Config, model_fingerprint: str, saved_model) -> dict:
+    return {
+        "model": model_fingerprint,
+        "eval": config_to_dict(config)["eval"],
+        "protocol_split": _file_digest(RunLayout(config.workdir).split),
+        "saved_model": None if saved_model is None else str(saved_model),
+    }
+
+
+def _export_provenance(config: Config, model_fingerprint: str) -> dict:
+    raw = config_to_dict(config)
+    return {"model": model_fingerprint, "export": raw["export"], "name": raw["name"]}
 
 
 # --------------------------------------------------------------------------- prepare
 
 
+@_locked
 def prepare(config: Config, *, echo: Echo = print) -> Prepared:
     """Scans the dataset (or loads the features file), makes or re-uses the split.
 
@@ -124,12 +256,14 @@ def prepare(config: Config, *, echo: Echo = print) -> Prepared:
     if scan.skipped:
         echo(f"skipped {len(scan.skipped)} undecodable image(s); see {layout.scan_report}")
     echo(("created " if created else "re-used ") + str(layout.split))
+    save_config(config, layout.config)  # only now: the config and its data are usable
     return Prepared(scan, split, created, features)
 
 
 # --------------------------------------------------------------------------- extract
 
 
+@_locked
 def extract(
     config: Config, *, prepared: Prepared | None = None, progress: bool = True
 ) -> dict[str, np.ndarray]:
@@ -151,6 +285,7 @@ def extract(
         seed=model.init_seed,
         batch_size=config.train.extract_batch_size,
         progress=progress,
+        content_hash=config.data.content_hash,
     )
     out, start = {}, 0
     for name in SUBSET_NAMES:
@@ -175,20 +310,29 @@ def _mode_features(config: Config, prepared: Prepared) -> dict[str, np.ndarray] 
 # --------------------------------------------------------------------------- train
 
 
+@_locked
 def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2) -> TrainResult:
-    """Trains the hash model (features or end-to-end mode); writes ``model/``.
+    """Trains the hash model (features or end-to-end mode); writes ``model/`` and records the
+    inputs it was trained with in ``model/fingerprint.json``.
 
     See :func:`hpsh_tf2.training.fit_hash_model`.
+
+    Raises:
+        RunFailedError: Training diverged (NaN loss); the previous model is left in place.
     """
     prepared = prepared or prepare(config, echo=logger.info)
     features = _mode_features(config, prepared)
-    return fit_hash_model(
+    layout = RunLayout(config.workdir)
+    result = fit_hash_model(
         config,
         train_inputs=prepared.inputs("train", features),
         val_inputs=prepared.inputs("val", features),
-        layout=RunLayout(config.workdir),
+        layout=layout,
         verbose=verbose,
+        class_names=prepared.class_names,
     )
+    _record_model(config, layout, result)
+    return result
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -234,6 +378,7 @@ def _encoded(prepared: Prepared, names, score) -> EncodedSet:
     return EncodedSet(np_binarize(scores), labels, paths)
 
 
+@_locked
 def evaluate(
     config: Config,
     *,
@@ -255,9 +400,13 @@ def evaluate(
 
     Returns:
         The report dictionary (also written to ``eval/report.json``).
+
+    Raises:
+        ModelMismatchError: The run folder's model was trained with other settings.
     """
-    prepared = prepared or prepare(config, echo=logger.info)
     layout = RunLayout(config.workdir)
+    model_fp = "saved_model" if saved_model is not None else _require_model(config, layout)
+    prepared = prepared or prepare(config, echo=logger.info)
     query_names, db_names, exclude_self = protocol_subsets(config.eval.protocol)
     score = _subset_scorer(config, prepared, saved_model)
     queries = _encoded(prepared, query_names, score)
@@ -292,6 +441,7 @@ def evaluate(
             config=config.eval,
             image_root=None if prepared.features is not None else prepared.root,
         )
+    write_json_atomic(layout.eval_fingerprint, _eval_fingerprint(config, model_fp, saved_model))
     echo(format_report_table(report))
     echo(f"wrote {layout.report} and {layout.codes}")
     return report
@@ -323,6 +473,7 @@ def _retrieval_database(config: Config, prepared: Prepared) -> RetrievalDatabase
     )
 
 
+@_locked
 def export(config: Config, *, prepared: Prepared | None = None, echo: Echo = print) -> Path:
     """Exports the trained model as a versioned SavedModel for TF Serving.
 
@@ -331,13 +482,18 @@ def export(config: Config, *, prepared: Prepared | None = None, echo: Echo = pri
 
     Returns:
         The new version folder ``export/<name>/<version>`` of the run folder.
+
+    Raises:
+        ModelMismatchError: The model was trained with another image size, backbone, weights,
+            code length or any other training key than the config's (each one named).
     """
-    prepared = prepared or prepare(config, echo=logger.info)
-    if prepared.features is not None:
+    layout = RunLayout(config.workdir)
+    if config.data.features:
         raise WorkflowError(
             "export needs the image model; a run on data.features has no backbone to export"
         )
-    layout = RunLayout(config.workdir)
+    model_fp = _require_model(config, layout)
+    prepared = prepared or prepare(config, echo=logger.info)
     image_model = _image_model(config, layout)
     database = _retrieval_database(config, prepared)
     samples = prepared.subset_paths("train")[: config.export.warmup_requests]
@@ -353,6 +509,8 @@ def export(config: Config, *, prepared: Prepared | None = None, echo: Echo = pri
         warmup_images=warmup,
         class_names=prepared.class_names,
         config=config_to_dict(config),
+        max_pixels=config.export.max_pixels,
+        provenance=_export_provenance(config, model_fp),
     )
     echo(summarize_export(read_manifest(version_dir), version_dir))
     return version_dir
@@ -368,67 +526,61 @@ def _file_stamp(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-class _Steps:
-    """``steps.json``: the fingerprint of the inputs each step of :func:`run` last ran with."""
+def _latest_export(layout: RunLayout, config: Config) -> tuple[Path | None, dict]:
+    """The highest version folder of the config's export, and its manifest."""
+    base = layout.export_model(config.export.name or config.name)
+    versions = (
+        [p for p in base.glob("*") if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
+    )
+    if not versions:
+        return None, {}
+    latest = max(versions, key=lambda p: int(p.name))
+    try:
+        return latest, read_manifest(latest)
+    except (OSError, ValueError):
+        return latest, {}
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.data = json.loads(path.read_text()) if path.is_file() else {}
 
-    def up_to_date(self, step: str, key: str, output: Path) -> bool:
-        return self.data.get(step) == key and output.exists()
-
-    def record(self, step: str, key: str, **extra: str) -> None:
-        self.data[step] = key
-        self.data.update(extra)
-        write_json_atomic(self.path, self.data)
-
-
+@_locked
 def run(config: Config, *, echo: Echo = print) -> dict:
     """The whole job: prepare, extract (features mode), train, evaluate, export.
 
-    Steps whose outputs are up to date (same inputs, recorded in ``steps.json``) are skipped.
+    A step is skipped when its artifact's recorded fingerprint matches the config (the model's
+    training inputs and file, the report's model and eval keys, the export's model and export
+    keys); anything else is rebuilt, and the summary says which and why.
     Returns a summary (mAP@k, bits, export path, which steps ran).
     """
     layout = _start(config)
-    steps = _Steps(layout.steps)
     ran: dict[str, str] = {}
     prepared = prepare(config, echo=echo)
 
-    train_key = config_fingerprint(
-        config,
-        sections=("data", "model", "train", "sampler", "loss"),
-        extra={"split": _file_stamp(layout.split)},
-    )
-    model_path = layout.hash_model
-    if steps.up_to_date("train", train_key, model_path):
+    if _model_up_to_date(config, layout):
         ran["train"] = "up to date"
     else:
+        why = "; ".join(_model_mismatch(config, layout)[:3]) or "model file changed or missing"
+        logger.info("train: rebuilding (%s)", why)
         result = train(config, prepared=prepared)
-        steps.record("train", train_key)
         ran["train"] = f"trained; kept epoch {result.selected_epoch} ({result.selection})"
+    model_fp = _require_model(config, layout)
 
-    model_stamp = {"train": train_key, "model": _file_stamp(model_path)}
-    eval_key = config_fingerprint(config, sections=("eval",), extra=model_stamp)
-    if steps.up_to_date("evaluate", eval_key, layout.report):
+    expected = json.loads(json.dumps(_eval_fingerprint(config, model_fp, None)))
+    if layout.report.is_file() and _read_json(layout.eval_fingerprint) == expected:
         report = json.loads(layout.report.read_text())
         ran["evaluate"] = "up to date"
     else:
         report = evaluate(config, prepared=prepared, echo=echo)
-        steps.record("evaluate", eval_key)
         ran["evaluate"] = "evaluated"
 
-    export_key = config_fingerprint(config, sections=("export",), extra=model_stamp)
     export_path: Path | None = None
-    recorded = steps.data.get("export_path")
+    latest, manifest = _latest_export(layout, config)
+    provenance = json.loads(json.dumps(_export_provenance(config, model_fp)))
     if prepared.features is not None:
         ran["export"] = "skipped: a data.features run has no image model to export"
-    elif recorded and steps.up_to_date("export", export_key, Path(recorded)):
-        export_path = Path(recorded)
+    elif latest is not None and manifest.get("provenance") == provenance:
+        export_path = latest
         ran["export"] = "up to date"
     else:
         export_path = export(config, prepared=prepared, echo=echo)
-        steps.record("export", export_key, export_path=str(export_path))
         ran["export"] = "exported"
     return _summary(config, report, export_path, ran, echo)
 
@@ -503,9 +655,10 @@ def demo(
 ) -> dict:
     """Generates the demo dataset, runs the whole job on it, and queries the export."""
     config = demo_config(workdir, overrides, base=base)
-    root = make_demo_dataset(config.data.root)
-    echo(f"demo dataset: {root}")
-    summary = run(config, echo=echo)
+    with workdir_lock(config.workdir):
+        root = make_demo_dataset(config.data.root)
+        echo(f"demo dataset: {root}")
+        summary = run(config, echo=echo)
     prepared = prepare(config, echo=lambda _: None)
     query = prepared.root / prepared.subset_paths("test")[0]
     neighbours = query_images(Path(summary["export"]).parent, [str(query)], top=5)[0]

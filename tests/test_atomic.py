@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -50,3 +52,24 @@ def test_failure_without_previous_file_leaves_nothing(tmp_path):
         tmp.write_bytes(b"partial")
         raise ValueError("bad")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_honour_the_umask(tmp_path, umask):
+    from hpsh_tf2.atomic import current_umask
+    from hpsh_tf2.config import Config, save_config
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        written = [
+            write_text_atomic(tmp_path / "t.txt", "x"),
+            write_json_atomic(tmp_path / "j.json", {}),
+            save_npy_atomic(tmp_path / "x.npy", np.zeros(2)),
+            save_npz_atomic(tmp_path / "z.npz", a=np.zeros(2)),
+            save_config(Config(), tmp_path / "config.yaml"),
+        ]
+    finally:
+        os.umask(old)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name

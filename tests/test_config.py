@@ -316,3 +316,75 @@ def test_recipe_keys_default_to_the_paper_and_accept_values():
 def test_early_stopping_needs_a_validation_split():
     with pytest.raises(ConfigError, match=r"early_stopping_patience.*data\.split\.val.*val=0\.0"):
         apply_overrides(Config(), ["train.early_stopping_patience=2"])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.learning_rate=.inf",
+        "train.learning_rate=.nan",
+        "loss.alpha=-.inf",
+        "sampler.nonzero_loss_cutoff=.inf",
+        "data.split.train=.nan",
+        "train.epsilon=.inf",
+    ],
+)
+def test_non_finite_numbers_are_rejected_naming_the_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'") + r".*expected a finite number"):
+        apply_overrides(Config(), [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.seed=-1", "data.seed"),
+        ("train.seed=100000000000000000000", "train.seed"),
+        ("train.seed=1.0e+20", "train.seed"),
+        ("train.seed=2147483648", "train.seed"),
+        ("model.init_seed=-5", "model.init_seed"),
+    ],
+)
+def test_seeds_outside_the_rng_range_fail_at_load_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
+        load_config(REPO_ROOT / "aid.yaml", [override])
+    ok = apply_overrides(Config(), [f"{key}=2147483647"])
+    section, leaf = key.split(".")
+    assert getattr(getattr(ok, section), leaf) == 2**31 - 1
+
+
+def test_empty_workdir_is_rejected_at_load():
+    with pytest.raises(ConfigError, match=r"'output\.workdir'.*non-empty folder path"):
+        load_config(REPO_ROOT / "aid.yaml", ["output.workdir="])
+    with pytest.raises(ConfigError, match=r"'output\.workdir'"):
+        apply_overrides(Config(), ["output.workdir=  "])
+
+
+def test_config_error_is_an_hpsh_error():
+    from hpsh_tf2 import errors
+
+    assert ConfigError is errors.ConfigError
+    assert issubclass(ConfigError, errors.HPSHError)
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_a_command_line_data_source_replaces_the_files_other_one(tmp_path, caplog):
+    file = tmp_path / "c.yaml"
+    file.write_text("data:\n  root: data/AID\n")
+    with caplog.at_level("INFO", logger="hpsh_tf2.config"):
+        config = load_config(file, ["data.features=x.npz"])
+    assert (config.data.root, config.data.features) == (None, "x.npz")
+    notes = [r.getMessage() for r in caplog.records if "replaces" in r.getMessage()]
+    assert len(notes) == 1 and "data.root" in notes[0] and "data/AID" in notes[0]
+    # and the reverse
+    file.write_text("data:\n  features: y.npz\n")
+    config = load_config(file, ["data.root=imgs"])
+    assert (config.data.root, config.data.features) == ("imgs", None)
+    # the README's own feature example on a shipped config
+    config = load_config(REPO_ROOT / "aid.yaml", ["data.features=f.npz"])
+    assert (config.data.root, config.data.features) == (None, "f.npz")
+    # both on the command line stays an error
+    with pytest.raises(ConfigError, match=r"only one of 'data\.root'"):
+        load_config(file, ["data.root=a", "data.features=b.npz"])
+    # without an override the file's own source is kept
+    assert load_config(file).data.features == "y.npz"

@@ -75,12 +75,12 @@ def _png_bytes(size: int = 40) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, aid_sample_root):
+def exported(tmp_path_factory, scene_tree):
     """One InceptionV3 (75 px, random weights) export with a 40-item database."""
     backbone = build_backbone(BACKBONE, weights="none", image_size=IMAGE_SIZE)
     head = build_hash_model(backbone.output_shape[-1], bits=BITS, seed=7)
     model = build_image_hash_model(backbone, head)
-    files = _sample_files(aid_sample_root, 4)
+    files = _sample_files(scene_tree, 4)
     database = _random_database()
     export_dir = tmp_path_factory.mktemp("export")
     config = {"model": {"bits": BITS}, "name": "test"}
@@ -239,9 +239,9 @@ def test_png_input_matches_pipeline(exported):
     ("payload", "message"),
     [
         (b"", "empty string"),
-        (b"this is not an image", "not a JPEG, PNG, GIF or BMP"),
+        (b"this is not an image", "not a JPEG, PNG, GIF, BMP or WebP"),
         (b"II*\x00" + b"\x00" * 64, "TIFF is not supported"),
-        ("truncated", "Invalid JPEG data"),
+        ("truncated", "truncated or corrupt JPEG"),
     ],
 )
 def test_bad_bytes_raise_invalid_argument(exported, payload, message):
@@ -257,6 +257,93 @@ def test_bad_positions_are_reported(exported):
     batch = tf.constant([good, b"junk", good, b"more junk"])
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[\[1\]\s*\[3\]\]"):
         exported.loaded.signatures["serving_default"](image_bytes=batch)
+
+
+def test_truncated_jpeg_positions_are_reported(exported):
+    good = exported.files[0].read_bytes()
+    cut = good[: len(good) // 2]
+    batch = tf.constant([good, cut, good, good[:200]])
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"truncated or corrupt JPEG[^\[]*\[\[1\]\s*\[3\]\]"
+    ):
+        exported.loaded.signatures["serving_default"](image_bytes=batch)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk declaring ``width x height`` 16-bit RGB (no pixel data)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
+
+
+def test_huge_declared_size_is_refused_before_decoding(exported):
+    import time
+
+    good = exported.files[0].read_bytes()
+    huge = _png_header(12000, 12000) + b"\x00" * 1000
+    start = time.monotonic()
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"max_pixels=40000000.*batch positions[^\[]*\[\[1\]\].*\[\[12000 12000\]\]",
+    ):
+        exported.loaded.signatures["serving_default"](image_bytes=tf.constant([good, huge]))
+    assert time.monotonic() - start < 5.0  # a 12000 x 12000 16-bit decode takes ~18 s
+
+
+def _encoded(array: np.ndarray, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kwargs"),
+    [
+        ("PNG", {}),
+        ("JPEG", {}),
+        ("JPEG", {"progressive": True}),
+        ("GIF", {}),
+        ("BMP", {}),
+        ("WEBP", {}),
+        ("WEBP", {"lossless": True}),
+    ],
+)
+def test_max_pixels_reads_every_format_header(tmp_path, fmt, kwargs):
+    rng = np.random.default_rng(0)
+    limit = 30 * 40
+    version = _tiny_export(tmp_path, max_pixels=limit, warmup_images=[])
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    fits = _encoded(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), fmt, **kwargs)
+    over = _encoded(rng.integers(0, 256, (31, 40, 3), dtype=np.uint8), fmt, **kwargs)
+    assert serve(image_bytes=tf.constant([fits]))["codes"].shape == (1, BITS)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[\[40 31\]\]"):
+        serve(image_bytes=tf.constant([fits, over]))
+
+
+def test_webp_is_served_like_the_training_pipeline_decodes_it(tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (24, 36, 3), dtype=np.uint8)
+    data = _encoded(pixels, "WEBP", lossless=True)
+    model = _tiny_model()
+    version = _tiny_export(tmp_path, image_model=model, warmup_images=[data])
+    got = tf.saved_model.load(str(version)).signatures["serving_default"](
+        image_bytes=tf.constant([data])
+    )
+    path = tmp_path / "x.webp"
+    path.write_bytes(data)
+    pipeline = load_and_preprocess(
+        tf.constant(str(path)), image_size=32, preprocess=preprocessor("mobilenet_v2")
+    )
+    scores = model(pipeline[None], training=False).numpy()
+    np.testing.assert_allclose(got["scores"].numpy(), scores, atol=1e-5)
 
 
 def test_wrong_dtype_is_rejected(exported):
@@ -380,6 +467,41 @@ def test_failure_mid_export_leaves_no_version(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="simulated"):
         _tiny_export(tmp_path)
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["1", "models.config"]
+
+
+def test_stale_temporary_exports_are_removed_at_the_next_export(tmp_path):
+    import os
+    import time
+
+    base = tmp_path / "tiny"
+    base.mkdir()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(gone.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folders = {
+            "dead": base / f".tmp-export-{dead_pid}-aaaa",  # a killed export
+            "live": base / f".tmp-export-{live.pid}-bbbb",  # an export still running
+            "old": base / ".tmp-export-cccc",  # legacy name, two days old
+            "new": base / ".tmp-export-dddd",  # legacy name, just written
+        }
+        for folder in folders.values():
+            folder.mkdir()
+            (folder / "saved_model.pb").write_bytes(b"x" * 1000)
+        two_days = time.time() - 2 * 86400
+        os.utime(folders["old"], (two_days, two_days))
+        version = _tiny_export(tmp_path)
+    finally:
+        live.kill()
+        live.wait()
+    assert not folders["dead"].exists() and not folders["old"].exists()
+    assert folders["live"].is_dir() and folders["new"].is_dir()
+    assert version.name == "1"
 
 
 def test_concurrent_version_is_not_overwritten(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from hpsh_tf2.errors import BadImageError, DatasetError
 from hpsh_tf2.features import FeatureSet, cache_key, extract_features, load_feature_file
 
 NUM_IMAGES = 12
@@ -123,7 +124,7 @@ class TestExtractFeatures:
         meta = json.loads((out_dir / "cache.json").read_text())
         assert meta["complete"] is True and meta["rows"] == NUM_IMAGES
         assert meta["key"] == cache_key(
-            backbone="inception_v3", weights="none", image_size=SOURCE_SIZE, paths=paths
+            backbone="inception_v3", weights="none", image_size=SOURCE_SIZE, paths=paths, root=root
         )
         assert not list(out_dir.glob("part-*.npy"))
 
@@ -183,7 +184,9 @@ class TestExtractFeatures:
         root, paths, pixels = dataset
         out_dir = tmp_path / "features"
         out_dir.mkdir()
-        key = cache_key(backbone="inception_v3", weights="none", image_size=8, paths=paths)
+        key = cache_key(
+            backbone="inception_v3", weights="none", image_size=8, paths=paths, root=root
+        )
         (out_dir / "cache.json").write_text(json.dumps({"key": key, "complete": False}))
         # Deliberately wrong values in the part: a resume must keep them, not recompute them.
         np.save(out_dir / "part-00000.npy", np.full((5, 3), 42.0, np.float32))
@@ -236,6 +239,78 @@ class TestExtractFeatures:
         features = _extract(root, paths, out_dir, model_factory=counter)
         assert int(counter.images.numpy()) == NUM_IMAGES
         np.testing.assert_allclose(features, _expected(pixels), atol=1e-5)
+
+
+class TestInPlaceEdits:
+    def test_image_replaced_under_the_same_name_misses_the_cache(
+        self, dataset, tmp_path: Path
+    ) -> None:
+        root, paths, pixels = dataset
+        out_dir = tmp_path / "features"
+        calls: list[int] = []
+        first = _extract(root, paths, out_dir, model_factory=_gap_factory(calls))
+        np.testing.assert_allclose(first, _expected(pixels), atol=1e-5)
+        # overwrite image 3 with image 4's pixels (same name, same size in bytes or not)
+        target = root / paths[3]
+        before = target.stat().st_mtime_ns
+        Image.fromarray(pixels[4]).save(target)
+        os.utime(target, ns=(before + 1_000_000, before + 1_000_000))
+        second = _extract(root, paths, out_dir, model_factory=_gap_factory(calls))
+        assert calls == [1, 1], "the edit must not be a cache hit"
+        expected = _expected(pixels)
+        expected[3] = expected[4]
+        np.testing.assert_allclose(second, expected, atol=1e-5)
+        # unchanged files: a hit again
+        _extract(root, paths, out_dir, model_factory=_gap_factory(calls))
+        assert calls == [1, 1]
+
+    def test_content_hash_sees_an_edit_that_keeps_size_and_mtime(
+        self, dataset, tmp_path: Path
+    ) -> None:
+        root, paths, _ = dataset
+        target = root / paths[0]
+        stat = target.stat()
+        keys = {}
+        for content in (False, True):
+            keys[content] = cache_key(
+                backbone="b",
+                weights="none",
+                image_size=8,
+                paths=paths,
+                root=root,
+                content_hash=content,
+            )
+        data = bytearray(target.read_bytes())
+        data[-13] ^= 0xFF  # same length
+        target.write_bytes(bytes(data))
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        for content in (False, True):
+            key = cache_key(
+                backbone="b",
+                weights="none",
+                image_size=8,
+                paths=paths,
+                root=root,
+                content_hash=content,
+            )
+            # size + mtime_ns cannot see this edit; the content hash does
+            assert (key == keys[content]) is (not content)
+
+    def test_missing_image_is_named(self, dataset, tmp_path: Path) -> None:
+        root, paths, _ = dataset
+        (root / paths[5]).unlink()
+        with pytest.raises(DatasetError, match=paths[5]):
+            _extract(root, paths, tmp_path / "features", model_factory=_gap_factory([]))
+
+    def test_undecodable_image_found_late_is_named(self, dataset, tmp_path: Path) -> None:
+        # data.verify_images=false: the scan did not decode the files, extraction hits it
+        root, paths, _ = dataset
+        bad = root / paths[7]
+        bad.write_bytes(bad.read_bytes()[:40])  # truncated PNG
+        with pytest.raises(BadImageError) as info:
+            _extract(root, paths, tmp_path / "features", model_factory=_gap_factory([]))
+        assert info.value.path == str(bad)
+        assert "verify_images" in str(info.value)
 
 
 class TestCacheKey:
@@ -369,6 +444,15 @@ class TestLoadFeatureFile:
     def test_missing_file(self, tmp_path: Path) -> None:
         path = tmp_path / "absent.npz"
         with pytest.raises(ValueError, match="file not found") as info:
+            load_feature_file(path)
+        assert str(path) in str(info.value)
+
+    @pytest.mark.parametrize("array", ["features", "labels", "paths", "class_names"])
+    def test_object_array_names_file_and_array(self, tmp_path: Path, array: str) -> None:
+        arrays = _valid_arrays()
+        arrays[array] = arrays[array].astype(object)
+        path = _save_npz(tmp_path / "obj.npz", **arrays)
+        with pytest.raises(DatasetError, match=rf"array '{array}' holds Python objects") as info:
             load_feature_file(path)
         assert str(path) in str(info.value)
 

@@ -30,14 +30,15 @@ from hpsh_tf2.ops.sampling import sample_triplets
 from hpsh_tf2.samplers import TripletSampler
 from tests.conftest import separated_binary_codes
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-GOLDEN = SHARED / "golden" / "tfa_triplet_losses.json"
+# Our copy of the tensorflow-addons golden values (compact: each input stored once).
+GOLDEN = Path(__file__).resolve().parent / "data" / "tfa_triplet_losses.json"
 
 
 def _golden_cases() -> list[dict]:
     if not GOLDEN.is_file():
         return [{"missing": str(GOLDEN)}]
-    return json.loads(GOLDEN.read_text())["cases"]
+    data = json.loads(GOLDEN.read_text())
+    return [{**case, **data["inputs"][case["input"]]} for case in data["cases"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,7 +358,8 @@ def test_hpsh_wrapper_equals_function(reduction: str | None) -> None:
 
 
 def test_hpsh_loss_original_sampler_empty_rows_policies() -> None:
-    # Spec 4.5(c-d): at 64 bits the original's mask empties rows of separated codes. "index0"
+    # docs/method.md section 11.2: at 64 bits the original's mask empties rows of separated
+    # codes. "index0"
     # (its GPU kernel) trains on with row 0 as the negative; "error" (its CPU kernel) fails.
     scores = tf.constant(separated_binary_codes(6, 5), tf.float32)
     labels = np.repeat(np.arange(6), 5)

@@ -69,17 +69,17 @@ def _np_ranking(query_codes: np.ndarray, db_codes: np.ndarray) -> tuple[np.ndarr
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, aid_sample_root):
-    """Version 1 without a database, version 2 with 2 images per class of the AID sample."""
+def served(tmp_path_factory, scene_tree):
+    """Version 1 without a database, version 2 with 2 images per class of a generated tree."""
     model = _tiny_model()
-    classes = sorted(p.name for p in aid_sample_root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in scene_tree.iterdir() if p.is_dir())
     db_files, labels = [], []
     for label, name in enumerate(classes):
-        for path in sorted((aid_sample_root / name).iterdir())[:2]:
+        for path in sorted((scene_tree / name).iterdir())[:2]:
             db_files.append(path)
             labels.append(label)
     db_codes = _pipeline_codes(model, db_files)
-    paths = [p.relative_to(aid_sample_root).as_posix() for p in db_files]
+    paths = [p.relative_to(scene_tree).as_posix() for p in db_files]
     database = RetrievalDatabase.from_codes(db_codes, np.array(labels), paths, classes)
     export_dir = tmp_path_factory.mktemp("serving")
     common = {
@@ -92,10 +92,10 @@ def served(tmp_path_factory, aid_sample_root):
     }
     first = export_saved_model(**common)
     second = export_saved_model(**common, database=database, max_k=25)
-    queries = [sorted((aid_sample_root / c).iterdir())[5] for c in classes[:4]] + db_files[3:4]
+    queries = [sorted((scene_tree / c).iterdir())[5] for c in classes[:4]] + db_files[3:4]
     return SimpleNamespace(
         model=model,
-        root=aid_sample_root,
+        root=scene_tree,
         model_dir=export_dir / MODEL_NAME,
         first=first,
         second=second,
@@ -162,6 +162,18 @@ def test_query_images_errors(served):
         query_images(served.loaded, served.queries[:1], top=0)
     with pytest.raises(ValueError, match="batch_size=-1"):
         query_images(served.loaded, served.queries[:1], batch_size=-1)
+
+
+def test_query_image_folder_or_missing_file_is_named(served, tmp_path):
+    from hpsh_tf2.errors import DatasetError, HPSHError
+
+    with pytest.raises(DatasetError, match=rf"query image '{tmp_path}' is a folder") as info:
+        query_images(served.loaded, [served.queries[0], tmp_path])
+    assert isinstance(info.value, HPSHError)
+    with pytest.raises(DatasetError, match=r"absent\.jpg' does not exist"):
+        query_images(served.model_dir, [tmp_path / "absent.jpg"])
+    with pytest.raises(DatasetError, match="is a folder"):
+        encode_for_serving(tmp_path)
 
 
 def test_tiff_query_is_converted_on_the_client(served, tmp_path):
@@ -313,7 +325,7 @@ def test_rest_round_trip_retrieve(served, rest_url):
 
 
 def test_rest_errors_carry_the_server_message(served, rest_url):
-    with pytest.raises(RuntimeError, match=r"HTTP 400.*not a JPEG, PNG, GIF or BMP"):
+    with pytest.raises(RuntimeError, match=r"HTTP 400.*not a JPEG, PNG, GIF, BMP or WebP"):
         predict_rest(rest_url, [b"definitely not an image"])
     with pytest.raises(RuntimeError, match="HTTP 404"):
         predict_rest(rest_url.replace(MODEL_NAME, "other"), [b"x"])

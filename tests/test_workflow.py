@@ -1,9 +1,11 @@
 """End-to-end tests of the CLI verbs and hpsh_tf2.workflow (prepare, extract, train, evaluate,
-export, run, query), on the shared AID sample, its features, and generated demo data."""
+export, run, query), on generated features and demo data, and on the shared AID sample where
+present (those tests skip without ../shared)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -72,15 +74,17 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
         cli.main(["fly"])
 
 
-def test_cli_reports_a_tensorflow_runtime_error_in_one_line(aid_features_path, tmp_path, capsys):
+def test_cli_reports_a_tensorflow_runtime_error_in_one_line(
+    synthetic_features_path, tmp_path, capsys
+):
     # 64-bit codes of the original seed sampler with the CPU policy: once the classes separate,
-    # rows lose every candidate and training stops (spec 4.5(c-d)). Here it happens at once
-    # because the cutoff is tiny.
+    # rows lose every candidate and training stops (docs/method.md section 11.2). Here it
+    # happens at once because the cutoff is tiny.
     args = [
         "train",
         "--config",
         str(REPO_ROOT / "aid.yaml"),
-        *("--set", "data.root=null", "--set", f"data.features={aid_features_path}"),
+        *("--set", "data.root=null", "--set", f"data.features={synthetic_features_path}"),
         *("--set", f"output.workdir={tmp_path}", "--set", "model.hidden_units=[16]"),
         *("--set", "sampler.mode=original", "--set", "sampler.empty_rows=error"),
         *("--set", "sampler.nonzero_loss_cutoff=0.01", "--set", "train.classes_per_batch=4"),
@@ -94,13 +98,13 @@ def test_cli_reports_a_tensorflow_runtime_error_in_one_line(aid_features_path, t
         cli.main(["--verbose", *args, "--set", f"output.workdir={tmp_path / 'v'}"])
 
 
-def test_features_file_train_and_evaluate(aid_features_path, tmp_path, capsys):
+def test_features_file_train_and_evaluate(synthetic_features_path, tmp_path, capsys):
     """Bring-your-own features: prepare, train and evaluate work unchanged."""
     config = load_config(
         REPO_ROOT / "aid.yaml",
         [
             "data.root=null",
-            f"data.features={aid_features_path}",
+            f"data.features={synthetic_features_path}",
             "data.split.train=0.5",
             "data.split.val=0.1",
             "eval.k=5",
@@ -133,11 +137,11 @@ def test_features_file_train_and_evaluate(aid_features_path, tmp_path, capsys):
     assert "map@5" in capsys.readouterr().out
 
 
-def test_standard_protocol_uses_train_and_val_as_database(aid_features_path, tmp_path):
+def test_standard_protocol_uses_train_and_val_as_database(synthetic_features_path, tmp_path):
     config = load_config(
         None,
         [
-            f"data.features={aid_features_path}",
+            f"data.features={synthetic_features_path}",
             "data.split.train=0.5",
             "data.split.val=0.1",
             "eval.protocol=standard",
@@ -201,6 +205,27 @@ def test_second_run_skips_up_to_date_steps(demo_run):
     changed = workflow.run(config.replace(["eval.radius=1"]), echo=lambda _: None)
     assert changed["steps"]["train"] == "up to date"
     assert changed["steps"]["evaluate"] == "evaluated"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.image_size=150", "model.image_size: trained 75, requested 150"),
+        ("model.bits=32", "model.bits: trained 16, requested 32"),
+        ("model.backbone=resnet50", "model.backbone: trained 'inception_v3', requested 'resnet50'"),
+        ("model.weights=imagenet", "model.weights: trained 'none', requested 'imagenet'"),
+    ],
+)
+def test_export_refuses_a_model_trained_with_other_settings(demo_run, override, expected):
+    from hpsh_tf2.errors import ModelMismatchError
+
+    config, _ = demo_run
+    saved = (config.workdir / "config.yaml").read_text()
+    versions = sorted(p.name for p in (config.workdir / "export" / "demo").iterdir())
+    with pytest.raises(ModelMismatchError, match=re.escape(expected)):
+        workflow.export(config.replace([override]), echo=lambda _: None)
+    assert sorted(p.name for p in (config.workdir / "export" / "demo").iterdir()) == versions
+    assert (config.workdir / "config.yaml").read_text() == saved  # the refused config is not kept
 
 
 def test_query_cli_on_the_export(demo_run, capsys, tmp_path):
@@ -290,11 +315,11 @@ def test_demo_config_layers_demo_settings_over_a_base_file(tmp_path):
     assert config.data.root == str(tmp_path / "w" / "data")
 
 
-def test_run_on_features_file_skips_export(aid_features_path, tmp_path):
+def test_run_on_features_file_skips_export(synthetic_features_path, tmp_path):
     config = load_config(
         None,
         [
-            f"data.features={aid_features_path}",
+            f"data.features={synthetic_features_path}",
             "eval.k=5",
             "eval.figures=false",
             f"output.workdir={tmp_path}",

@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import BinaryIO
 
-from hpsh_tf2.errors import DatasetError
+from hpsh_tf2.errors import DatasetError, UsageError
 
 __all__ = ["DATASETS", "DatasetSource", "download_dataset", "file_checksum", "parse_checksum"]
 
@@ -43,7 +43,7 @@ _HEX_LENGTHS = {"md5": 32, "sha256": 64}
 def _check_hex(algo: str, value: str) -> str:
     digest = value.strip().lower()
     if len(digest) != _HEX_LENGTHS[algo] or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(
+        raise UsageError(
             f"Received: {algo}={value!r}; expected {_HEX_LENGTHS[algo]} hexadecimal digits"
         )
     return digest
@@ -142,7 +142,7 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
         algo = {32: "md5", 64: "sha256"}.get(len(digest.strip()), "")
     algo = algo.strip().lower()
     if algo not in _HEX_LENGTHS:
-        raise ValueError(
+        raise UsageError(
             f"Received: checksum={checksum!r}; expected 'md5:<32 hex>', 'sha256:<64 hex>' or a "
             "bare MD5/SHA-256 hex digest"
         )
@@ -303,7 +303,7 @@ def _resolve_source(name_or_source: str | DatasetSource) -> DatasetSource:
         if key in DATASETS:
             return DATASETS[key]
         hint = " (AID must be downloaded by hand, see the README)" if key == "aid" else ""
-        raise ValueError(
+        raise UsageError(
             f"Received: name_or_source={name_or_source!r}; expected one of "
             f"{sorted(DATASETS)} or a DatasetSource{hint}"
         )
@@ -316,7 +316,7 @@ def _resolve_source(name_or_source: str | DatasetSource) -> DatasetSource:
 def _expected_checksum(source: DatasetSource, checksum: str | None) -> tuple[str, str]:
     expected = parse_checksum(checksum) if checksum is not None else source.checksum
     if expected is None:
-        raise ValueError(
+        raise UsageError(
             f"Received: checksum=None and source {source.name!r} has none; expected a checksum "
             "('md5:<hex>' or 'sha256:<hex>') so the archive can be verified"
         )

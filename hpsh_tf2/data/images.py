@@ -34,24 +34,33 @@ from hpsh_tf2.errors import BadImageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "TIFF_MAGICS",
     "decode_image",
     "has_image_extension",
     "image_to_rgb_array",
+    "is_tiff",
     "load_image_rgb",
     "read_image",
     "resize_image",
 ]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".webp")
 """File extensions treated as images (compared case-insensitively)."""
 
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
+TIFF_MAGICS: tuple[bytes, ...] = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+"""First four bytes of a TIFF file: classic TIFF and BigTIFF, little- and big-endian."""
+
 _PNG_MAGIC = b"\x89PNG"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _DIRECT_MODES = ("1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB")
 # Pillow's integer RGB -> L conversion (ITU-R 601-2 luma), reproduced for channels=1.
 _LUMA_WEIGHTS = (19595, 38470, 7471)
+
+
+def is_tiff(data: bytes) -> bool:
+    """Whether ``data`` (a file's bytes, or at least its first four) starts like a TIFF file."""
+    return bytes(data[:4]).startswith(TIFF_MAGICS)
 
 
 def has_image_extension(name: str | os.PathLike[str]) -> bool:
@@ -197,7 +206,7 @@ def decode_image(
 ) -> tf.Tensor:
     """Decode encoded image bytes into a uint8 tensor (a graph op, usable in ``Dataset.map``).
 
-    GIF and BMP go through ``tf.io.decode_image`` (first frame only); PNG through
+    GIF, BMP and WebP go through ``tf.io.decode_image`` (first frame only); PNG through
     ``tf.io.decode_png`` at 16 bits, rounded to 8 bits; JPEG through ``tf.io.decode_jpeg`` with the
     accurate integer IDCT (identical to Pillow in our tests); TIFF (detected by its magic bytes
     ``II*\\0`` / ``MM\\0*``) through Pillow inside ``tf.py_function``, so TIFF decoding needs a
@@ -228,7 +237,7 @@ def decode_image(
         )
     if allow_tiff:
         image = tf.cond(
-            _starts_with(contents, _TIFF_MAGICS),
+            _starts_with(contents, TIFF_MAGICS),
             lambda: _decode_tiff(contents),
             lambda: _decode_non_tiff(contents),
         )

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.data.images import read_image, resize_image
+from hpsh_tf2.errors import ConfigError, DatasetError
 
 __all__ = [
     "ClassBalancedSampler",
@@ -43,9 +44,12 @@ class ClassBalancedSampler:
         classes_per_batch: P; ``None`` means all classes.
         samples_per_class: K (>= 2).
         seed: Integer seed; batch ``b`` uses the stateless seed ``(seed, b)``.
+        class_names: Names of the classes, index = label; used in error messages (a class with
+            too few items is named, not only numbered).
 
     Raises:
-        ValueError: If a class has fewer than 2 items, P exceeds the number of classes, or an
+        DatasetError: If a class has fewer than 2 items (a ``ValueError`` too).
+        ValueError: If P exceeds the number of classes, or an
             argument is out of range.
     """
 
@@ -56,6 +60,7 @@ class ClassBalancedSampler:
         classes_per_batch: int | None,
         samples_per_class: int,
         seed: int,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
@@ -70,15 +75,22 @@ class ClassBalancedSampler:
         classes, counts = np.unique(labels, return_counts=True)
         p = len(classes) if classes_per_batch is None else int(classes_per_batch)
         if not 2 <= p <= len(classes):
-            raise ValueError(
+            raise ConfigError(
                 f"Received: classes_per_batch={classes_per_batch}; expected an integer in "
                 f"[2, {len(classes)}] (the number of classes in the training set) or null"
             )
         too_small = classes[counts < 2]
         if too_small.size:
-            raise ValueError(
-                f"classes {too_small.tolist()} have fewer than 2 training items; a class needs "
-                "at least 2 to form anchor-positive pairs"
+            named = [
+                f"{class_names[c]!r} (label {c}, {counts[classes == c][0]} item(s))"
+                if class_names is not None and 0 <= c < len(class_names)
+                else f"label {c} ({counts[classes == c][0]} item(s))"
+                for c in too_small.tolist()
+            ]
+            raise DatasetError(
+                f"classes {', '.join(named)} have fewer than 2 training items; a class needs "
+                "at least 2 to form anchor-positive pairs (give it more images or a larger "
+                "data.split.train)"
             )
         short = classes[counts < samples_per_class]
         if short.size:

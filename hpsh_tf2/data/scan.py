@@ -4,10 +4,18 @@ Layout: ``root/<class name>/<image file>``. Classes are sorted by name (Python s
 upper case sorts before lower case) and labelled 0, 1, ...; files are sorted by name inside each
 class. Hidden entries (leading ``.``), non-image files and sub-folders of class folders are
 ignored and counted; image files lying directly in ``root`` are an error.
+
+Symbolic links are followed, except loops: a link that cannot be resolved (``ln -s x.jpg x.jpg``,
+``errno ELOOP``) is left out like an undecodable image (listed in ``ScanResult.skipped`` with its
+reason, or an error with ``on_bad_image="error"``), and so is a class folder that links back to
+the dataset root or one of its parents (``ln -s . root/loop``), which would otherwise be scanned
+as a class holding the other classes.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +29,8 @@ from hpsh_tf2.data.images import IMAGE_EXTENSIONS, has_image_extension, load_ima
 from hpsh_tf2.errors import BadImageError, DatasetError
 
 __all__ = ["ScanResult", "SkippedFile", "scan_dataset"]
+
+logger = logging.getLogger(__name__)
 
 _ON_BAD_IMAGE = ("skip", "error")
 _DEFAULT_MAX_WORKERS = 8
@@ -103,7 +113,9 @@ class ScanResult:
         """Number of skipped (undecodable) images per class, in class order."""
         counts = dict.fromkeys(self.class_names, 0)
         for item in self.skipped:
-            counts[item.path.split("/", 1)[0]] += 1
+            name = item.path.split("/", 1)[0]
+            if "/" in item.path and name in counts:  # root-level link loops belong to no class
+                counts[name] += 1
         return counts
 
     def absolute_paths(self) -> tuple[str, ...]:
@@ -120,35 +132,78 @@ def _sorted_entries(folder: Path) -> list[os.DirEntry[str]]:
         return sorted(entries, key=lambda entry: entry.name)
 
 
-def _list_classes(root: Path) -> tuple[list[str], int]:
-    """Class folder names (sorted) and the number of ignored entries directly in ``root``."""
+_LOOP_REASON = "symbolic link loop (the link resolves to itself)"
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    """``"dir"``, ``"file"``, ``"loop"`` (a symlink that cannot be resolved) or ``"other"``."""
+    try:
+        if entry.is_dir():
+            return "dir"
+        if entry.is_file():
+            return "file"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "loop"
+        raise
+    return "other"
+
+
+def _links_to_ancestor(entry: os.DirEntry[str], root: Path) -> bool:
+    """Whether a folder entry is a symlink resolving to ``root`` or one of its parents."""
+    if not entry.is_symlink():
+        return False
+    target = Path(os.path.realpath(entry.path))
+    real_root = Path(os.path.realpath(root))
+    return target == real_root or target in real_root.parents
+
+
+def _list_classes(root: Path) -> tuple[list[str], int, list[SkippedFile]]:
+    """Class folder names (sorted), ignored entries directly in ``root`` and link loops."""
     classes: list[str] = []
+    loops: list[SkippedFile] = []
     ignored = 0
     for entry in _sorted_entries(root):
-        if _is_hidden(entry.name):
-            ignored += 1
-        elif entry.is_dir():
+        kind = "hidden" if _is_hidden(entry.name) else _kind(entry)
+        if kind == "dir" and _links_to_ancestor(entry, root):
+            loops.append(
+                SkippedFile(
+                    entry.name,
+                    "symbolic link loop (a folder linking to the "
+                    "dataset root or one of its parents)",
+                )
+            )
+        elif kind == "loop":
+            loops.append(SkippedFile(entry.name, _LOOP_REASON))
+        elif kind == "dir":
             classes.append(entry.name)
-        elif has_image_extension(entry.name):
+        elif kind != "hidden" and has_image_extension(entry.name):
             raise DatasetError(
                 f"Image file {entry.path!r} lies directly in the dataset root; expected "
                 "images inside one folder per class (root/<class>/<image>)"
             )
         else:
             ignored += 1
-    return classes, ignored
+    return classes, ignored, loops
 
 
-def _list_images(class_dir: Path) -> tuple[list[str], int]:
-    """Image file names of one class folder (sorted) and the number of ignored entries."""
+def _list_images(class_dir: Path) -> tuple[list[str], int, list[str]]:
+    """Image file names of one class folder (sorted), ignored entries and looping links."""
     names: list[str] = []
+    loops: list[str] = []
     ignored = 0
     for entry in _sorted_entries(class_dir):
-        if not _is_hidden(entry.name) and entry.is_file() and has_image_extension(entry.name):
+        if _is_hidden(entry.name) or not has_image_extension(entry.name):
+            ignored += 1
+            continue
+        kind = _kind(entry)
+        if kind == "file":
             names.append(entry.name)
+        elif kind == "loop":
+            loops.append(entry.name)
         else:
             ignored += 1
-    return names, ignored
+    return names, ignored, loops
 
 
 def _check_image(path: str) -> str | None:
@@ -199,14 +254,18 @@ def _bad_images(
     return skipped
 
 
-def _list_all_images(root: Path, class_names: list[str]) -> tuple[list[list[str]], int]:
+def _list_all_images(
+    root: Path, class_names: list[str]
+) -> tuple[list[list[str]], int, list[SkippedFile]]:
     per_class: list[list[str]] = []
+    loops: list[SkippedFile] = []
     ignored = 0
     for name in class_names:
-        files, class_ignored = _list_images(root / name)
+        files, class_ignored, class_loops = _list_images(root / name)
         ignored += class_ignored
         per_class.append([f"{name}/{file}" for file in files])
-    return per_class, ignored
+        loops.extend(SkippedFile(f"{name}/{file}", _LOOP_REASON) for file in class_loops)
+    return per_class, ignored, loops
 
 
 def _keep_good(
@@ -257,16 +316,22 @@ def scan_dataset(
     """
     workers = _validate_args(on_bad_image, num_workers)
     root_path = _resolve_root(root)
-    class_names, ignored = _list_classes(root_path)
+    class_names, ignored, root_loops = _list_classes(root_path)
     if not class_names:
         raise DatasetError(
             f"Dataset root {str(root_path)!r} has no class folders; expected "
             "root/<class>/<image> with one folder per class"
         )
-    per_class, class_ignored = _list_all_images(root_path, class_names)
+    per_class, class_ignored, loops = _list_all_images(root_path, class_names)
+    loops = root_loops + loops
+    if loops and on_bad_image == "error":
+        first = loops[0]
+        raise BadImageError(str(root_path.joinpath(*first.path.split("/"))), first.reason)
+    for loop in root_loops:
+        logger.warning("scan: skipped %s: %s", root_path / loop.path, loop.reason)
     candidates = [path for paths in per_class for path in paths]
     reasons = _verify(root_path, candidates, workers) if verify else [None] * len(candidates)
-    skipped = _bad_images(candidates, reasons, on_bad_image, root_path)
+    skipped = loops + _bad_images(candidates, reasons, on_bad_image, root_path)
     paths, labels = _keep_good(root_path, class_names, per_class, {s.path for s in skipped})
     return ScanResult(
         root=str(root_path),

@@ -426,8 +426,8 @@ def seed_map_at_k(*, retrieved_labels: Any, k: int = 20) -> float:
     ``l* = y(r_1)``, ``rel_j = [y(r_{j+1}) == l*]`` for ``j = 1..k`` (ranks 2..k+1 are scored,
     ``r_1`` never is), ``AP = sum_j rel_j * P_j / sum_j rel_j`` (0 with no hit), averaged over
     queries. It measures how consistent a result list is with its own top-1 result, so it can
-    be higher or lower than the query-label mAP (spec section 7). Reported only to compare with
-    numbers printed by the seed code.
+    be higher or lower than the query-label mAP (docs/method.md section 9.4). Reported only to
+    compare with numbers printed by the seed code.
 
     Args:
         retrieved_labels: ``[Q, k']`` labels of the ranked results with ``k' >= k + 1``.

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from hpsh_tf2.config import ModelConfig
+from hpsh_tf2.errors import ConfigError, HPSHError
 
 __all__ = [
     "BACKBONES",
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-class WeightsError(ValueError):
+class WeightsError(HPSHError, ValueError):
     """Backbone weights are missing, unreadable or do not fit the architecture."""
 
 
@@ -87,7 +88,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"Received: model.backbone={name!r}; expected one of {', '.join(sorted(BACKBONES))}"
         ) from None
 
@@ -193,7 +194,7 @@ def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123)
     """
     spec = get_backbone_spec(name)
     if image_size < spec.min_size:
-        raise ValueError(
+        raise ConfigError(
             f"Received: model.image_size={image_size}; {name} needs at least {spec.min_size} px"
         )
     constructor = getattr(keras.applications, spec.constructor)

@@ -1,7 +1,7 @@
 """The HPSH hash head: features -> K sigmoid scores, and models built around it.
 
 Dense 1024 -> LeakyReLU(0.2) -> Dense 512 -> LeakyReLU(0.2) -> Dense K -> sigmoid, initialised
-as the original (HPSH_SPEC.md section 3): uniform U(-a, a) with a = sqrt(12 / (fan_in + fan_out))
+as the original (docs/method.md section 3): uniform U(-a, a) with a = sqrt(12 / (fan_in + fan_out))
 (Glorot-uniform with gain sqrt(2)) and zero biases. The embedding used by the metric loss is the
 L2-normalised sigmoid output; the binary code is ``scores > 0.5``. An optional dropout on the
 head's input (``input_dropout``, not in the original) acts in training only.
@@ -22,14 +22,14 @@ HEAD_INITS = ("keras", "original")
 
 
 def seed_kernels(input_dim: int, units: Sequence[int], seed: int = 123) -> list[np.ndarray]:
-    """The original's head kernels, bit for bit (HPSH_SPEC.md section 3).
+    """The original's head kernels, bit for bit (docs/method.md section 3).
 
     The original draws each 1x1 convolution filter ``[1, 1, fan_in, fan_out]`` from NumPy's
     legacy global generator after ``np.random.seed(123)``, in layer order, as
     ``np.random.uniform(-stdev * sqrt(3), stdev * sqrt(3))`` with
     ``stdev = sqrt(4 / (fan_in + fan_out))``, then casts to float32. This replays that stream
     with a private ``np.random.RandomState(seed)`` (the global generator is left alone),
-    assuming, as the spec does, that nothing else draws from it between the seeding and the
+    assuming that nothing else draws from it between the seeding and the
     network's construction.
 
     Args:

@@ -109,7 +109,7 @@ def angular_distances(x: tf.Tensor) -> tf.Tensor:
 
 
 def original_pseudo_distances(e: tf.Tensor) -> tf.Tensor:
-    """The "distance" the original HPSH code's sampler computes (spec section 4.2).
+    """The "distance" the original HPSH code's sampler computes (docs/method.md section 4.2).
 
     With ``q = e * e`` (element-wise square):
     ``D_ij = sqrt(sum_k q_ik + sum_k q_jk - 2 <q_i, q_j> + [i = j])``.

@@ -2,7 +2,7 @@
 
 A batch holds ``n = P * K`` rows in consecutive blocks of ``K = samples_per_class`` rows that
 share a label. Every row ``i`` is an anchor ``K - 1`` times, once with each of its block mates
-as the positive, giving ``T = n * (K - 1)`` triplets ordered by anchor (spec section 4.4).
+as the positive, giving ``T = n * (K - 1)`` triplets ordered by anchor (docs/method.md section 2.2).
 Each anchor draws ``K - 1`` negatives and triplet ``t`` pairs anchor ``t`` with negative ``t``.
 
 Everything is vectorised (one categorical draw for the whole batch; no Python loop over
@@ -297,8 +297,8 @@ def sample_triplets(
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Builds the ``T = n * (K - 1)`` triplets of a P x K batch.
 
-    Anchor/positive order (spec 4.4): for each row ``i`` in order, its ``K - 1`` block mates in
-    increasing order. Negatives per ``mode``:
+    Anchor/positive order (docs/method.md section 2.2): for each row ``i`` in order, its
+    ``K - 1`` block mates in increasing order. Negatives per ``mode``:
 
     * ``"hpsh"`` (default, the fixed method): distance-weighted sampling (Wu et al. 2017) on the
       true Euclidean distances ``D`` of the given (already normalised) embeddings, clipped

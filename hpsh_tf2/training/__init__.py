@@ -4,7 +4,12 @@ The entry point is :func:`fit_hash_model`; the CLI's ``train`` verb is
 :func:`hpsh_tf2.workflow.train`, which prepares the inputs and calls it.
 """
 
-from hpsh_tf2.training.checkpoints import ResumeState, save_keras_atomic, train_fingerprint
+from hpsh_tf2.training.checkpoints import (
+    ResumeState,
+    save_keras_atomic,
+    train_fingerprint,
+    training_keys,
+)
 from hpsh_tf2.training.fit import TrainingError, TrainResult, fit_hash_model
 from hpsh_tf2.training.trainer import (
     HashTrainer,
@@ -31,5 +36,6 @@ __all__ = [
     "make_strategy",
     "save_keras_atomic",
     "train_fingerprint",
+    "training_keys",
     "triplet_sampler",
 ]

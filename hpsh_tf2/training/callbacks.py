@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import keras
@@ -16,11 +17,26 @@ from hpsh_tf2.evaluation.search import search
 from hpsh_tf2.evaluation.ties import code_histograms, expected_map_at_k
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.ops.codes import np_binarize
-from hpsh_tf2.training.checkpoints import ResumeState, save_keras_atomic, write_state
+from hpsh_tf2.training.checkpoints import Progress, ResumeState, save_keras_atomic
 
-__all__ = ["EpochCheckpoint", "RetrievalValidation", "build_callbacks", "validation_callback"]
+__all__ = [
+    "EpochCheckpoint",
+    "RetrievalValidation",
+    "build_callbacks",
+    "diverged",
+    "validation_callback",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def diverged(logs: dict | None) -> bool:
+    """Whether an epoch's logs show a non-finite loss (the weights are then unusable)."""
+    loss = (logs or {}).get("loss")
+    try:
+        return loss is not None and not math.isfinite(float(loss))
+    except (TypeError, ValueError):
+        return False
 
 
 class RetrievalValidation(keras.callbacks.Callback):
@@ -74,6 +90,9 @@ class RetrievalValidation(keras.callbacks.Callback):
         self.key = f"val_map@{self.k}"
 
     def on_epoch_end(self, epoch, logs=None):
+        if diverged(logs):  # NaN weights: never scored, never saved over a good model
+            logger.warning("epoch %d: the loss is not finite; the model is not saved", epoch + 1)
+            return
         db_codes = np_binarize(self.encode(self.train_inputs))
         query_codes = np_binarize(self.encode(self.val_inputs))
         value = self._map(query_codes, db_codes, min(self.k, len(db_codes)))
@@ -112,27 +131,29 @@ class RetrievalValidation(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model + optimizer state after every epoch, for resuming an interrupted run."""
+    """Saves model, optimizer state and progress (epoch, best) after every epoch, as one
+    checkpoint, for resuming an interrupted run. A diverged epoch (non-finite loss) is not
+    saved, so a resume starts from the last finite weights."""
 
     def __init__(
         self,
         manager: tf.train.CheckpointManager,
-        state_path: Path,
-        fingerprint: str,
+        progress: Progress,
         *,
         validation: RetrievalValidation | None = None,
     ):
         super().__init__()
         self.manager = manager
-        self.state_path = state_path
-        self.fingerprint = fingerprint
+        self.progress = progress
         self.validation = validation
 
     def on_epoch_end(self, epoch, logs=None):
-        self.manager.save(checkpoint_number=epoch + 1)
+        if diverged(logs):
+            return
         best = None if self.validation is None else self.validation.best
         best_epoch = None if self.validation is None else self.validation.best_epoch
-        write_state(self.state_path, self.fingerprint, ResumeState(epoch + 1, best, best_epoch))
+        self.progress.set(epoch + 1, best, best_epoch)
+        self.manager.save(checkpoint_number=epoch + 1)
 
 
 def validation_callback(
@@ -170,13 +191,13 @@ def build_callbacks(
     layout: RunLayout,
     *,
     manager: tf.train.CheckpointManager,
-    fingerprint: str,
+    progress: Progress,
     validation: RetrievalValidation | None,
 ) -> list[keras.callbacks.Callback]:
     """Validation (if any), epoch checkpoints, CSV history, TensorBoard, stop on NaN."""
     return [
         *([validation] if validation is not None else []),
-        EpochCheckpoint(manager, layout.checkpoint_state, fingerprint, validation=validation),
+        EpochCheckpoint(manager, progress, validation=validation),
         keras.callbacks.CSVLogger(str(layout.history), append=True),
         keras.callbacks.TensorBoard(log_dir=str(layout.logs), write_graph=False),
         keras.callbacks.TerminateOnNaN(),

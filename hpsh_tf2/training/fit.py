@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,13 @@ from hpsh_tf2.data.pipeline import (
     train_dataset_from_images,
 )
 from hpsh_tf2.dataset import SubsetInputs
-from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.errors import HPSHError, RunFailedError
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.losses import make_loss_weights
 from hpsh_tf2.models.backbone import preprocessor
 from hpsh_tf2.training.callbacks import RetrievalValidation, build_callbacks, validation_callback
 from hpsh_tf2.training.checkpoints import (
+    Progress,
     maybe_resume,
     save_keras_atomic,
     train_fingerprint,
@@ -94,6 +96,7 @@ def fit_hash_model(
     val_inputs: SubsetInputs | None = None,
     layout: RunLayout | None = None,
     verbose: int = 1,
+    class_names: Sequence[str] | None = None,
 ) -> TrainResult:
     """Trains the hash model and writes ``model/`` of the run folder.
 
@@ -103,6 +106,7 @@ def fit_hash_model(
         val_inputs: Validation subset for model selection; empty or ``None``: final epoch.
         layout: The run folder; defaults to ``config.output.workdir``.
         verbose: Keras fit verbosity.
+        class_names: Class names by label, for error messages (a class with too few items).
 
     Returns:
         A :class:`TrainResult`.
@@ -110,15 +114,20 @@ def fit_hash_model(
     Raises:
         TrainingError: If the inputs do not fit ``train.mode`` or the batch does not split over
             the replicas.
+        RunFailedError: The loss became NaN or infinite; nothing is saved over the selected
+            model, the checkpoints keep the last finite epoch.
     """
     layout = layout or RunLayout(config.output.workdir)
     layout.checkpoints.mkdir(parents=True, exist_ok=True)
     _check_inputs(config, train_inputs)
-    session = _build(config, train_inputs)
-    fingerprint = train_fingerprint(config, len(train_inputs))
-    checkpoint = tf.train.Checkpoint(**_checkpointed(session))
+    session = _build(config, train_inputs, class_names)
+    fingerprint = train_fingerprint(config, train_inputs, val_inputs)
+    progress = Progress()
+    checkpoint = tf.train.Checkpoint(**_checkpointed(session), **progress.checkpoint_items())
     manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=2)
-    resume = maybe_resume(manager, checkpoint, layout.checkpoint_state, fingerprint)
+    resume = maybe_resume(manager, checkpoint, progress, layout, fingerprint)
+    if resume.epoch == 0:  # the folder was emptied: forget the manager's cached list
+        manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=2)
     validation = validation_callback(
         config,
         layout.selected_model(config.train.mode),
@@ -127,10 +136,9 @@ def fit_hash_model(
         val_inputs,
         resume,
     )
-    callbacks = build_callbacks(
-        layout, manager=manager, fingerprint=fingerprint, validation=validation
-    )
+    callbacks = build_callbacks(layout, manager=manager, progress=progress, validation=validation)
     history = _fit(config, session, train_inputs, resume, callbacks, verbose)
+    _stop_if_diverged(config, layout, history, resume, validation)
     return _finish(config, layout, session.models, validation, history)
 
 
@@ -148,6 +156,30 @@ def _checkpointed(session: _Session) -> dict:
     return parts
 
 
+def _stop_if_diverged(config, layout, history: dict, resume, validation) -> None:
+    """Raises :class:`RunFailedError` (one line) when the last epoch's loss is not finite.
+
+    Nothing is saved then: the selected model on disk (if any) is the last good one, and the
+    checkpoints hold the last finite epoch.
+    """
+    losses = history.get("loss", [])
+    if not losses or math.isfinite(losses[-1]):
+        return
+    epoch = resume.epoch + len(losses)
+    best_file = layout.selected_model(config.train.mode)
+    if validation is not None and validation.best_epoch is not None and best_file.is_file():
+        kept = f"kept the model of epoch {validation.best_epoch} ({best_file})"
+    elif best_file.is_file():
+        kept = f"left the existing {best_file} untouched"
+    else:
+        kept = "no model was written"
+    raise RunFailedError(
+        f"training diverged: the loss became NaN or infinite in epoch {epoch} "
+        f"(train.learning_rate={config.train.learning_rate:g}); {kept}; try a lower "
+        "train.learning_rate"
+    )
+
+
 def _check_inputs(config: Config, train_inputs: SubsetInputs) -> None:
     if config.train.mode == "features" and train_inputs.features is None:
         raise TrainingError("train.mode='features' needs feature rows; run extract first")
@@ -159,7 +191,9 @@ def _check_inputs(config: Config, train_inputs: SubsetInputs) -> None:
         raise TrainingError("the training subset is empty")
 
 
-def _build(config: Config, train_inputs: SubsetInputs) -> _Session:
+def _build(
+    config: Config, train_inputs: SubsetInputs, class_names: Sequence[str] | None = None
+) -> _Session:
     """Seeds, strategy, batch sampler, models and the compiled trainer."""
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -170,6 +204,7 @@ def _build(config: Config, train_inputs: SubsetInputs) -> _Session:
         classes_per_batch=config.train.classes_per_batch,
         samples_per_class=config.train.samples_per_class,
         seed=config.train.seed,
+        class_names=class_names,
     )
     if sampler.classes_per_batch % strategy.num_replicas_in_sync:
         raise TrainingError(

@@ -17,6 +17,7 @@ from hpsh_tf2.data.images import (
     IMAGE_EXTENSIONS,
     decode_image,
     has_image_extension,
+    is_tiff,
     load_image_rgb,
     read_image,
     resize_image,
@@ -249,7 +250,7 @@ def _pillow_rgb(path: Path) -> np.ndarray:
 
 
 def test_image_extensions_constant() -> None:
-    assert IMAGE_EXTENSIONS == (".tif", ".tiff", ".jpg", ".jpeg", ".png")
+    assert IMAGE_EXTENSIONS == (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".webp")
 
 
 @pytest.mark.parametrize(
@@ -260,6 +261,7 @@ def test_image_extensions_constant() -> None:
         ("dir/a.JpG", True),
         ("a.jpeg", True),
         ("a.PNG", True),
+        ("a.WebP", True),
         ("a.gif", False),
         ("a.txt", False),
         ("tif", False),
@@ -565,3 +567,25 @@ def test_decode_image_accepts_python_bytes() -> None:
     rgb = noisy_rgb(5, 6, 22)
     Image.fromarray(rgb).save(buffer, format="TIFF")
     np.testing.assert_array_equal(decode_image(buffer.getvalue()).numpy(), rgb)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kwargs", "expected"),
+    [
+        ("TIFF", {}, True),
+        ("TIFF", {"big_tiff": True}, True),
+        ("PNG", {}, False),
+        ("JPEG", {}, False),
+    ],
+)
+def test_is_tiff_by_magic_bytes(fmt: str, kwargs: dict, expected: bool) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(noisy_rgb(4, 4, 3)).save(buffer, format=fmt, **kwargs)
+    data = buffer.getvalue()
+    assert is_tiff(data) is expected
+    assert is_tiff(data[:4]) is expected  # the first four bytes decide
+
+
+def test_is_tiff_big_endian_and_short_inputs() -> None:
+    assert is_tiff(b"MM\x00*" + b"\x00" * 8) and is_tiff(b"MM\x00+")
+    assert not is_tiff(b"") and not is_tiff(b"II*") and not is_tiff(b"GIF89a")

@@ -227,8 +227,18 @@ class TestSamplerDeterminism:
 class TestSamplerValidation:
     def test_class_with_one_item(self) -> None:
         labels = _labels({0: 4, 3: 1, 4: 5})
-        with pytest.raises(ValueError, match=r"classes \[3\] have fewer than 2"):
+        with pytest.raises(ValueError, match=r"classes label 3 \(1 item\(s\)\) have fewer than 2"):
             ClassBalancedSampler(labels, classes_per_batch=2, samples_per_class=2, seed=0)
+
+    def test_class_with_one_item_is_named(self) -> None:
+        from hpsh_tf2.errors import DatasetError
+
+        labels = _labels({0: 4, 3: 1, 4: 5})
+        names = ["Airport", "Bridge", "Church", "Desert", "Forest"]
+        with pytest.raises(DatasetError, match=r"classes 'Desert' \(label 3, 1 item\(s\)\)"):
+            ClassBalancedSampler(
+                labels, classes_per_batch=2, samples_per_class=2, seed=0, class_names=names
+            )
 
     @pytest.mark.parametrize("p", [0, 1, 4, 10])
     def test_p_out_of_range(self, p: int) -> None:
@@ -378,8 +388,8 @@ class TestImageDataset:
         got = np.concatenate([_indices_from_solid(b.numpy()) for b in batches])
         np.testing.assert_array_equal(got, order)
 
-    def test_preprocess_and_real_files(self, aid_sample_root: Path) -> None:
-        files = [str(f) for f in sorted(aid_sample_root.glob("*/*.jpg"))[:5]]
+    def test_preprocess_and_jpeg_files(self, scene_tree: Path) -> None:
+        files = [str(f) for f in sorted(scene_tree.glob("*/*.jpg"))[:5]]
         batches = list(
             image_dataset(files, image_size=75, batch_size=2, preprocess=lambda x: x / 127.5 - 1)
         )

@@ -194,3 +194,36 @@ def test_scan_result_labels_read_only_and_validated() -> None:
         ScanResult(root="/r", class_names=("a",), paths=("a/1",), labels=[0, 0])
     with pytest.raises(ValueError, match="expected values in"):
         ScanResult(root="/r", class_names=("a",), paths=("a/1",), labels=[1])
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_scan_skips_and_reports_symlink_loops(tmp_path: Path, verify: bool) -> None:
+    root = make_class_tree(tmp_path / "ds", {"a": 2, "b": 2})
+    os.symlink("x.png", root / "a" / "x.png")  # a file link to itself
+    os.symlink("loop", root / "loop")  # a root entry linking to itself
+    os.symlink(".", root / "self")  # a folder linking to the root itself
+    os.symlink("..", root / "parent")  # ... and to its parent
+    os.symlink(".", root / "b" / "again")  # inside a class folder: a sub-folder, ignored
+    result = scan_dataset(root, verify=verify)
+    assert result.class_names == ("a", "b")
+    assert result.paths == ("a/a_000.png", "a/a_001.png", "b/b_000.png", "b/b_001.png")
+    by_path = {s.path: s.reason for s in result.skipped}
+    assert set(by_path) == {"a/x.png", "loop", "self", "parent"}
+    assert all("symbolic link loop" in reason for reason in by_path.values())
+    assert result.skipped_per_class() == {"a": 1, "b": 0}
+    assert result.ignored == 1  # b/again
+
+
+def test_scan_symlink_loop_in_error_mode_is_a_bad_image(tmp_path: Path) -> None:
+    root = make_class_tree(tmp_path / "ds", {"a": 2, "b": 2})
+    os.symlink("x.jpg", root / "b" / "x.jpg")
+    with pytest.raises(BadImageError, match="symbolic link loop") as info:
+        scan_dataset(root, on_bad_image="error")
+    assert info.value.path == str(root / "b" / "x.jpg")
+
+
+def test_scan_follows_a_symlinked_class_folder_elsewhere(tmp_path: Path) -> None:
+    other = make_class_tree(tmp_path / "other", {"c": 2})
+    root = make_class_tree(tmp_path / "ds", {"a": 2})
+    os.symlink(other / "c", root / "c")
+    assert scan_dataset(root).class_names == ("a", "c")

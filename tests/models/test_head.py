@@ -68,7 +68,7 @@ class TestInitialisation:
         bits = 32
         weights = build_hash_model(2048, bits=bits).get_weights()
         kernels, biases = weights[0::2], weights[1::2]
-        expected_bounds = [0.0625, 0.08839, 0.14852]  # HPSH_SPEC.md section 3, K = 32
+        expected_bounds = [0.0625, 0.08839, 0.14852]  # docs/method.md section 3, K = 32
         for kernel, bound in zip(kernels, expected_bounds, strict=True):
             fan_in, fan_out = kernel.shape
             a = math.sqrt(12.0 / (fan_in + fan_out))

@@ -94,7 +94,8 @@ def test_original_pseudo_distances_match_loop_reference() -> None:
 
 @pytest.mark.parametrize("bits", [16, 32, 64])
 def test_original_pseudo_distances_uniform_codes(bits: int) -> None:
-    # Spec 4.2: uniform unit rows give sqrt(2 - 2/K) off the diagonal, sqrt(3 - 2/K) on it.
+    # docs/method.md section 4.2: uniform unit rows give sqrt(2 - 2/K) off the diagonal,
+    # sqrt(3 - 2/K) on it.
     e = np.full((3, bits), 1.0 / np.sqrt(bits), np.float32)
     got = original_pseudo_distances(e).numpy()
     off = np.sqrt(2.0 - 2.0 / bits)

@@ -188,3 +188,75 @@ def test_repeated_calls_with_varying_shapes_and_widths():
             ref_idx, ref_dist = _brute_force(db[:11], db, 4, True)
             np.testing.assert_array_equal(indices.numpy(), ref_idx)
             np.testing.assert_array_equal(distances.numpy(), ref_dist)
+
+
+# One case per kernel class: uint32 words (<= 32 bits), one uint64 word (<= 64 bits), several
+# uint64 words with uint8 accumulators (< 256 bits) and with uint16 accumulators (>= 256 bits);
+# group_size <= 64 runs the unrolled group minimum, larger group sizes the reduce.
+LENGTH_CASES = [
+    # (bits, group_size, exclude_self)
+    (16, 32, False),
+    (24, 8, True),
+    (32, 16, False),
+    (48, 32, True),
+    (64, 16, False),
+    (128, 32, True),
+    (256, 32, False),
+    (264, 4, True),
+    (128, 128, False),
+    (24, 96, True),
+]
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize(("bits", "group_size", "exclude_self"), LENGTH_CASES)
+def test_topk_every_kernel_class_eager_and_in_tf_function(bits, group_size, jit, exclude_self):
+    num_db = 3 * group_size + 11  # full groups plus a tail
+    db = _tied_codes(num_db, bits, 7, seed=bits + group_size)
+    packed = np_pack_codes(db)
+    options = dict(
+        k=9,
+        exclude_self=exclude_self,
+        chunk_size=2 * group_size,
+        group_size=group_size,
+        jit_compile=jit,
+    )
+    ref_idx, ref_dist = _brute_force(db[:13], db, 9, exclude_self)
+    indices, distances = hamming_topk(packed[:13], packed, **options)
+    np.testing.assert_array_equal(indices.numpy(), ref_idx)
+    np.testing.assert_array_equal(distances.numpy(), ref_dist)
+
+    spec = tf.TensorSpec([None, bits // 8], tf.uint8)
+
+    @tf.function(input_signature=[spec, spec])
+    def graph(query, database):
+        return hamming_topk(query, database, **options)
+
+    indices, distances = graph(packed[:13], packed)
+    np.testing.assert_array_equal(indices.numpy(), ref_idx)
+    np.testing.assert_array_equal(distances.numpy(), ref_dist)
+    empty_idx, empty_dist = graph(packed[:0], packed)
+    assert empty_idx.shape == (0, 9) and empty_dist.shape == (0, 9)
+    # k close to N (every item but the query with exclude_self).
+    k_max = num_db - int(exclude_self)
+    indices, distances = hamming_topk(packed[:5], packed, **{**options, "k": k_max})
+    ref_idx, ref_dist = _brute_force(db[:5], db, k_max, exclude_self)
+    np.testing.assert_array_equal(indices.numpy(), ref_idx)
+    np.testing.assert_array_equal(distances.numpy(), ref_dist)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("bits", [248, 256, 320])
+def test_topk_largest_distances_do_not_wrap(bits, jit):
+    # The complement of a code is at distance `bits` (>= 256 would wrap a uint8 accumulator to
+    # a small value and be ranked first).
+    rng = np.random.default_rng(bits)
+    db = rng.integers(0, 2, (70, bits), dtype=np.uint8)
+    db[[5, 40, 66]] = 1 - db[0]
+    packed = np_pack_codes(db)
+    indices, distances = hamming_topk(packed[:1], packed, k=70, group_size=8, jit_compile=jit)
+    ref_idx, ref_dist = _brute_force(db[:1], db, 70, False)
+    np.testing.assert_array_equal(indices.numpy(), ref_idx)
+    np.testing.assert_array_equal(distances.numpy(), ref_dist)
+    np.testing.assert_array_equal(indices.numpy()[0, -3:], [5, 40, 66])
+    assert distances.numpy()[0, -1] == bits

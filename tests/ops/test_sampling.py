@@ -167,7 +167,8 @@ def test_original_probabilities_match_reference(bits: int) -> None:
     got = original_negative_probabilities(e, labels, samples_per_class=5).numpy()
     ref = _ref_original(e, 5)
     np.testing.assert_allclose(got, ref, atol=1e-5)
-    # Spec 4.5(a): softmax of a probability vector keeps every column within [1/(n-1+e), e/(n+1)].
+    # docs/method.md section 11.1: softmax of a probability vector keeps every column within
+    # [1/(n-1+e), e/(n+1)].
     n = 30
     assert got.min() >= 1.0 / (n - 1 + np.e) - 1e-6
     assert got.max() <= np.e / (n + 1) + 1e-6
@@ -178,7 +179,7 @@ def test_original_probabilities_empty_rows_are_index0_at_64_bits() -> None:
     labels = np.repeat(np.arange(6), 5)
     ref = _ref_original(e, 5)
     empty = ref[:, 0] == 1.0
-    assert empty.any()  # spec 4.5(c): at K = 64 separated classes empty rows
+    assert empty.any()  # docs/method.md section 11.2: at K = 64 separated classes empty rows
     got = original_negative_probabilities(e, labels, samples_per_class=5).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-5)
     _, _, neg = sample_triplets(

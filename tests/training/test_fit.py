@@ -22,8 +22,16 @@ from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
-def aid_features(aid_features_path):
-    return load_feature_file(aid_features_path)
+def aid_features(synthetic_features_path):
+    """AID-sized features (30 classes x 10 rows), generated: runs on a fresh clone."""
+    return load_feature_file(synthetic_features_path)
+
+
+@pytest.fixture(scope="module", params=["generated", "real_aid"])
+def any_features(request):
+    """The generated features, then the real AID sample's (skipped without ../shared)."""
+    name = "synthetic_features_path" if request.param == "generated" else "aid_features_path"
+    return load_feature_file(request.getfixturevalue(name))
 
 
 def _config(workdir, *overrides):
@@ -112,13 +120,13 @@ def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_features_mode_improves_validation_map(aid_features, tmp_path):
-    train_rows, val_rows = _split_rows(aid_features.labels)
+def test_features_mode_improves_validation_map(any_features, tmp_path):
+    train_rows, val_rows = _split_rows(any_features.labels)
     config = _config(tmp_path, "train.epochs=4", "train.steps_per_epoch=15", "eval.k=5")
     train_in = subset_inputs(
-        aid_features.labels[train_rows], features=aid_features.features[train_rows]
+        any_features.labels[train_rows], features=any_features.features[train_rows]
     )
-    val_in = subset_inputs(aid_features.labels[val_rows], features=aid_features.features[val_rows])
+    val_in = subset_inputs(any_features.labels[val_rows], features=any_features.features[val_rows])
     result = fit_hash_model(config, train_inputs=train_in, val_inputs=val_in, verbose=0)
 
     history = result.history
@@ -196,7 +204,7 @@ def test_features_mode_without_features_is_an_error(tmp_path):
         fit_hash_model(config, train_inputs=subset_inputs([0, 0, 1, 1], paths=["a", "b", "c", "d"]))
 
 
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, synthetic_features_path):
     script = textwrap.dedent(
         f"""
         import os
@@ -212,7 +220,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path, aid_features_path):
         from hpsh_tf2.dataset import subset_inputs
         from hpsh_tf2.training import fit_hash_model, make_strategy
         assert make_strategy("mirrored").num_replicas_in_sync == 2
-        fs = load_feature_file({str(aid_features_path)!r})
+        fs = load_feature_file({str(synthetic_features_path)!r})
         config = load_config(None, [
             "train.strategy=mirrored", "train.epochs=1", "train.steps_per_epoch=3",
             "train.classes_per_batch=10", "train.samples_per_class=3", "model.bits=16",

@@ -1,0 +1,400 @@
+"""Incremental, resumable index builds, and searches of the index with image files.
+
+A build compares the archive folder (:func:`hpsh_tf2.index.walk.walk_images`) with the rows of
+the collection: rows whose file is gone are deleted, files that are new or whose
+``(size, mtime_ns)`` changed are encoded with the export (:class:`SavedModelEncoder`, or an
+Apache Beam pipeline with ``runner="beam"``) and upserted in batches, everything else is left
+alone.
+
+Kill -9 safety: the collection itself is the build's journal. Each batch is one ``upsert``
+keyed by the relative path and carrying the file's fingerprint, and reads are ``Strong``, so
+after an interruption at any point the next build sees exactly the batches that landed:
+those files are unchanged and skipped, the rest are encoded again (nothing lost), and a batch
+written twice replaces its own rows (nothing indexed twice). Deletions are idempotent too.
+A small ``index_build.json`` beside a local index (or in the workdir) records the last
+build's counts for ``index info``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpsh_tf2.atomic import write_json_atomic
+from hpsh_tf2.data.scan import SkippedFile
+from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
+from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore
+from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
+
+__all__ = ["BuildPlan", "BuildReport", "build_index", "plan_build", "search_images"]
+
+logger = logging.getLogger(__name__)
+
+RUNNERS = ("local", "beam")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a build has to do.
+
+    Attributes:
+        encode: Files to encode (new or changed), sorted by path.
+        delete: Paths in the index whose file is gone.
+        unchanged: Files already indexed with the same fingerprint.
+        replace: Paths of ``encode`` that replace an existing row (changed files).
+    """
+
+    encode: tuple[ArchiveFile, ...]
+    delete: tuple[str, ...]
+    unchanged: int
+    replace: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """Counts of one build.
+
+    Attributes:
+        images_root: The archive folder.
+        uri: The index URI.
+        collection: The collection name.
+        files: Image files found.
+        added: New files indexed.
+        updated: Changed files re-encoded.
+        removed: Rows deleted (file gone).
+        unchanged: Files skipped as up to date.
+        skipped: Files that could not be read or decoded (not indexed), with the reason.
+        ignored: Hidden entries and non-image files.
+        rows: Rows in the index after the build.
+        seconds: Wall time of the build.
+        runner: ``"local"`` or ``"beam"``.
+    """
+
+    images_root: str
+    uri: str
+    collection: str
+    files: int
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    skipped: tuple[SkippedFile, ...]
+    ignored: int
+    rows: int
+    seconds: float
+    runner: str = "local"
+    encoded_per_second: float = field(default=0.0)
+
+    def summary(self) -> str:
+        """A few lines for the CLI."""
+        lines = [
+            f"index {self.uri} (collection {self.collection!r}): {self.rows} images",
+            f"  {self.files} image files under {self.images_root}: {self.added} added, "
+            f"{self.updated} updated, {self.removed} removed, {self.unchanged} unchanged, "
+            f"{len(self.skipped)} skipped (undecodable), {self.ignored} ignored (not images)",
+            f"  {self.seconds:.1f} s ({self.runner} runner, "
+            f"{self.encoded_per_second:.1f} images/s encoded)",
+        ]
+        lines.extend(f"  skipped {s.path}: {s.reason}" for s in self.skipped[:20])
+        if len(self.skipped) > 20:
+            lines.append(f"  ... and {len(self.skipped) - 20} more skipped files")
+        return "\n".join(lines)
+
+
+def plan_build(walk: WalkResult, indexed: dict[str, tuple[int, int]]) -> BuildPlan:
+    """Compares the archive with the index's ``{path: (size, mtime_ns)}``."""
+    present = {f.path for f in walk.files}
+    encode = [f for f in walk.files if indexed.get(f.path) != f.fingerprint]
+    return BuildPlan(
+        encode=tuple(encode),
+        delete=tuple(sorted(p for p in indexed if p not in present)),
+        unchanged=len(walk.files) - len(encode),
+        replace=frozenset(f.path for f in encode if f.path in indexed),
+    )
+
+
+class _Progress:
+    """A one-line progress counter on stderr (rewritten in place on a terminal)."""
+
+    def __init__(self, total: int, *, enabled: bool, label: str = "encoded") -> None:
+        self.total = total
+        self.enabled = enabled and total > 0
+        self.label = label
+        self.start = time.perf_counter()
+        self.done = 0
+        self._tty = sys.stderr.isatty()
+        self._last = 0.0
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not self._tty and now - self._last < 5.0 and self.done < self.total:
+            return
+        self._last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        text = f"{self.label} {self.done}/{self.total} images ({rate:.1f}/s)"
+        print(("\r" + text) if self._tty else text, end="" if self._tty else "\n",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        if self.enabled and self._tty:
+            print(file=sys.stderr)
+
+
+Batch = tuple[list[ArchiveFile], np.ndarray]
+"""Files that encoded and their packed codes."""
+
+
+def _local_batches(
+    encoder: SavedModelEncoder,
+    walk: WalkResult,
+    files: Sequence[ArchiveFile],
+    batch_size: int,
+    skipped: list[SkippedFile],
+):
+    """Encodes ``files`` in batches, two in flight: reading and decoding batch i + 1 overlaps
+    the forward pass of batch i (the signature is thread-safe). Yields in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [list(files[i : i + batch_size]) for i in range(0, len(files), batch_size)]
+
+    def encode(chunk: list[ArchiveFile]):
+        return encoder.encode_files([walk.absolute(f.path) for f in chunk])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(encode, chunk) for chunk in chunks[:2]]
+        for index, chunk in enumerate(chunks):
+            result = pending.pop(0).result()
+            if index + 2 < len(chunks):
+                pending.append(pool.submit(encode, chunks[index + 2]))
+            skipped.extend(SkippedFile(chunk[i].path, reason) for i, reason in result.bad)
+            yield [chunk[i] for i in result.ok], result.packed, len(chunk)
+
+
+def _status_path(uri: str, workdir: Path) -> Path:
+    from hpsh_tf2.index.store import is_local_uri
+
+    if is_local_uri(uri):
+        return Path(uri).with_name(Path(uri).name + ".build.json")
+    return workdir / "index_build.json"
+
+
+def build_index(
+    model_dir: str | os.PathLike[str],
+    images: str | os.PathLike[str],
+    *,
+    uri: str,
+    collection: str = "hpsh",
+    batch_size: int = 64,
+    index_type: str = "BIN_FLAT",
+    nlist: int = 1024,
+    runner: str = "local",
+    beam_options: Sequence[str] = (),
+    workdir: str | os.PathLike[str] = ".",
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> BuildReport:
+    """Brings the index at ``uri`` up to date with the image files under ``images``.
+
+    Args:
+        model_dir: The export whose ``serving_default`` encodes the images.
+        images: Archive folder (any layout; the first sub-folder is the class).
+        uri: Index URI (a Milvus Lite file, or ``http://host:19530``).
+        collection: Collection name.
+        batch_size: Images per SavedModel call and per upsert.
+        index_type: ``BIN_FLAT`` or ``BIN_IVF_FLAT`` (server only), used when creating.
+        nlist: Clusters of ``BIN_IVF_FLAT``.
+        runner: ``"local"`` (in-process) or ``"beam"`` (Apache Beam pipeline; see
+            :mod:`hpsh_tf2.index.beam`).
+        beam_options: Beam pipeline options (``--runner=FlinkRunner``, ...) for ``runner="beam"``.
+        workdir: Where Beam stages its shard files and, for a server URI, where the build
+            status file goes.
+        progress: Print a progress line on stderr.
+        on_batch: Called with the running count of upserted rows after each batch (tests use
+            it to interrupt a build).
+
+    Returns:
+        The :class:`BuildReport`.
+
+    Raises:
+        ModelMismatchError: The index holds another model's codes.
+        ArchiveIndexError: Unknown runner, unsupported index type.
+    """
+    if runner not in RUNNERS:
+        raise ArchiveIndexError(f"Received: runner={runner!r}; expected one of {RUNNERS}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ArchiveIndexError(f"Received: batch_size={batch_size!r}; expected a positive int")
+    start = time.perf_counter()
+    walk = walk_images(images)
+    record = model_record(model_dir)
+    workdir = Path(workdir)
+    with IndexStore(uri, collection) as store:
+        store.open_for(record, index_type=index_type, nlist=nlist)
+        plan = plan_build(walk, store.fingerprints())
+        store.delete(plan.delete)
+        skipped: list[SkippedFile] = []
+        encoder = SavedModelEncoder(model_dir) if runner == "local" and plan.encode else None
+        bar = _Progress(len(plan.encode), enabled=progress)
+        encode_start = time.perf_counter()
+        if encoder is not None:
+            batches = _local_batches(encoder, walk, plan.encode, batch_size, skipped)
+        elif plan.encode:
+            from hpsh_tf2.index.beam import encode_with_beam
+
+            batches = encode_with_beam(
+                model_dir,
+                walk,
+                plan.encode,
+                staging=workdir / "index_staging",
+                batch_size=batch_size,
+                options=beam_options,
+                skipped=skipped,
+            )
+        else:
+            batches = iter(())
+        written = 0
+        added = updated = 0
+        for files, packed, seen in batches:
+            replaced = sum(1 for f in files if f.path in plan.replace)
+            updated += replaced
+            added += len(files) - replaced
+            written += store.upsert(
+                [f.path for f in files],
+                packed,
+                [f.class_name for f in files],
+                [f.size for f in files],
+                [f.mtime_ns for f in files],
+            )
+            bar.update(seen)
+            if on_batch is not None:
+                on_batch(written)
+        bar.close()
+        encode_seconds = time.perf_counter() - encode_start
+        bad_paths = {s.path for s in skipped}
+        # A changed file that no longer decodes keeps no stale row.
+        stale = [f.path for f in plan.encode if f.path in bad_paths]
+        store.delete(stale)
+        rows = store.count()
+    report = BuildReport(
+        images_root=walk.root,
+        uri=uri,
+        collection=collection,
+        files=len(walk.files),
+        added=added,
+        updated=updated,
+        removed=len(plan.delete),
+        unchanged=plan.unchanged,
+        skipped=tuple(sorted(skipped, key=lambda s: s.path)),
+        ignored=walk.ignored,
+        rows=rows,
+        seconds=time.perf_counter() - start,
+        runner=runner,
+        encoded_per_second=len(plan.encode) / encode_seconds if encode_seconds > 0 else 0.0,
+    )
+    payload = asdict(report)
+    payload["skipped"] = [asdict(s) for s in report.skipped]
+    payload["model"] = asdict(record)
+    write_json_atomic(_status_path(uri, workdir), payload)
+    return report
+
+
+def _encode_queries(
+    model_dir: str | os.PathLike[str], image_paths: Sequence[str | os.PathLike[str]]
+) -> tuple[SavedModelEncoder, np.ndarray]:
+    encoder = SavedModelEncoder(model_dir)
+    result = encoder.encode_files(image_paths)
+    if result.bad:
+        position, reason = result.bad[0]
+        raise ArchiveIndexError(
+            f"Received: query image {str(image_paths[position])!r} that cannot be decoded "
+            f"({reason}); expected a JPEG, PNG, GIF, BMP or TIFF image"
+        )
+    return encoder, result.packed
+
+
+def search_images(
+    image_paths: Sequence[str | os.PathLike[str]],
+    *,
+    uri: str,
+    collection: str = "hpsh",
+    model_dir: str | os.PathLike[str] | None = None,
+    top: int = 10,
+    filter: str = "",
+    nprobe: int = 16,
+) -> list[list[IndexHit]]:
+    """Encodes query images with the index's model and returns their nearest indexed images.
+
+    Args:
+        image_paths: Query image files.
+        uri: Index URI.
+        collection: Collection name.
+        model_dir: The export to encode with; default the one recorded in the index. Another
+            model than the recorded one is refused.
+        top: Neighbours per query.
+        filter: Milvus boolean expression on ``class``, ``path``, ``size``, ``mtime_ns``.
+        nprobe: Clusters searched with ``BIN_IVF_FLAT``.
+
+    Returns:
+        One list of :class:`IndexHit` per query, nearest first.
+
+    Raises:
+        ModelMismatchError: ``model_dir`` is not the index's model.
+        ArchiveIndexError: No index, or an undecodable query image.
+    """
+    with IndexStore(uri, collection) as store:
+        stored = store.record()
+        if model_dir is None:
+            model_dir = stored.export_path
+        else:
+            check_same_model(stored, model_record(model_dir), where=store.where)
+    # Encode with no connection open: loading a large export takes longer than the gRPC
+    # keep-alive that Milvus tolerates without traffic.
+    _, packed = _encode_queries(model_dir, image_paths)
+    with IndexStore(uri, collection) as store:
+        return store.search(packed, top=top, filter=filter, nprobe=nprobe)
+
+
+def index_info(uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike = ".") -> dict:
+    """What the index holds: rows, per-class counts, the model record, the last build."""
+    import json
+
+    with IndexStore(uri, collection) as store:
+        record = store.record()
+        classes: dict[str, int] = {}
+        for row in store.iter_rows(("class",)):
+            classes[row["class"]] = classes.get(row["class"], 0) + 1
+        info: dict[str, Any] = {
+            "uri": uri,
+            "collection": collection,
+            "rows": store.count(),
+            "classes": dict(sorted(classes.items())),
+            "model": asdict(record),
+        }
+    status = _status_path(uri, Path(workdir))
+    if status.is_file():
+        last = json.loads(status.read_text(encoding="utf-8"))
+        info["last_build"] = {k: last[k] for k in ("images_root", "files", "added", "updated",
+                                                   "removed", "unchanged", "ignored", "seconds",
+                                                   "runner") if k in last}  # fmt: skip
+        info["last_build"]["skipped"] = len(last.get("skipped", []))
+    return info
+
+
+def hits_as_neighbours(hits: Sequence[IndexHit]) -> list[Any]:
+    """Index hits as :class:`hpsh_tf2.serving.Neighbour` (label -1: the index stores names)."""
+    from hpsh_tf2.serving import Neighbour
+
+    return [
+        Neighbour(rank=h.rank, distance=h.distance, label=-1, class_name=h.class_name, path=h.path)
+        for h in hits
+    ]

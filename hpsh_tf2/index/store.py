@@ -1,0 +1,460 @@
+"""The archive index: a Milvus collection of binary codes with metadata, searched by Hamming.
+
+One row per image file: ``path`` (relative to the archive root; the primary key), ``code`` (a
+``BINARY_VECTOR`` of the model's bits), ``class`` (first folder under the root, ``""`` if none),
+``size`` and ``mtime_ns`` (the fingerprint an incremental build compares). The collection's
+description holds the :class:`hpsh_tf2.index.encoder.ModelRecord` of the model the codes were
+computed with; opening it with another model is refused.
+
+The URI selects the deployment: a local file path (default ``<workdir>/index.db``) runs Milvus
+Lite in-process (pip package ``milvus-lite``; ``BIN_FLAT`` only), ``http://host:19530`` talks
+to a Milvus standalone or distributed cluster (``BIN_FLAT`` or ``BIN_IVF_FLAT``). The same
+code runs against both. Rows are written with ``upsert`` (keyed by path, so a retried batch
+never duplicates a row) and the collection uses ``Strong`` consistency, so a build reads back
+what it wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.index.encoder import ModelRecord, check_same_model
+from hpsh_tf2.index.walk import MAX_PATH_BYTES
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ArchiveIndexError",
+    "IndexHit",
+    "IndexStore",
+    "is_local_uri",
+    "resolve_uri",
+]
+
+CODE_FIELD = "code"
+PATH_FIELD = "path"
+CLASS_FIELD = "class"
+META_FIELDS = ("class", "size", "mtime_ns")
+MAX_CLASS_BYTES = 512
+MAX_TOPK = 16384  # Milvus' limit on k (and on query offset + limit)
+_LOCAL_INDEX_TYPES = ("BIN_FLAT",)
+_LOCAL_CONNECT_ATTEMPTS = 6  # pauses of 1, 2, 4, 8, 8 s
+_LOCAL_OPEN: dict[str, int] = {}  # open IndexStores per Milvus Lite file, in this process
+_INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
+
+
+class ArchiveIndexError(HPSHError, ValueError):
+    """The index is missing, incompatible or cannot do what was asked."""
+
+
+def is_local_uri(uri: str) -> bool:
+    """Whether ``uri`` is a Milvus Lite file (not ``http(s)://``, ``tcp://``, ``unix:``)."""
+    return "://" not in uri and not uri.startswith("unix:")
+
+
+def resolve_uri(uri: str | None, workdir: str | os.PathLike[str]) -> str:
+    """The index URI: ``uri`` as given, or ``<workdir>/index.db`` when it is None.
+
+    A local file URI is made absolute and its folder is created.
+    """
+    if uri is None:
+        uri = str(Path(workdir) / "index.db")
+    if is_local_uri(uri):
+        if not uri.endswith(".db"):
+            raise ArchiveIndexError(
+                f"Received: index.uri={uri!r}; expected a Milvus Lite file name ending in .db, "
+                "or a server URI (http://host:19530)"
+            )
+        path = Path(os.path.abspath(uri))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path)
+    return uri
+
+
+@dataclass(frozen=True)
+class IndexHit:
+    """One search result.
+
+    Attributes:
+        rank: 1-based position.
+        distance: Hamming distance to the query code.
+        path: Relative path of the item (the primary key).
+        class_name: The item's class (``""`` if none).
+        size: File size when indexed.
+        mtime_ns: Modification time when indexed.
+    """
+
+    rank: int
+    distance: int
+    path: str
+    class_name: str
+    size: int = 0
+    mtime_ns: int = 0
+
+
+class _DropClientTimestampNotice(logging.Filter):
+    """Milvus Lite has no server timestamp for query iterators; pymilvus warns every time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+def _milvus() -> Any:
+    try:
+        import pymilvus
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ArchiveIndexError(
+            "the archive index needs pymilvus and milvus-lite: pip install 'hpsh-tf2[index]'"
+        ) from err
+    iterator_logger = logging.getLogger("pymilvus.orm.iterator")
+    if not any(isinstance(f, _DropClientTimestampNotice) for f in iterator_logger.filters):
+        iterator_logger.addFilter(_DropClientTimestampNotice())
+    return pymilvus
+
+
+def _stop_local_server(path: str, *, grace_s: float = 120.0) -> None:
+    """Stops the Milvus Lite server of a file and waits until it has exited by itself.
+
+    milvus-lite's own ``release_server`` (and its exit handler) frees the file lock, which tells
+    the server to flush and exit, but SIGKILLs it after 2 s: on a busy machine that can be
+    before it flushed. Here the lock is freed first and the server gets ``grace_s`` to exit.
+    """
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - milvus-lite is what opened it
+        return
+    server = server_manager_instance._servers.get(str(Path(path).absolute().resolve()))
+    if server is None:
+        return
+    lock_fd = getattr(server, "_lock_fd", None)
+    process = getattr(server, "_p", None)
+    if lock_fd is not None and process is not None:
+        lock_fd.close()  # the server exits when its lock is released
+        server._lock_fd = None
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            logger.warning("Milvus Lite server of %s did not exit in %.0f s", path, grace_s)
+    server_manager_instance.release_server(path)
+
+
+class IndexStore:
+    """A Milvus collection of codes plus the record of the model that made them.
+
+    Args:
+        uri: Milvus Lite file path or server URI (see :func:`resolve_uri`).
+        collection: Collection name.
+        token: Optional ``user:password`` or API token for a server.
+    """
+
+    def __init__(self, uri: str, collection: str = "hpsh", *, token: str | None = None) -> None:
+        pymilvus = _milvus()
+        self.uri = uri
+        self.collection = collection
+        kwargs = {"token": token} if token else {}
+        self._client: Any = None
+        # A Milvus Lite server may not listen yet when pymilvus first connects (on a busy
+        # machine); it keeps starting, so connecting again after a pause is enough.
+        attempts = _LOCAL_CONNECT_ATTEMPTS if is_local_uri(uri) else 1
+        for attempt in range(attempts):
+            try:
+                self._client = pymilvus.MilvusClient(uri=uri, **kwargs)
+                break
+            except pymilvus.MilvusException as err:
+                if attempt + 1 < attempts:
+                    logger.info("Milvus Lite at %s not ready yet (%s); retrying", uri, err)
+                    time.sleep(min(2.0**attempt, 8.0))
+                    continue
+                raise ArchiveIndexError(
+                    f"cannot open the index at {uri!r}: {err.message}; expected a Milvus Lite "
+                    "file path ending in .db or the URI of a running Milvus server "
+                    "(http://host:19530)"
+                ) from err
+        if is_local_uri(uri):
+            key = os.path.realpath(uri)
+            _LOCAL_OPEN[key] = _LOCAL_OPEN.get(key, 0) + 1
+        self._record: ModelRecord | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Closes the connection; the last one closed on a Milvus Lite file stops its server
+        (pymilvus would keep it, and its file lock, until the process exits)."""
+        if self._client is None:
+            return
+        self._client.close()
+        self._client = None
+        if is_local_uri(self.uri):
+            key = os.path.realpath(self.uri)
+            _LOCAL_OPEN[key] -= 1
+            if _LOCAL_OPEN[key] == 0:
+                del _LOCAL_OPEN[key]
+                _stop_local_server(key)
+
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def where(self) -> str:
+        """``<uri> collection <name>``, for messages."""
+        return f"{self.uri} (collection {self.collection!r})"
+
+    def exists(self) -> bool:
+        """Whether the collection exists."""
+        return bool(self._client.has_collection(self.collection))
+
+    def create(
+        self, record: ModelRecord, *, index_type: str = "BIN_FLAT", nlist: int = 1024
+    ) -> None:
+        """Creates the collection for ``record``'s codes.
+
+        Raises:
+            ArchiveIndexError: An index type this deployment does not support.
+        """
+        pymilvus = _milvus()
+        allowed = _LOCAL_INDEX_TYPES if is_local_uri(self.uri) else _INDEX_TYPES
+        if index_type not in allowed:
+            raise ArchiveIndexError(
+                f"Received: index.index_type={index_type!r} for {self.where}; expected one of "
+                f"{', '.join(allowed)}"
+                + (
+                    " (Milvus Lite supports BIN_FLAT only; use a server URI for IVF)"
+                    if is_local_uri(self.uri)
+                    else ""
+                )
+            )
+        schema = pymilvus.MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=record.to_json()
+        )
+        data_type = pymilvus.DataType
+        schema.add_field(PATH_FIELD, data_type.VARCHAR, is_primary=True, max_length=MAX_PATH_BYTES)
+        schema.add_field(CODE_FIELD, data_type.BINARY_VECTOR, dim=record.bits)
+        schema.add_field(CLASS_FIELD, data_type.VARCHAR, max_length=MAX_CLASS_BYTES)
+        schema.add_field("size", data_type.INT64)
+        schema.add_field("mtime_ns", data_type.INT64)
+        params = self._client.prepare_index_params()
+        extra = {"nlist": int(nlist)} if index_type == "BIN_IVF_FLAT" else {}
+        params.add_index(
+            field_name=CODE_FIELD, index_type=index_type, metric_type="HAMMING", params=extra
+        )
+        self._client.create_collection(
+            self.collection, schema=schema, index_params=params, consistency_level="Strong"
+        )
+        self._record = record
+
+    def record(self) -> ModelRecord:
+        """The record of the model the collection was built with.
+
+        Raises:
+            ArchiveIndexError: No such collection, or not an hpsh index.
+        """
+        if self._record is None:
+            if not self.exists():
+                raise ArchiveIndexError(
+                    f"no index at {self.where}; build one first: python cli.py index build "
+                    "--config FILE --images DIR"
+                )
+            description = self._client.describe_collection(self.collection).get("description")
+            try:
+                self._record = ModelRecord.from_json(description)
+            except (TypeError, ValueError, KeyError) as err:
+                raise ArchiveIndexError(
+                    f"collection at {self.where} has no hpsh model record in its description "
+                    f"(received {description!r}); expected a collection made by `index build`"
+                ) from err
+        return self._record
+
+    def open_for(self, record: ModelRecord, **create_kwargs: Any) -> bool:
+        """Opens the collection for ``record``'s model, creating it if missing.
+
+        Returns:
+            True when the collection was created now.
+
+        Raises:
+            ModelMismatchError: The collection holds another model's codes.
+        """
+        if not self.exists():
+            self.create(record, **create_kwargs)
+            return True
+        check_same_model(self.record(), record, where=self.where)
+        return False
+
+    # ----------------------------------------------------------------- writing
+
+    def upsert(
+        self,
+        paths: Sequence[str],
+        packed: np.ndarray,
+        classes: Sequence[str],
+        sizes: Sequence[int],
+        mtimes_ns: Sequence[int],
+    ) -> int:
+        """Inserts or replaces rows keyed by path; returns the number written."""
+        packed = np.ascontiguousarray(packed, np.uint8)
+        bits = self.record().bits
+        if packed.shape != (len(paths), bits // 8):
+            raise ArchiveIndexError(
+                f"Received: codes of shape {packed.shape} for {len(paths)} paths; expected "
+                f"({len(paths)}, {bits // 8}) packed {bits}-bit codes"
+            )
+        if not paths:
+            return 0
+        rows = [
+            {
+                PATH_FIELD: path,
+                CODE_FIELD: packed[i].tobytes(),
+                CLASS_FIELD: klass.encode("utf-8")[:MAX_CLASS_BYTES].decode("utf-8", "ignore"),
+                "size": int(size),
+                "mtime_ns": int(mtime),
+            }
+            for i, (path, klass, size, mtime) in enumerate(zip(paths, classes, sizes, mtimes_ns))
+        ]
+        self._client.upsert(self.collection, data=rows)
+        return len(rows)
+
+    def delete(self, paths: Sequence[str]) -> int:
+        """Removes rows by path; returns the number of paths asked for."""
+        paths = list(paths)
+        for start in range(0, len(paths), 1000):
+            self._client.delete(self.collection, ids=paths[start : start + 1000])
+        return len(paths)
+
+    # ----------------------------------------------------------------- reading
+
+    def count(self, filter: str = "") -> int:
+        """Rows in the collection (matching ``filter``, a Milvus boolean expression)."""
+        rows = self._client.query(self.collection, filter=filter, output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def iter_rows(
+        self, fields: Sequence[str] = ("size", "mtime_ns"), *, batch_size: int = 4096
+    ) -> Iterator[dict[str, Any]]:
+        """Every row's path and ``fields`` (a query iterator; any collection size)."""
+        iterator = self._client.query_iterator(
+            self.collection, batch_size=batch_size, filter="", output_fields=list(fields)
+        )
+        try:
+            while True:
+                batch = iterator.next()
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            iterator.close()
+
+    def fingerprints(self) -> dict[str, tuple[int, int]]:
+        """``{path: (size, mtime_ns)}`` of every row."""
+        return {
+            row[PATH_FIELD]: (int(row["size"]), int(row["mtime_ns"])) for row in self.iter_rows()
+        }
+
+    def codes(self, paths: Sequence[str]) -> np.ndarray:
+        """Packed codes ``uint8 [len(paths), bits / 8]`` of the given rows, in order.
+
+        Raises:
+            ArchiveIndexError: A path is not in the index.
+        """
+        found: dict[str, bytes] = {}
+        paths = list(paths)
+        for start in range(0, len(paths), 1000):
+            rows = self._client.get(
+                self.collection, ids=paths[start : start + 1000], output_fields=[CODE_FIELD]
+            )
+            for row in rows:
+                value = row[CODE_FIELD]
+                found[row[PATH_FIELD]] = bytes(value[0] if isinstance(value, list) else value)
+        missing = [p for p in paths if p not in found]
+        if missing:
+            raise ArchiveIndexError(f"Received: paths not in {self.where}: {missing[:5]}")
+        width = self.record().bits // 8
+        flat = np.frombuffer(b"".join(found[p] for p in paths), np.uint8)
+        return flat.reshape(len(paths), width)
+
+    def search(
+        self,
+        packed: np.ndarray,
+        *,
+        top: int = 10,
+        filter: str = "",
+        nprobe: int = 16,
+    ) -> list[list[IndexHit]]:
+        """The ``top`` nearest rows of each query code (Hamming), nearest first.
+
+        Ties are ordered by path. With ``BIN_FLAT`` the distances are exact; which of several
+        items tied at the last kept distance are returned is up to Milvus.
+
+        Args:
+            packed: ``uint8 [Q, bits / 8]`` packed query codes.
+            top: Neighbours per query (at most 16384, Milvus' limit).
+            filter: Milvus boolean expression on the metadata, e.g. ``class == "Airport"``.
+            nprobe: Clusters searched per query with ``BIN_IVF_FLAT``.
+
+        Raises:
+            ArchiveIndexError: Codes of another length, or ``top`` out of range.
+        """
+        packed = np.ascontiguousarray(packed, np.uint8)
+        bits = self.record().bits
+        if packed.ndim != 2 or packed.shape[1] != bits // 8:
+            raise ArchiveIndexError(
+                f"Received: query codes of shape {packed.shape}; expected [Q, {bits // 8}] "
+                f"packed {bits}-bit codes (the index's model)"
+            )
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= MAX_TOPK:
+            raise ArchiveIndexError(
+                f"Received: top={top!r}; expected an integer in [1, {MAX_TOPK}]"
+            )
+        if packed.shape[0] == 0:
+            return []
+        try:
+            results = self._client.search(
+                self.collection,
+                data=[row.tobytes() for row in packed],
+                anns_field=CODE_FIELD,
+                limit=top,
+                filter=filter,
+                output_fields=list(META_FIELDS),
+                search_params={"metric_type": "HAMMING", "params": {"nprobe": int(nprobe)}},
+            )
+        except _milvus().MilvusException as err:
+            if not filter:
+                raise
+            raise ArchiveIndexError(
+                f"Received: filter={filter!r}, which Milvus rejects ({err.message}); expected "
+                'a boolean expression on class, path, size, mtime_ns, e.g. class == "Airport"'
+            ) from err
+        out = []
+        for hits in results:
+            ordered = sorted(hits, key=lambda h: (round(float(h["distance"])), str(h["id"])))
+            out.append(
+                [
+                    IndexHit(
+                        rank=rank + 1,
+                        distance=round(float(hit["distance"])),
+                        path=str(hit["id"]),
+                        class_name=str(hit["entity"].get(CLASS_FIELD, "")),
+                        size=int(hit["entity"].get("size", 0)),
+                        mtime_ns=int(hit["entity"].get("mtime_ns", 0)),
+                    )
+                    for rank, hit in enumerate(ordered)
+                ]
+            )
+        return out
+
+    def drop(self) -> None:
+        """Deletes the collection."""
+        if self.exists():
+            self._client.drop_collection(self.collection)
+        self._record = None

@@ -141,6 +141,7 @@ class ModelConfig:
     input_dropout: float = field(
         default=0.0, metadata=_check(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
     )
+    input_norm: Literal["none", "l2"] = "none"
 
 
 @dataclass(frozen=True)

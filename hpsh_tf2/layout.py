@@ -183,3 +183,14 @@ class RunLayout:
     def table_png(self) -> Path:
         """``table/results.png``: mAP against code length, one line per sampler."""
         return self.table_dir / "results.png"
+
+    # ------------------------------------------------------------------ index
+    @property
+    def index_db(self) -> Path:
+        """``index.db``: the embedded (Milvus Lite) archive index, the default ``index.uri``."""
+        return self.workdir / "index.db"
+
+    @property
+    def index_status(self) -> Path:
+        """``index_build.json``: the last ``index build`` of a server-side index."""
+        return self.workdir / "index_build.json"

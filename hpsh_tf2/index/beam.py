@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from hpsh_tf2.data.scan import SkippedFile
+from hpsh_tf2.index.encoder import SavedModelEncoder, model_record
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult
 
 __all__ = ["EncodeFilesFn", "encode_with_beam", "run_encode_pipeline"]
@@ -63,8 +64,6 @@ class EncodeFilesFn(beam.DoFn):
         self._encoder: Any = None
 
     def setup(self) -> None:
-        from hpsh_tf2.index.encoder import SavedModelEncoder
-
         self._encoder = SavedModelEncoder(self._model_dir)
 
     def process(self, batch: Sequence[dict]) -> Iterator[str]:
@@ -136,8 +135,6 @@ def encode_with_beam(
     records of the shards, in path order; undecodable files are appended to ``skipped``. The
     run's staging folder is removed once every batch was consumed.
     """
-    from hpsh_tf2.index.encoder import model_record
-
     width = model_record(model_dir).bits // 8
     run_dir = Path(staging) / f"run-{uuid.uuid4().hex[:12]}"
     run_dir.mkdir(parents=True, exist_ok=True)

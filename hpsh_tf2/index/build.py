@@ -31,8 +31,10 @@ import numpy as np
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.data.scan import SkippedFile
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
-from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore
+from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore, is_local_uri
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
+from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.serving import Neighbour
 
 __all__ = ["BuildPlan", "BuildReport", "build_index", "plan_build", "search_images"]
 
@@ -181,12 +183,10 @@ def _local_batches(
             yield [chunk[i] for i in result.ok], result.packed, len(chunk)
 
 
-def _status_path(uri: str, workdir: Path) -> Path:
-    from hpsh_tf2.index.store import is_local_uri
-
+def status_path(uri: str, workdir: Path) -> Path:
     if is_local_uri(uri):
         return Path(uri).with_name(Path(uri).name + ".build.json")
-    return workdir / "index_build.json"
+    return RunLayout(workdir).index_status
 
 
 def build_index(
@@ -249,7 +249,7 @@ def build_index(
         if encoder is not None:
             batches = _local_batches(encoder, walk, plan.encode, batch_size, skipped)
         elif plan.encode:
-            from hpsh_tf2.index.beam import encode_with_beam
+            from hpsh_tf2.index.beam import encode_with_beam  # apache-beam: optional extra
 
             batches = encode_with_beam(
                 model_dir,
@@ -304,7 +304,7 @@ def build_index(
     payload = asdict(report)
     payload["skipped"] = [asdict(s) for s in report.skipped]
     payload["model"] = asdict(record)
-    write_json_atomic(_status_path(uri, workdir), payload)
+    write_json_atomic(status_path(uri, workdir), payload)
     return report
 
 
@@ -380,7 +380,7 @@ def index_info(uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike
             "classes": dict(sorted(classes.items())),
             "model": asdict(record),
         }
-    status = _status_path(uri, Path(workdir))
+    status = status_path(uri, Path(workdir))
     if status.is_file():
         last = json.loads(status.read_text(encoding="utf-8"))
         info["last_build"] = {k: last[k] for k in ("images_root", "files", "added", "updated",
@@ -392,8 +392,6 @@ def index_info(uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike
 
 def hits_as_neighbours(hits: Sequence[IndexHit]) -> list[Any]:
     """Index hits as :class:`hpsh_tf2.serving.Neighbour` (label -1: the index stores names)."""
-    from hpsh_tf2.serving import Neighbour
-
     return [
         Neighbour(rank=h.rank, distance=h.distance, label=-1, class_name=h.class_name, path=h.path)
         for h in hits

@@ -121,13 +121,15 @@ def resolve(args: argparse.Namespace) -> tuple[Any, str, str]:
 
 
 def _default_model(config: Any) -> str:
-    return str(config.workdir / "export" / (config.export.name or config.name))
+    from hpsh_tf2.layout import RunLayout
+
+    return str(RunLayout(config.workdir).export_model(config.export.name or config.name))
 
 
 def _last_root(uri: str, workdir: Path) -> str | None:
-    from hpsh_tf2.index.build import _status_path
+    from hpsh_tf2.index.build import status_path
 
-    status = _status_path(uri, workdir)
+    status = status_path(uri, workdir)
     if not status.is_file():
         return None
     return json.loads(status.read_text(encoding="utf-8")).get("images_root")

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.export import MANIFEST_NAME
+from hpsh_tf2.serving import encode_for_serving, resolve_version_dir
 
 __all__ = [
     "EncodeResult",
@@ -84,9 +87,6 @@ def model_record(model_dir: str | os.PathLike[str]) -> ModelRecord:
     Raises:
         FileNotFoundError: No SavedModel, or no ``hpsh_export.json`` manifest.
     """
-    from hpsh_tf2.export import MANIFEST_NAME
-    from hpsh_tf2.serving import resolve_version_dir
-
     version_dir = resolve_version_dir(model_dir)
     manifest_path = version_dir / MANIFEST_NAME
     if not manifest_path.is_file():
@@ -138,10 +138,6 @@ class SavedModelEncoder:
     """
 
     def __init__(self, model_dir: str | os.PathLike[str]) -> None:
-        import tensorflow as tf
-
-        from hpsh_tf2.serving import resolve_version_dir
-
         self.record = model_record(model_dir)
         self._tf = tf
         loaded = tf.saved_model.load(str(resolve_version_dir(model_dir)))
@@ -178,8 +174,6 @@ class SavedModelEncoder:
         Returns:
             The :class:`EncodeResult`.
         """
-        from hpsh_tf2.serving import encode_for_serving
-
         data: list[bytes] = []
         positions: list[int] = []
         bad: list[tuple[int, str]] = []

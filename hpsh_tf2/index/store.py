@@ -30,6 +30,7 @@ import numpy as np
 from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.index.encoder import ModelRecord, check_same_model
 from hpsh_tf2.index.walk import MAX_PATH_BYTES
+from hpsh_tf2.layout import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def resolve_uri(uri: str | None, workdir: str | os.PathLike[str]) -> str:
     A local file URI is made absolute and its folder is created.
     """
     if uri is None:
-        uri = str(Path(workdir) / "index.db")
+        uri = str(RunLayout(workdir).index_db)
     if is_local_uri(uri):
         if not uri.endswith(".db"):
             raise ArchiveIndexError(

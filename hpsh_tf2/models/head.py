@@ -16,9 +16,17 @@ import numpy as np
 
 from hpsh_tf2.ops.checks import ORIGINAL_ALIASES, check_choice, check_int
 
-__all__ = ["HEAD_INITS", "HashHead", "build_hash_model", "build_image_hash_model", "seed_kernels"]
+__all__ = [
+    "HEAD_INITS",
+    "INPUT_NORMS",
+    "HashHead",
+    "build_hash_model",
+    "build_image_hash_model",
+    "seed_kernels",
+]
 
 HEAD_INITS = ("keras", "original")
+INPUT_NORMS = ("none", "l2")
 
 
 def seed_kernels(input_dim: int, units: Sequence[int], seed: int = 123) -> list[np.ndarray]:
@@ -67,6 +75,10 @@ class HashHead(keras.layers.Layer):
             legacy generator seeded ``seed``); needs an integer seed.
         input_dropout: Dropout rate on the input features in training (``0`` = none, the
             original); inference is unaffected.
+        input_norm: ``"none"`` (the original) or ``"l2"``: each input row is scaled to norm
+            ``sqrt(D)`` (``x / max(||x||, 1e-12) * sqrt(D)``) before the first layer, so features
+            of any scale (e.g. a randomly initialised backbone's) reach the head at unit
+            per-component scale. Stateless; part of the exported model.
         **kwargs: Base layer arguments (``name``, ``dtype``...).
     """
 
@@ -78,9 +90,11 @@ class HashHead(keras.layers.Layer):
         seed: int | None = 123,
         init: str = "keras",
         input_dropout: float = 0.0,
+        input_norm: str = "none",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.input_norm = check_choice("input_norm", input_norm, INPUT_NORMS)
         if isinstance(input_dropout, bool) or not 0.0 <= float(input_dropout) < 1.0:
             raise ValueError(
                 f"Received: input_dropout={input_dropout!r}; expected a rate in [0, 1)"
@@ -136,6 +150,10 @@ class HashHead(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
+        if self.input_norm == "l2":
+            norm = keras.ops.sqrt(keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True))
+            scale = float(np.sqrt(x.shape[-1])) / keras.ops.maximum(norm, 1e-12)
+            x = x * keras.ops.cast(scale, x.dtype)
         if self.dropout is not None:
             x = self.dropout(x, training=training)
         for layer in self.dense_layers[:-1]:
@@ -157,6 +175,7 @@ class HashHead(keras.layers.Layer):
                 "seed": self.seed,
                 "init": self.init,
                 "input_dropout": self.input_dropout,
+                "input_norm": self.input_norm,
             }
         )
         return config
@@ -171,6 +190,7 @@ def build_hash_model(
     seed: int | None = 123,
     init: str = "keras",
     input_dropout: float = 0.0,
+    input_norm: str = "none",
     name: str = "hash_model",
 ) -> keras.Model:
     """Features ``[b, input_dim]`` -> scores ``[b, bits]`` (a functional Keras model).
@@ -181,7 +201,14 @@ def build_hash_model(
         raise ValueError(f"Received: input_dim={input_dim}; expected a positive integer")
     inputs = keras.Input((input_dim,), name="features")
     head = HashHead(
-        bits, hidden_units, leaky_relu_slope, seed, init, input_dropout, name="hash_head"
+        bits,
+        hidden_units,
+        leaky_relu_slope,
+        seed,
+        init,
+        input_dropout,
+        input_norm=input_norm,
+        name="hash_head",
     )
     return keras.Model(inputs, head(inputs), name=name)
 

@@ -89,6 +89,7 @@ def head_options(config: Config) -> dict:
         "seed": config.model.init_seed,
         "init": config.model.init,
         "input_dropout": config.model.input_dropout,
+        "input_norm": config.model.input_norm,
     }
 
 

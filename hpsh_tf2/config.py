@@ -141,7 +141,7 @@ class ModelConfig:
     input_dropout: float = field(
         default=0.0, metadata=_check(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
     )
-    input_norm: Literal["none", "l2"] = "none"
+    input_norm: Literal["none", "l2", "standardize"] = "none"
 
 
 @dataclass(frozen=True)
@@ -436,6 +436,12 @@ def _validate_cross_field(config: Config, *, source: str) -> None:
         raise ConfigError(
             f"{source}: invalid value for 'model.hidden_units'. Received: "
             f"{list(config.model.hidden_units)}; expected positive integers"
+        )
+    if config.model.input_norm == "standardize" and config.train.mode != "features":
+        raise ConfigError(
+            f"{source}: 'model.input_norm: standardize' takes its statistics from the cached "
+            "training features and needs 'train.mode: features'. Received: train.mode="
+            f"{config.train.mode!r}; use input_norm 'l2' or 'none' end to end"
         )
     if config.train.early_stopping_patience > 0 and split.val <= 0:
         raise ConfigError(

@@ -612,6 +612,7 @@ DEMO_OVERRIDES = (
     "model.weights=none",
     "model.image_size=75",
     "model.bits=16",
+    "model.input_norm=standardize",
     "train.mode=features",
     "train.epochs=4",
     "train.steps_per_epoch=25",
@@ -660,6 +661,14 @@ def demo(
         echo(f"demo dataset: {root}")
         summary = run(config, echo=echo)
     prepared = prepare(config, echo=lambda _: None)
+    k = config.eval.k
+    echo(
+        f"\ndemo: a {config.model.bits}-bit hash head trained on frozen {config.model.backbone} "
+        f"features ({config.model.image_size} px, random weights, standardised) of "
+        f"{len(prepared.class_names)} synthetic texture classes "
+        f"({len(prepared.subset_paths('train'))} training images); test mAP@{k} "
+        f"{summary[f'map@{k}']:.3f} over {len(prepared.subset_paths('test'))} queries"
+    )
     query = prepared.root / prepared.subset_paths("test")[0]
     neighbours = query_images(Path(summary["export"]).parent, [str(query)], top=5)[0]
     echo(f"\nquery {query} -> top 5 via the SavedModel's retrieve signature:")

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 HEAD_INITS = ("keras", "original")
-INPUT_NORMS = ("none", "l2")
+INPUT_NORMS = ("none", "l2", "standardize")
 
 
 def seed_kernels(input_dim: int, units: Sequence[int], seed: int = 123) -> list[np.ndarray]:
@@ -75,10 +75,12 @@ class HashHead(keras.layers.Layer):
             legacy generator seeded ``seed``); needs an integer seed.
         input_dropout: Dropout rate on the input features in training (``0`` = none, the
             original); inference is unaffected.
-        input_norm: ``"none"`` (the original) or ``"l2"``: each input row is scaled to norm
-            ``sqrt(D)`` (``x / max(||x||, 1e-12) * sqrt(D)``) before the first layer, so features
-            of any scale (e.g. a randomly initialised backbone's) reach the head at unit
-            per-component scale. Stateless; part of the exported model.
+        input_norm: ``"none"`` (the original); ``"l2"``: each input row is scaled to norm
+            ``sqrt(D)`` (``x / max(||x||, 1e-12) * sqrt(D)``), stateless; ``"standardize"``:
+            ``(x - mean) / std`` per feature, with the training set's statistics stored in the
+            layer (:meth:`set_input_statistics`). Either way the normalisation is part of the
+            saved and exported model, so features of any scale (e.g. a randomly initialised
+            backbone's) reach the head at unit scale.
         **kwargs: Base layer arguments (``name``, ``dtype``...).
     """
 
@@ -137,6 +139,14 @@ class HashHead(keras.layers.Layer):
 
     def build(self, input_shape) -> None:
         shape = tuple(input_shape)
+        if self.input_norm == "standardize":
+            width = int(shape[-1])
+            self.input_mean = self.add_weight(
+                shape=(width,), initializer="zeros", trainable=False, name="input_mean"
+            )
+            self.input_scale = self.add_weight(
+                shape=(width,), initializer="ones", trainable=False, name="input_scale"
+            )
         for layer in self.dense_layers:
             layer.build(shape)
             shape = (*shape[:-1], layer.units)
@@ -150,7 +160,10 @@ class HashHead(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs
-        if self.input_norm == "l2":
+        if self.input_norm == "standardize":
+            mean = keras.ops.cast(self.input_mean, x.dtype)
+            x = (x - mean) * keras.ops.cast(self.input_scale, x.dtype)
+        elif self.input_norm == "l2":
             norm = keras.ops.sqrt(keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True))
             scale = float(np.sqrt(x.shape[-1])) / keras.ops.maximum(norm, 1e-12)
             x = x * keras.ops.cast(scale, x.dtype)
@@ -161,6 +174,30 @@ class HashHead(keras.layers.Layer):
         logits = self.dense_layers[-1](x)
         # Scores stay float32 under mixed precision: losses and thresholds need the range.
         return keras.ops.sigmoid(keras.ops.cast(logits, "float32"))
+
+    def set_input_statistics(self, features: np.ndarray, *, eps: float = 1e-6) -> None:
+        """Stores the per-feature mean and ``1 / max(std, eps)`` of ``features`` (standardize).
+
+        Args:
+            features: ``[N, D]`` training features.
+            eps: Floor of the standard deviation (constant features pass through centred).
+
+        Raises:
+            ValueError: If the layer does not standardise, is not built, or the width differs.
+        """
+        if self.input_norm != "standardize":
+            raise ValueError(
+                f"Received: input statistics for input_norm={self.input_norm!r}; expected "
+                "input_norm='standardize'"
+            )
+        rows = np.asarray(features, np.float64)
+        if not self.built or rows.ndim != 2 or rows.shape[1] != self.input_mean.shape[0]:
+            raise ValueError(
+                f"Received: features with shape {rows.shape}; expected [N, "
+                f"{self.input_mean.shape[0] if self.built else 'D'}] for a built head"
+            )
+        self.input_mean.assign(rows.mean(axis=0).astype("float32"))
+        self.input_scale.assign((1.0 / np.maximum(rows.std(axis=0), eps)).astype("float32"))
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape)[:-1], self.bits)

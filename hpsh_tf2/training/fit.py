@@ -215,6 +215,8 @@ def _build(
     feature_dim = None if train_inputs.features is None else train_inputs.features.shape[1]
     with strategy.scope(), dtype_policy_scope(config.train.mixed_precision):
         models = build_models(config, feature_dim)
+        if config.model.input_norm == "standardize":
+            models.hash_model.get_layer("hash_head").set_input_statistics(train_inputs.features)
         trainer = HashTrainer(
             models.fit_model,
             sampler=triplet_sampler(config),

@@ -339,3 +339,29 @@ class TestInputDropout:
         for rate in (1.0, -0.1, True):
             with pytest.raises(ValueError, match="input_dropout"):
                 HashHead(bits=8, input_dropout=rate)
+
+
+def test_input_norm_standardize_and_l2_match_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    features = (rng.random((40, 12)) * 1e-4 + 5e-5).astype(np.float32)  # tiny, positive
+    model = build_hash_model(12, bits=8, hidden_units=(6,), input_norm="standardize", seed=1)
+    head = model.get_layer("hash_head")
+    head.set_input_statistics(features)
+    mean, std = features.astype(np.float64).mean(0), features.astype(np.float64).std(0)
+    np.testing.assert_allclose(head.input_mean.numpy(), mean, rtol=1e-5)
+    np.testing.assert_allclose(head.input_scale.numpy(), 1 / std, rtol=1e-4)
+    # The head on raw features equals a plain head on NumPy-standardised features.
+    plain = build_hash_model(12, bits=8, hidden_units=(6,), seed=1)
+    standardised = ((features - mean) / std).astype(np.float32)
+    np.testing.assert_allclose(model(features).numpy(), plain(standardised).numpy(), atol=1e-5)
+    # The statistics are saved with the model.
+    path = tmp_path / "head.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(reloaded(features).numpy(), model(features).numpy(), atol=1e-6)
+    # l2: rows scaled to norm sqrt(D), stateless.
+    l2 = build_hash_model(12, bits=8, hidden_units=(6,), input_norm="l2", seed=1)
+    scaled = features / np.linalg.norm(features, axis=1, keepdims=True) * np.sqrt(12)
+    np.testing.assert_allclose(l2(features).numpy(), plain(scaled).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="input_norm='standardize'"):
+        l2.get_layer("hash_head").set_input_statistics(features)

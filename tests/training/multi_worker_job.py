@@ -4,8 +4,9 @@ Usage: ``python -m tests.training.multi_worker_job SPEC_JSON``, where the JSON h
 ``overrides`` (config), ``data`` (a .npz of ``x``/``y`` features, or ``paths``/``y``),
 ``val`` (number of validation rows taken from the end), ``out`` (a .npz written with the
 selected model's weights and the history), optionally ``logical_cpus`` (the mirrored reference)
-and ``stall_after_epoch`` (this worker writes ``<out>.stalled`` and sleeps after that epoch,
-so that the test can kill it mid-run). ``TF_CONFIG`` comes from the environment.
+and ``stall_after_epoch`` (after that epoch this worker writes the time and its process id to
+``<out>.stalled`` and sleeps, so that the test can kill it mid-run). ``TF_CONFIG`` comes from
+the environment.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def main(spec_text: str) -> int:
             def on_epoch_end(self, epoch, logs=None):
                 if epoch + 1 == stall:
                     with open(spec["out"] + ".stalled", "w") as handle:
-                        handle.write(str(time.time()))
+                        handle.write(f"{time.time()} {os.getpid()}")
                     time.sleep(600)
 
         fit_module.build_callbacks = lambda *a, **k: [*build(*a, **k), Stall()]

@@ -249,7 +249,10 @@ def start_multi_worker(config: Config) -> tf.distribute.Strategy | None:
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     """Whether ``strategy`` spans more than one worker process."""
-    return getattr(strategy.extended, "_num_workers", 1) > 1
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    jobs = strategy.cluster_resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(name, ())) for name in _TASK_TYPES) > 1
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

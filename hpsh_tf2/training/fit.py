@@ -98,6 +98,10 @@ def fit_hash_model(
 ) -> TrainResult:
     """Trains the hash model and writes ``model/`` of the run folder.
 
+    With ``train.strategy: multi_worker`` every worker calls this; only the chief writes
+    ``layout`` (the others write to a temporary folder they remove) and a non-chief's result
+    names the chief's files (see :mod:`hpsh_tf2.training.distributed`).
+
     Args:
         config: The resolved config (``train.mode`` picks features or end-to-end).
         train_inputs: Training subset (features in features mode, image paths end-to-end).
@@ -107,10 +111,6 @@ def fit_hash_model(
 
     Returns:
         A :class:`TrainResult`.
-
-    With ``train.strategy: multi_worker`` every worker calls this; only the chief writes
-    ``layout`` (the others write to a temporary folder they remove) and a non-chief's result
-    names the chief's files (see :mod:`hpsh_tf2.training.distributed`).
 
     Raises:
         TrainingError: If the inputs do not fit ``train.mode`` or the batch does not split over

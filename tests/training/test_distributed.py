@@ -184,7 +184,9 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _job(spec: dict, *, tf_config: dict | None, tmpdir: Path) -> subprocess.Popen:
+def _job(
+    spec: dict, *, tf_config: dict | None, tmpdir: Path, timeout: int = _TIMEOUT
+) -> subprocess.Popen:
     tmpdir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -195,7 +197,7 @@ def _job(spec: dict, *, tf_config: dict | None, tmpdir: Path) -> subprocess.Pope
     env.pop("TF_CONFIG", None)
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
-    command = ["timeout", "-s", "KILL", str(_TIMEOUT), sys.executable]
+    command = ["timeout", "-s", "KILL", str(timeout), sys.executable]
     command += ["-m", "tests.training.multi_worker_job", json.dumps(spec)]
     with open(Path(spec["out"]).with_suffix(".log"), "w") as log:  # the child keeps its copy
         return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
@@ -223,8 +225,8 @@ def _log(spec: dict) -> str:
     return Path(spec["out"]).with_suffix(".log").read_text()[-3000:]
 
 
-def _wait(process: subprocess.Popen, spec: dict) -> int:
-    return_code = process.wait(timeout=_TIMEOUT + 30)
+def _wait(process: subprocess.Popen, spec: dict, timeout: int = _TIMEOUT) -> int:
+    return_code = process.wait(timeout=timeout + 30)
     assert return_code == 0, _log(spec)
     return return_code
 
@@ -331,3 +333,58 @@ def test_killed_worker_stops_the_other_and_a_rerun_resumes(features_runs, tmp_pa
     assert len(history["loss"]) == 1  # only epoch 2 ran
     for a, b in zip(_weights(chief["out"]), _weights(specs["w0"]["out"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_end_to_end_two_workers_equal_the_single_process_run(tmp_path):
+    """InceptionV3 (random weights) at 75 px on generated images, 2 epochs x 2 steps.
+
+    Slow (minutes on 2 cores: three processes each build, trace and save InceptionV3); the
+    features-mode tests above are its fast siblings on the same code path.
+    """
+    from hpsh_tf2.data.demo import make_demo_dataset
+
+    root = make_demo_dataset(tmp_path / "images", num_classes=4, images_per_class=4, seed=3)
+    paths = sorted(str(p) for p in root.rglob("*") if p.suffix in (".tif", ".jpg", ".png"))
+    classes = sorted({Path(p).parent.name for p in paths})
+    labels = np.array([classes.index(Path(p).parent.name) for p in paths], np.int32)
+    order = np.random.default_rng(0).permutation(len(paths))
+    data = tmp_path / "images.npz"
+    np.savez(data, paths=np.array(paths)[order], y=labels[order])
+    extra = [
+        "train.mode=end_to_end",
+        "model.backbone=inception_v3",
+        "model.weights=none",
+        "model.image_size=75",
+        "train.classes_per_batch=2",
+        "train.samples_per_class=2",
+        "train.steps_per_epoch=2",
+        "train.learning_rate=0.001",
+        "eval.k=3",
+    ]
+    specs = {
+        "w0": _spec(tmp_path, "w0", data, "multi_worker", 2, *extra, val=4),
+        "w1": _spec(tmp_path, "w1", data, "multi_worker", 2, *extra, val=4),
+        "ref": _spec(tmp_path, "ref", data, "mirrored", 2, *extra, val=4, logical_cpus=2),
+    }
+    ports = _free_ports(2)
+    slow = 1200
+    processes = {
+        "w0": _job(
+            specs["w0"], tf_config=_cluster(ports, 0), tmpdir=tmp_path / "w0t", timeout=slow
+        ),
+        "w1": _job(
+            specs["w1"], tf_config=_cluster(ports, 1), tmpdir=tmp_path / "w1t", timeout=slow
+        ),
+        "ref": _job(specs["ref"], tf_config=None, tmpdir=tmp_path / "reft", timeout=slow),
+    }
+    for name, process in processes.items():
+        _wait(process, specs[name], timeout=slow)
+    chief, reference = _weights(specs["w0"]["out"]), _weights(specs["ref"]["out"])
+    assert len(chief) == len(reference) > 4  # backbone + head
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(chief, reference, strict=True))
+    print(f"\nend_to_end: largest weight difference to the mirrored run {worst:.3g}")
+    for a, b in zip(chief, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "w0" / "model" / "image_model.keras").is_file()
+    assert not (tmp_path / "w1" / "model").exists()

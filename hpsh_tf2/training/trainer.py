@@ -19,6 +19,7 @@ from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.losses import hpsh_loss
 from hpsh_tf2.models.backbone import backbone_from_config
 from hpsh_tf2.models.head import build_hash_model, build_image_hash_model
+from hpsh_tf2.training.distributed import multi_worker_strategy
 
 __all__ = [
     "HashTrainer",
@@ -66,8 +67,6 @@ def make_strategy(
         HPSHError: For another name (``ClusterError`` for a bad ``TF_CONFIG``).
     """
     if name == "multi_worker":
-        from hpsh_tf2.training.distributed import multi_worker_strategy
-
         return multi_worker_strategy(collective_timeout_seconds)
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()

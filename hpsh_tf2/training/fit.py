@@ -190,6 +190,13 @@ def _build(config: Config, train_inputs: SubsetInputs) -> _Session:
             f"number of replicas ({strategy.num_replicas_in_sync}) so each replica gets whole "
             "P x K blocks"
         )
+    if sampler.classes_per_batch < 2 * strategy.num_replicas_in_sync:
+        raise TrainingError(
+            f"train.classes_per_batch={sampler.classes_per_batch} gives each of the "
+            f"{strategy.num_replicas_in_sync} replicas fewer than 2 classes; a replica samples "
+            f"negatives inside its own blocks, so P must be at least "
+            f"{2 * strategy.num_replicas_in_sync}"
+        )
     feature_dim = None if train_inputs.features is None else train_inputs.features.shape[1]
     with strategy.scope(), dtype_policy_scope(config.train.mixed_precision):
         models = build_models(config, feature_dim)

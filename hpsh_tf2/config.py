@@ -170,7 +170,11 @@ class TrainConfig:
     augment: bool = False
     mixed_precision: bool = False
     jit_compile: bool = False
-    strategy: Literal["default", "mirrored"] = "default"
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    collective_timeout_seconds: float | None = field(
+        default=None,
+        metadata=_check(_positive, "a positive number of seconds or null (no limit)"),
+    )
     deterministic: bool = False
     extract_batch_size: int = field(default=32, metadata=_check(_positive, "a positive integer"))
     eval_batch_size: int = field(default=256, metadata=_check(_positive, "a positive integer"))

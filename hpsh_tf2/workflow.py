@@ -53,6 +53,7 @@ from hpsh_tf2.models.head import build_image_hash_model
 from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
 from hpsh_tf2.serving import encode_for_serving, format_neighbours, load_exported, query_images
 from hpsh_tf2.training import TrainResult, fit_hash_model, training_keys
+from hpsh_tf2.training.distributed import start_multi_worker
 
 __all__ = [
     "WorkflowError",
@@ -320,6 +321,7 @@ def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2)
     Raises:
         RunFailedError: Training diverged (NaN loss); the previous model is left in place.
     """
+    start_multi_worker(config)  # train.strategy=multi_worker: before TensorFlow runs anything
     prepared = prepared or prepare(config, echo=logger.info)
     features = _mode_features(config, prepared)
     layout = RunLayout(config.workdir)
@@ -550,6 +552,11 @@ def run(config: Config, *, echo: Echo = print) -> dict:
     keys); anything else is rebuilt, and the summary says which and why.
     Returns a summary (mAP@k, bits, export path, which steps ran).
     """
+    if config.train.strategy == "multi_worker":
+        raise WorkflowError(
+            "run does not support train.strategy=multi_worker: start 'cli.py train' on every "
+            "worker, then 'cli.py evaluate' and 'cli.py export' on one machine"
+        )
     layout = _start(config)
     ran: dict[str, str] = {}
     prepared = prepare(config, echo=echo)

@@ -217,14 +217,39 @@ def image_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
 
 
+def _row_range(rows: tuple[int, int] | None, sampler: ClassBalancedSampler) -> tuple[int, int]:
+    """Checks ``rows`` against the sampler's P x K batch; ``None`` is the whole batch."""
+    if rows is None:
+        return 0, sampler.batch_size
+    start, stop = (int(v) for v in rows)
+    k = sampler.samples_per_class
+    if not 0 <= start < stop <= sampler.batch_size or start % k or stop % k:
+        raise ValueError(
+            f"Received: rows={tuple(rows)}; expected (start, stop) with "
+            f"0 <= start < stop <= {sampler.batch_size} (the P x K batch) on "
+            f"samples_per_class={k} block boundaries"
+        )
+    return start, stop
+
+
 def train_dataset_from_arrays(
     features: np.ndarray,
     labels: np.ndarray,
     sampler: ClassBalancedSampler,
     *,
     start_batch: int = 0,
+    rows: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
-    """Infinite P x K batches of cached feature rows: ``(features [P*K, D], labels [P*K])``."""
+    """Infinite P x K batches of cached feature rows: ``(features [P*K, D], labels [P*K])``.
+
+    Args:
+        features: Float rows [N, D].
+        labels: Integer labels [N].
+        sampler: The P x K batch sampler.
+        start_batch: First batch number (resuming).
+        rows: ``(start, stop)``: keep only these rows of every P x K batch (one worker's or
+            replica's share of the global batch); ``None`` keeps the whole batch.
+    """
     features = np.asarray(features, np.float32)
     labels = np.asarray(labels)
     if features.ndim != 2 or len(features) != len(labels):
@@ -232,10 +257,12 @@ def train_dataset_from_arrays(
             "features must be [N, D] with one label per row. Received: "
             f"features.shape={features.shape}, labels.shape={labels.shape}"
         )
+    start, stop = _row_range(rows, sampler)
     table = tf.constant(features)
     label_table = tf.constant(labels.astype(np.int32))
 
     def gather(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        indices = indices[start:stop]
         return tf.gather(table, indices), tf.gather(label_table, indices)
 
     return (
@@ -255,23 +282,28 @@ def train_dataset_from_images(
     augment: bool = False,
     deterministic: bool = True,
     start_batch: int = 0,
+    rows: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Infinite P x K batches of images: ``(images [P*K, S, S, 3], labels [P*K])``.
 
     Images are decoded in parallel; with ``deterministic`` the block order is kept exactly
-    (the HPSH sampler needs it). Augmentation is seeded per batch and row.
+    (the HPSH sampler needs it). Augmentation is seeded per batch and row (the row of the
+    whole P x K batch, also when ``rows`` keeps a part of it). With ``rows=(start, stop)``
+    only those rows of every batch are read and decoded (one worker's share).
     """
     path_table = tf.constant(list(paths), tf.string)
     label_table = tf.constant(np.asarray(labels).astype(np.int32))
-    batch_size = sampler.batch_size
+    start, stop = _row_range(rows, sampler)
+    batch_size = stop - start
     base_seed = sampler.seed
 
     def expand(batch_number: tf.Tensor, indices: tf.Tensor) -> tf.data.Dataset:
-        rows = tf.range(batch_size, dtype=tf.int64)
+        indices = indices[start:stop]
+        row_numbers = tf.range(start, stop, dtype=tf.int64)
         seeds = tf.stack(
             [
                 tf.fill([batch_size], tf.constant(base_seed + 1, tf.int64)),
-                batch_number * 4096 + rows,
+                batch_number * 4096 + row_numbers,
             ],
             axis=1,
         )

@@ -93,9 +93,16 @@ class RetrievalValidation(keras.callbacks.Callback):
         if diverged(logs):  # NaN weights: never scored, never saved over a good model
             logger.warning("epoch %d: the loss is not finite; the model is not saved", epoch + 1)
             return
+        self.record(epoch, self.measure(), logs)
+
+    def measure(self) -> float:
+        """``val_map@k`` of the current weights."""
         db_codes = np_binarize(self.encode(self.train_inputs))
         query_codes = np_binarize(self.encode(self.val_inputs))
-        value = self._map(query_codes, db_codes, min(self.k, len(db_codes)))
+        return self._map(query_codes, db_codes, min(self.k, len(db_codes)))
+
+    def record(self, epoch: int, value: float, logs: dict | None = None) -> None:
+        """Logs ``value`` for 0-based ``epoch`` and saves the model if it improved."""
         if logs is not None:
             logs[self.key] = value
         if self.best is None or value > self.best:

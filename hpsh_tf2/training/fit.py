@@ -31,6 +31,7 @@ from hpsh_tf2.errors import HPSHError, RunFailedError
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.losses import make_loss_weights
 from hpsh_tf2.models.backbone import preprocessor
+from hpsh_tf2.training import distributed
 from hpsh_tf2.training.callbacks import RetrievalValidation, build_callbacks, validation_callback
 from hpsh_tf2.training.checkpoints import (
     Progress,
@@ -87,6 +88,7 @@ class _Session:
     models: TrainedModels
     trainer: HashTrainer
     sampler: ClassBalancedSampler
+    strategy: tf.distribute.Strategy
 
 
 def fit_hash_model(
@@ -99,6 +101,10 @@ def fit_hash_model(
     class_names: Sequence[str] | None = None,
 ) -> TrainResult:
     """Trains the hash model and writes ``model/`` of the run folder.
+
+    With ``train.strategy: multi_worker`` every worker calls this; only the chief writes
+    ``layout`` (the others write to a temporary folder they remove) and a non-chief's result
+    names the chief's files (see :mod:`hpsh_tf2.training.distributed`).
 
     Args:
         config: The resolved config (``train.mode`` picks features or end-to-end).
@@ -118,9 +124,23 @@ def fit_hash_model(
             model, the checkpoints keep the last finite epoch.
     """
     layout = layout or RunLayout(config.output.workdir)
-    layout.checkpoints.mkdir(parents=True, exist_ok=True)
     _check_inputs(config, train_inputs)
     session = _build(config, train_inputs, class_names)
+    # multi_worker: only the chief writes `layout`; a lost worker stops the run with one line.
+    strategy = session.strategy
+    with (
+        distributed.writer_layout(strategy, layout) as own,
+        distributed.worker_errors(strategy, layout),
+    ):
+        result, validation = _train(config, session, train_inputs, val_inputs, own, verbose)
+    if own is layout:
+        return result
+    return distributed.chief_result(result, layout, validation, config.eval.k)
+
+
+def _train(config, session: _Session, train_inputs, val_inputs, layout, verbose):
+    """Resume, fit and finish in the run folder ``layout``; returns the result and validation."""
+    layout.checkpoints.mkdir(parents=True, exist_ok=True)
     fingerprint = train_fingerprint(config, train_inputs, val_inputs)
     progress = Progress()
     checkpoint = tf.train.Checkpoint(**_checkpointed(session), **progress.checkpoint_items())
@@ -128,6 +148,8 @@ def fit_hash_model(
     resume = maybe_resume(manager, checkpoint, progress, layout, fingerprint)
     if resume.epoch == 0:  # the folder was emptied: forget the manager's cached list
         manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=2)
+    variables = [*session.models.fit_model.variables, *session.trainer.optimizer.variables]
+    resume = distributed.sync_resume(session.strategy, resume, variables)  # multi_worker only
     validation = validation_callback(
         config,
         layout.selected_model(config.train.mode),
@@ -136,10 +158,12 @@ def fit_hash_model(
         val_inputs,
         resume,
     )
+    if validation is not None and distributed.is_multi_worker(session.strategy):
+        validation = distributed.SharedValidation(validation, session.strategy)
     callbacks = build_callbacks(layout, manager=manager, progress=progress, validation=validation)
     history = _fit(config, session, train_inputs, resume, callbacks, verbose)
     _stop_if_diverged(config, layout, history, resume, validation)
-    return _finish(config, layout, session.models, validation, history)
+    return _finish(config, layout, session.models, validation, history), validation
 
 
 def _checkpointed(session: _Session) -> dict:
@@ -198,7 +222,9 @@ def _build(
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.train.seed)
-    strategy = make_strategy(config.train.strategy)
+    strategy = make_strategy(
+        config.train.strategy, collective_timeout_seconds=config.train.collective_timeout_seconds
+    )
     sampler = ClassBalancedSampler(
         train_inputs.labels,
         classes_per_batch=config.train.classes_per_batch,
@@ -211,6 +237,13 @@ def _build(
             f"train.classes_per_batch={sampler.classes_per_batch} must be divisible by the "
             f"number of replicas ({strategy.num_replicas_in_sync}) so each replica gets whole "
             "P x K blocks"
+        )
+    if sampler.classes_per_batch < 2 * strategy.num_replicas_in_sync:
+        raise TrainingError(
+            f"train.classes_per_batch={sampler.classes_per_batch} gives each of the "
+            f"{strategy.num_replicas_in_sync} replicas fewer than 2 classes; a replica samples "
+            f"negatives inside its own blocks, so P must be at least "
+            f"{2 * strategy.num_replicas_in_sync}"
         )
     feature_dim = None if train_inputs.features is None else train_inputs.features.shape[1]
     with strategy.scope(), dtype_policy_scope(config.train.mixed_precision):
@@ -226,13 +259,15 @@ def _build(
         )
         trainer.compile(optimizer=make_optimizer(config), jit_compile=config.train.jit_compile)
         trainer.optimizer.build(trainer.trainable_variables)
-    return _Session(models, trainer, sampler)
+    return _Session(models, trainer, sampler, strategy)
 
 
-def _training_dataset(config, inputs: SubsetInputs, sampler, initial_epoch: int):
+def _training_dataset(config, inputs: SubsetInputs, sampler, initial_epoch: int, rows=None):
     start = initial_epoch * config.train.steps_per_epoch
     if inputs.features is not None:
-        return train_dataset_from_arrays(inputs.features, inputs.labels, sampler, start_batch=start)
+        return train_dataset_from_arrays(
+            inputs.features, inputs.labels, sampler, start_batch=start, rows=rows
+        )
     return train_dataset_from_images(
         inputs.paths,
         inputs.labels,
@@ -242,6 +277,7 @@ def _training_dataset(config, inputs: SubsetInputs, sampler, initial_epoch: int)
         augment=config.train.augment,
         deterministic=True,  # the P x K block order must be kept
         start_batch=start,
+        rows=rows,
     )
 
 
@@ -249,7 +285,21 @@ def _fit(config, session, train_inputs, resume, callbacks, verbose: int) -> dict
     """Runs the remaining epochs; returns the per-epoch logs of this call."""
     if resume.epoch >= config.train.epochs:
         return {}
-    dataset = _training_dataset(config, train_inputs, session.sampler, resume.epoch)
+    if distributed.is_multi_worker(session.strategy):  # each worker reads its replicas' rows
+
+        def build(rows):
+            return _training_dataset(config, train_inputs, session.sampler, resume.epoch, rows)
+
+        dataset = distributed.distributed_training_dataset(
+            session.strategy,
+            build,
+            batch_size=session.sampler.batch_size,
+            samples_per_class=session.sampler.samples_per_class,
+        )
+        share = session.sampler.batch_size // session.strategy.num_replicas_in_sync
+        distributed.adapt_trainer(session.trainer, build((0, share)).element_spec)
+    else:
+        dataset = _training_dataset(config, train_inputs, session.sampler, resume.epoch)
     fit = session.trainer.fit(
         dataset,
         epochs=config.train.epochs,

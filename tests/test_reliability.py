@@ -96,10 +96,17 @@ def test_run_rebuilds_a_model_trained_with_another_config(aid_features_path, tmp
 
 
 def test_fingerprint_ignores_workdir_name_and_presentation_keys(aid_features_path, tmp_path):
-    config = _config(aid_features_path, tmp_path / "a")
+    # a constant schedule: with cosine, train.epochs is the schedule's length and restarts
+    config = _config(aid_features_path, tmp_path / "a", "train.lr_schedule=constant")
     workflow.train(config, verbose=0)
     shutil.move(tmp_path / "a", tmp_path / "b")
-    moved = _config(aid_features_path, tmp_path / "b", "name=other", "eval.figures=true")
+    moved = _config(
+        aid_features_path,
+        tmp_path / "b",
+        "train.lr_schedule=constant",
+        "name=other",
+        "eval.figures=true",
+    )
     assert workflow._model_up_to_date(moved, workflow.RunLayout(moved.workdir))
     # the checkpoints follow the folder: one more epoch resumes instead of starting afresh
     longer = workflow.train(moved.replace(["train.epochs=3"]), verbose=0)

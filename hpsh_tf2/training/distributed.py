@@ -398,6 +398,15 @@ class SharedValidation(keras.callbacks.Callback):
         """Its 1-based epoch."""
         return self.validation.best_epoch
 
+    @property
+    def stopped_epoch(self) -> int | None:
+        """The epoch early stopping ended the run at, or ``None``."""
+        return self.validation.stopped_epoch
+
+    def set_model(self, model) -> None:
+        super().set_model(model)
+        self.validation.set_model(model)  # early stopping sets model.stop_training
+
     def on_epoch_end(self, epoch, logs=None):
         value = self.validation.measure() if is_chief(self.strategy) else 0.0
         (shared,) = broadcast_from_chief(self.strategy, [np.float64(value)])

@@ -81,6 +81,7 @@ def test_head_options_follow_the_config(tmp_path):
         "seed": 4,
         "init": "original",
         "input_dropout": 0.25,
+        "input_norm": "none",
     }
     kernel = build_hash_model(30, **options).get_weights()[0]
     np.testing.assert_array_equal(kernel, seed_kernels(30, [64, 32, 16], seed=4)[0])

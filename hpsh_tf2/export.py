@@ -32,7 +32,6 @@ upload); every such ``InvalidArgumentError`` names the batch positions.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ import tensorflow as tf
 
 from hpsh_tf2 import __version__
 from hpsh_tf2.atomic import write_text_atomic
+from hpsh_tf2.config import fingerprint
 from hpsh_tf2.data import images as image_lib
 from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.models.backbone import get_backbone_spec, preprocess_images
@@ -502,8 +502,7 @@ def _config_hash(config: Mapping[str, Any] | Any | None) -> str | None:
         raise TypeError(
             f"Received: config of type {type(config).__name__}; expected a mapping or a dataclass"
         )
-    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return fingerprint(config)
 
 
 def _models_config_text(model_name: str) -> str:

@@ -17,21 +17,10 @@ from collections.abc import Sequence
 # The package is imported inside the verb functions on purpose: `hpsh --help` and argument
 # errors then answer without importing TensorFlow (several seconds). Only the index verbs'
 # argument definitions are imported here; that module imports nothing heavy at its top.
+from hpsh_tf2.config import add_config_arguments
 from hpsh_tf2.index import commands as index_commands
 
 __all__ = ["build_parser", "main"]
-
-
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. aid.yaml, ucmd.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.epochs=5 (repeatable)",
-    )
 
 
 def _int_list(text: str) -> list[int]:
@@ -64,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     download.add_argument("--url", help="alternative URL (a mirror)")
     download.add_argument("--checksum", help="expected checksum (md5:HEX or sha256:HEX)")
-    _add_config_options(download)
+    add_config_arguments(download)
 
     for name, text in (
         ("prepare", "scan the dataset, make the seeded split, print a per-class table"),
@@ -75,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "prepare, extract, train, evaluate and export, skipping up-to-date steps"),
     ):
         verb = verbs.add_parser(name, help=text)
-        _add_config_options(verb)
+        add_config_arguments(verb)
         if name == "evaluate":
             verb.add_argument(
                 "--saved-model",
@@ -101,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="split seeds (default: data.seed, data.seed+1, data.seed+2)",
     )
-    _add_config_options(table)
+    add_config_arguments(table)
 
     query = verbs.add_parser("query", help="nearest neighbours of an image via a SavedModel")
     query.add_argument(
@@ -116,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-root",
         help="dataset root, to draw the neighbours in the grid (default: the config's data.root)",
     )
-    _add_config_options(query)
+    add_config_arguments(query)
     index_commands.add_query_options(query)  # issue 13: query --index
 
     demo = verbs.add_parser("demo", help="run everything on the embedded synthetic dataset")
     demo.add_argument("--workdir", default="runs/demo", help="output folder (default runs/demo)")
-    _add_config_options(demo)
+    add_config_arguments(demo)
     index_commands.add_parser(verbs)  # issue 13: the index verb
     return parser
 

@@ -12,6 +12,7 @@ re-exported here) and :mod:`hpsh_tf2.atomic` of the package.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -44,6 +45,7 @@ __all__ = [
     "SamplerConfig",
     "SplitConfig",
     "TrainConfig",
+    "add_config_arguments",
     "apply_overrides",
     "config_fingerprint",
     "config_to_dict",
@@ -656,3 +658,23 @@ def config_fingerprint(
             node = node.get(part, {})
         node.pop(leaf, None)
     return fingerprint({"config": raw, "extra": dict(extra or {})}, length=length)
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, *, example: str = "train.epochs=5"
+) -> None:
+    """Adds ``--config FILE`` and repeatable ``--set KEY=VALUE`` to a command-line parser.
+
+    Args:
+        parser: The (sub)parser of a verb.
+        example: The override shown in the help text.
+    """
+    parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. aid.yaml, ucmd.yaml)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key, e.g. --set {example} (repeatable)",
+    )

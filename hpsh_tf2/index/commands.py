@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hpsh_tf2.config import add_config_arguments
+
 __all__ = [
     "add_parser",
     "add_query_options",
@@ -23,18 +25,6 @@ __all__ = [
     "run",
     "run_query",
 ]
-
-
-def _config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config (e.g. aid.yaml, ucmd.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set index.uri=http://host:19530 (repeatable)",
-    )
 
 
 def _index_options(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +65,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     )
     build.add_argument("--quiet", action="store_true", help="no progress line")
     _index_options(build)
-    _config_options(build)
+    add_config_arguments(build, example="index.uri=http://host:19530")
 
     search = actions.add_parser("search", help="nearest indexed images of a query image")
     search.add_argument("--image", required=True, action="append", help="query (repeatable)")
@@ -89,12 +79,12 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "--image-root", help="archive folder, to draw the grid (default: the last build's)"
     )
     _index_options(search)
-    _config_options(search)
+    add_config_arguments(search, example="index.uri=http://host:19530")
 
     info = actions.add_parser("info", help="rows, classes and model of the index")
     info.add_argument("--json", action="store_true", help="print JSON")
     _index_options(info)
-    _config_options(info)
+    add_config_arguments(info, example="index.uri=http://host:19530")
     return index
 
 

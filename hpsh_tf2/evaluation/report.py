@@ -19,7 +19,7 @@ import numpy as np
 
 from hpsh_tf2.evaluation import metrics
 from hpsh_tf2.evaluation import ties as tie_metrics
-from hpsh_tf2.evaluation.search import SearchResult, np_popcount, search
+from hpsh_tf2.evaluation.search import SearchResult, block_distances, search
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 
 __all__ = ["FULL_RANKING_LIMIT", "HEADLINE_KEYS", "TIES", "compute_report", "format_report_table"]
@@ -49,13 +49,6 @@ def _num_relevant(
     return relevant.astype(np.int64) - int(exclude_self)
 
 
-def _block_distances(query_words: np.ndarray, db_words: np.ndarray) -> np.ndarray:
-    """Hamming distances ``[q, N]`` of a block of query words against all database words."""
-    xored = query_words[:, None, :] ^ db_words[None, :, :]
-    dtype = np.uint8 if db_words.shape[1] * db_words.dtype.itemsize * 8 < 255 else np.uint16
-    return np_popcount(xored).sum(axis=-1, dtype=dtype)
-
-
 def _blocked_pass(
     query_words: np.ndarray,
     db_words: np.ndarray,
@@ -74,7 +67,7 @@ def _blocked_pass(
     hits, items, indices, distances = [], [], [], []
     for begin in range(0, query_words.shape[0], rows):
         end = min(begin + rows, query_words.shape[0])
-        dist = _block_distances(query_words[begin:end], db_words)
+        dist = block_distances(query_words[begin:end], db_words)
         block_hits, block_items = metrics.distance_histograms(
             query_labels=query_labels[begin:end],
             db_labels=db_labels,

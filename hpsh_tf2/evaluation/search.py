@@ -22,7 +22,7 @@ import numpy as np
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 from hpsh_tf2.ops.hamming import DEFAULT_GROUP_SIZE, hamming_topk
 
-__all__ = ["BACKENDS", "SearchResult", "np_popcount", "search"]
+__all__ = ["BACKENDS", "SearchResult", "block_distances", "np_popcount", "search"]
 
 BACKENDS = ("tf", "numpy", "faiss")
 _NUMPY_BLOCK_ENTRIES = 1 << 22
@@ -70,6 +70,17 @@ def _as_packed(codes: Any, name: str, packed: bool) -> np.ndarray:
             "codes (pass packed=True for packed bytes)"
         )
     return np_pack_codes(array)
+
+
+def block_distances(query_words: np.ndarray, db_words: np.ndarray) -> np.ndarray:
+    """Hamming distances ``[q, N]`` of a block of packed query words against all database words.
+
+    ``popcount(q XOR x)`` summed over the words, in ``uint8`` below 255 bits, else ``uint16``.
+    Memory is ``O(q * N * words)``: callers pass blocks of queries.
+    """
+    xored = query_words[:, None, :] ^ db_words[None, :, :]
+    dtype = np.uint8 if db_words.shape[1] * db_words.dtype.itemsize * 8 < 255 else np.uint16
+    return np_popcount(xored).sum(axis=-1, dtype=dtype)
 
 
 def _check_k(k: object, num_queries: int, num_items: int, exclude_self: bool) -> int:

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.evaluation.metrics import check_binary_codes, distance_histograms
-from hpsh_tf2.evaluation.search import np_popcount
+from hpsh_tf2.evaluation.search import block_distances
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 
 __all__ = [
@@ -130,8 +130,7 @@ def code_histograms(
     total = np.zeros((query.shape[0], bits + 1), np.int64)
     for begin in range(0, query.shape[0], rows):
         end = min(begin + rows, query.shape[0])
-        xored = query_words[begin:end, None, :] ^ db_words[None, :, :]
-        distances = np_popcount(xored).sum(axis=-1, dtype=np.int32)
+        distances = block_distances(query_words[begin:end], db_words)
         relevant[begin:end], total[begin:end] = distance_histograms(
             query_labels=query_labels[begin:end],
             db_labels=db_labels,

@@ -22,6 +22,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,8 +168,6 @@ def _local_batches(
 ):
     """Encodes ``files`` in batches, two in flight: reading and decoding batch i + 1 overlaps
     the forward pass of batch i (the signature is thread-safe). Yields in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
     chunks = [list(files[i : i + batch_size]) for i in range(0, len(files), batch_size)]
 
     def encode(chunk: list[ArchiveFile]):
@@ -181,6 +181,13 @@ def _local_batches(
                 pending.append(pool.submit(encode, chunks[index + 2]))
             skipped.extend(SkippedFile(chunk[i].path, reason) for i, reason in result.bad)
             yield [chunk[i] for i in result.ok], result.packed, len(chunk)
+
+
+def _load_encoder(model_dir: str | os.PathLike[str]) -> SavedModelEncoder:
+    """Loads the export and runs its signature once (the first call builds the graph)."""
+    encoder = SavedModelEncoder(model_dir)
+    encoder.warm_up()
+    return encoder
 
 
 def status_path(uri: str, workdir: Path) -> Path:
@@ -238,12 +245,20 @@ def build_index(
     walk = walk_images(images)
     record = model_record(model_dir)
     workdir = Path(workdir)
-    with IndexStore(uri, collection) as store:
+    with ExitStack() as stack:
+        loading = None
+        if runner == "local" and walk.files and is_local_uri(uri) and not Path(uri).exists():
+            # A new index encodes every file: load the model while Milvus Lite starts.
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+            loading = pool.submit(_load_encoder, model_dir)
+        store = stack.enter_context(IndexStore(uri, collection))
         store.open_for(record, index_type=index_type, nlist=nlist)
         plan = plan_build(walk, store.fingerprints())
         store.delete(plan.delete)
         skipped: list[SkippedFile] = []
-        encoder = SavedModelEncoder(model_dir) if runner == "local" and plan.encode else None
+        encoder = None
+        if runner == "local" and plan.encode:
+            encoder = loading.result() if loading is not None else _load_encoder(model_dir)
         bar = _Progress(len(plan.encode), enabled=progress)
         encode_start = time.perf_counter()
         if encoder is not None:

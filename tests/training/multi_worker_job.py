@@ -3,10 +3,15 @@
 Usage: ``python -m tests.training.multi_worker_job SPEC_JSON``, where the JSON holds
 ``overrides`` (config), ``data`` (a .npz of ``x``/``y`` features, or ``paths``/``y``),
 ``val`` (number of validation rows taken from the end), ``out`` (a .npz written with the
-selected model's weights and the history), optionally ``logical_cpus`` (the mirrored reference)
-and ``stall_after_epoch`` (after that epoch this worker writes the time and its process id to
-``<out>.stalled`` and sleeps, so that the test can kill it mid-run). ``TF_CONFIG`` comes from
-the environment.
+selected model's weights and the history), and optionally:
+
+* ``logical_cpus``: the mirrored reference's replica count;
+* ``graph_optimizer``: ``false`` turns TensorFlow's Grappler graph optimizer off (see
+  ``test_end_to_end_two_workers``);
+* ``stall_after_epoch``: after that epoch this worker writes the time and its process id to
+  ``<out>.stalled`` and sleeps, so that the test can kill it mid-run.
+
+``TF_CONFIG`` comes from the environment.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ def main(spec_text: str) -> int:
         )
     tf.config.threading.set_inter_op_parallelism_threads(2)
     tf.config.threading.set_intra_op_parallelism_threads(1)
+    if not spec.get("graph_optimizer", True):
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     import keras
     import numpy as np
 

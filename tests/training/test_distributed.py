@@ -341,20 +341,24 @@ def _checkpoint_epoch(folder) -> int:
     return int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("trainable_layers", [3, 0])
+@pytest.mark.parametrize(
+    "trainable_layers", [0, pytest.param(3, marks=pytest.mark.slow, id="top3-slow")]
+)
 def test_end_to_end_two_workers(tmp_path, trainable_layers):
     """InceptionV3 (random weights) at 75 px on generated images, 2 epochs x 2 steps of 4 x 2.
 
-    Slow (1.5 to 10 minutes each on a loaded 2-core machine: three processes each build, trace
-    and save InceptionV3); the features-mode tests above are its fast siblings on the same code
-    path. With the top 3 layers trained (the BatchNorm layers below frozen, in inference mode)
-    the chief's weights equal the one-process mirrored run exactly (measured: 0.0). With the
-    whole backbone trained they do not: the first epoch's mean loss agrees to 1e-4 relative,
-    then the runs drift apart (largest weight difference 0.1 after 4 steps). The cause is not
-    established; it comes with BatchNorm layers in training mode on 4-image replica batches.
-    There, what must hold is tested: both workers exit 0 and agree exactly, the chief alone
-    writes the image model, and the run tracks the reference at the start.
+    The chief's model (backbone, BatchNorm statistics and head) equals the one-process mirrored
+    run exactly, with the whole backbone trained (BatchNorm in training mode) or its top 3
+    layers only. All three processes run with TensorFlow's Grappler graph optimizer off. With
+    it on, the runs differ after the first step although the step-1 loss is bit-identical:
+    Grappler rewrites the mirrored run's two-replica graph differently from a worker's
+    one-replica graph (measured: turning off only ``remapping`` or only
+    ``arithmetic_optimization`` leaves a difference), the gradients then differ by round-off,
+    and Adam's first update, about ``lr * g / |g|``, turns a round-off difference in a gradient
+    near zero into a difference up to ``lr`` (measured: 1.5e-3 in conv kernels after one step
+    at lr 1e-3, 0.1 after four). The per-replica gradients themselves are identical in one
+    process and two, on either logical CPU. The whole-backbone case runs in CI (about 90 s on
+    2 quiet cores); the top-3 case is marked slow.
     """
     from hpsh_tf2.data.demo import make_demo_dataset
 
@@ -379,10 +383,11 @@ def test_end_to_end_two_workers(tmp_path, trainable_layers):
         "eval.k=3",
         f"train.trainable_layers={trainable_layers}",
     ]
+    same_graphs = {"val": 4, "graph_optimizer": False}
     specs = {
-        "w0": _spec(tmp_path, "w0", data, "multi_worker", 2, *extra, val=4),
-        "w1": _spec(tmp_path, "w1", data, "multi_worker", 2, *extra, val=4),
-        "ref": _spec(tmp_path, "ref", data, "mirrored", 2, *extra, val=4, logical_cpus=2),
+        "w0": _spec(tmp_path, "w0", data, "multi_worker", 2, *extra, **same_graphs),
+        "w1": _spec(tmp_path, "w1", data, "multi_worker", 2, *extra, **same_graphs),
+        "ref": _spec(tmp_path, "ref", data, "mirrored", 2, *extra, **same_graphs, logical_cpus=2),
     }
     ports = _free_ports(2)
     slow = 1200
@@ -403,11 +408,12 @@ def test_end_to_end_two_workers(tmp_path, trainable_layers):
     assert len(chief) == len(reference) > 4  # backbone + head
     worst = max(float(np.abs(a - b).max()) for a, b in zip(chief, reference, strict=True))
     print(f"\nend_to_end: largest weight difference to the mirrored run {worst:.3g}")
-    first, first_ref = histories["w0"]["loss"][0], histories["ref"]["loss"][0]
-    assert first == pytest.approx(first_ref, rel=1e-3)
-    if trainable_layers:  # BatchNorm frozen: the same math as the one-process run
-        for a, b in zip(chief, reference, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for a, b in zip(chief, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for key, values in histories["ref"].items():  # losses, validation mAP per epoch
+        np.testing.assert_allclose(histories["w0"][key], values, rtol=1e-6)
+    selected = {int(np.load(specs[n]["out"])["selected_epoch"]) for n in specs}
+    assert len(selected) == 1
     assert all(np.isfinite(w).all() for w in chief)
     assert (tmp_path / "w0" / "model" / "image_model.keras").is_file()
     assert (tmp_path / "w0" / "model" / "hash_model.keras").is_file()

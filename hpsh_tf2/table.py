@@ -220,8 +220,16 @@ def results_table(
         The ``table/`` folder.
 
     Raises:
+        TableError: ``train.strategy=multi_worker`` (the grid's cells are small features-mode
+            trainings, each a few seconds on one machine: run the table there).
         WorkdirLockedError: Another command is writing ``output.workdir``.
     """
+    if config.train.strategy == "multi_worker":
+        raise TableError(
+            "Received: train.strategy='multi_worker' for the results table; expected 'default' "
+            "or 'mirrored': the table's cells are small features-mode trainings that run on one "
+            "machine (use multi_worker for 'train' or 'run')"
+        )
     with workdir_lock(config.workdir):
         return _results_table(config, bits=bits, samplers=samplers, seeds=seeds, echo=echo)
 

@@ -53,7 +53,7 @@ from hpsh_tf2.models.head import build_image_hash_model
 from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
 from hpsh_tf2.serving import encode_for_serving, format_neighbours, load_exported, query_images
 from hpsh_tf2.training import TrainResult, fit_hash_model, training_keys
-from hpsh_tf2.training.distributed import start_multi_worker
+from hpsh_tf2.training.distributed import broadcast_from_chief, is_chief, start_multi_worker
 
 __all__ = [
     "WorkflowError",
@@ -321,7 +321,7 @@ def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2)
     Raises:
         RunFailedError: Training diverged (NaN loss); the previous model is left in place.
     """
-    start_multi_worker(config)  # train.strategy=multi_worker: before TensorFlow runs anything
+    strategy = start_multi_worker(config)  # multi_worker: before TensorFlow runs anything
     prepared = prepared or prepare(config, echo=logger.info)
     features = _mode_features(config, prepared)
     layout = RunLayout(config.workdir)
@@ -333,7 +333,8 @@ def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2)
         verbose=verbose,
         class_names=prepared.class_names,
     )
-    _record_model(config, layout, result)
+    if strategy is None or is_chief(strategy):  # only the chief writes model/
+        _record_model(config, layout, result)
     return result
 
 
@@ -551,23 +552,30 @@ def run(config: Config, *, echo: Echo = print) -> dict:
     training inputs and file, the report's model and eval keys, the export's model and export
     keys); anything else is rebuilt, and the summary says which and why.
     Returns a summary (mAP@k, bits, export path, which steps ran).
+
+    With ``train.strategy=multi_worker`` every worker runs the same ``run``: they train together
+    (or all skip training when the chief's model is up to date: the chief decides), then the
+    chief alone evaluates and exports, and the other workers return a summary naming the
+    chief.
     """
-    if config.train.strategy == "multi_worker":
-        raise WorkflowError(
-            "run does not support train.strategy=multi_worker: start 'cli.py train' on every "
-            "worker, then 'cli.py evaluate' and 'cli.py export' on one machine"
-        )
+    strategy = start_multi_worker(config)  # multi_worker: before TensorFlow runs anything
     layout = _start(config)
     ran: dict[str, str] = {}
     prepared = prepare(config, echo=echo)
 
-    if _model_up_to_date(config, layout):
+    up_to_date = _model_up_to_date(config, layout)
+    if strategy is not None:  # every worker must take the chief's decision (collective ops)
+        (decision,) = broadcast_from_chief(strategy, [np.int32(up_to_date)])
+        up_to_date = bool(decision)
+    if up_to_date:
         ran["train"] = "up to date"
     else:
         why = "; ".join(_model_mismatch(config, layout)[:3]) or "model file changed or missing"
         logger.info("train: rebuilding (%s)", why)
         result = train(config, prepared=prepared)
         ran["train"] = f"trained; kept epoch {result.selected_epoch} ({result.selection})"
+    if strategy is not None and not is_chief(strategy):
+        return _worker_summary(config, ran, echo)
     model_fp = _require_model(config, layout)
 
     expected = json.loads(json.dumps(_eval_fingerprint(config, model_fp, None)))
@@ -590,6 +598,24 @@ def run(config: Config, *, echo: Echo = print) -> dict:
         export_path = export(config, prepared=prepared, echo=echo)
         ran["export"] = "exported"
     return _summary(config, report, export_path, ran, echo)
+
+
+def _worker_summary(config: Config, ran: dict, echo: Echo) -> dict:
+    """A non-chief worker's summary: it trained; the chief evaluates and exports."""
+    ran["evaluate"] = ran["export"] = "on the chief"
+    echo("")
+    echo("== summary (not the chief) ==")
+    for step, status in ran.items():
+        echo(f"  {step:<9} {status}")
+    echo("  the chief writes the model, the report and the SavedModel to its output.workdir")
+    k = config.eval.k
+    return {
+        f"map@{k}": None,
+        "bits": config.model.bits,
+        "protocol": config.eval.protocol,
+        "export": None,
+        "steps": ran,
+    }
 
 
 def _summary(config: Config, report: dict, export_path: Path | None, ran: dict, echo) -> dict:

@@ -28,6 +28,7 @@ from hpsh_tf2.data.pipeline import (
     train_dataset_from_arrays,
     train_dataset_from_images,
 )
+from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.training.distributed import ClusterError, WorkerRole, read_tf_config
 from tests.conftest import REPO_ROOT
 
@@ -107,13 +108,13 @@ def test_config_keys(tmp_path):
         load_config(None, ["train.collective_timeout_seconds=0"])
 
 
-def test_run_refuses_multi_worker(tmp_path):
-    from hpsh_tf2.workflow import WorkflowError, run
+def test_table_refuses_multi_worker(tmp_path):
+    from hpsh_tf2.table import TableError, results_table
 
     config = load_config(None, ["train.strategy=multi_worker", f"output.workdir={tmp_path}"])
-    with pytest.raises(WorkflowError, match="every worker"):
-        run(config, echo=lambda _: None)
-    assert [p.name for p in tmp_path.iterdir()] in ([], [".lock"])  # nothing but the lock
+    with pytest.raises(TableError, match=r"train\.strategy='multi_worker'"):
+        results_table(config, echo=lambda _: None)
+    assert list(tmp_path.iterdir()) == []  # refused before the lock or any output
 
 
 # --------------------------------------------------------------------------- row shares
@@ -333,6 +334,59 @@ def test_killed_worker_stops_the_other_and_a_rerun_resumes(features_runs, tmp_pa
     assert len(history["loss"]) == 1  # only epoch 2 ran
     for a, b in zip(_weights(chief["out"]), _weights(specs["w0"]["out"]), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _cli_run(workdir: Path, features: Path, tf_config: dict, tmpdir: Path) -> subprocess.Popen:
+    """``python cli.py run`` as one worker of a two-worker cluster (features file, 2 x 3 steps)."""
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(tmpdir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env["TF_CONFIG"] = json.dumps(tf_config)
+    overrides = [
+        *_COMMON,
+        "train.epochs=2",
+        "train.strategy=multi_worker",
+        "data.root=null",
+        f"data.features={features}",
+        "eval.figures=false",
+        f"output.workdir={workdir}",
+    ]
+    command = ["timeout", "-s", "KILL", str(_TIMEOUT), sys.executable, "cli.py", "run"]
+    command += [arg for item in overrides for arg in ("--set", item)]
+    with open(workdir.with_suffix(".log"), "w") as log:  # the child keeps its copy
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+
+
+def test_run_on_two_workers_trains_together_and_the_chief_reports(
+    tmp_path, synthetic_features_path
+):
+    """Every worker runs the same ``cli.py run``; the chief evaluates, the other returns.
+
+    A rerun takes the chief's decision on every worker: its model is up to date, so no worker
+    trains (a worker deciding alone, from its own empty folder, would wait for a partner that
+    never comes).
+    """
+    workdirs = [tmp_path / "w0", tmp_path / "w1"]
+    for attempt in ("first", "rerun"):
+        ports = _free_ports(2)
+        processes = [
+            _cli_run(w, synthetic_features_path, _cluster(ports, i), tmp_path / f"t{i}")
+            for i, w in enumerate(workdirs)
+        ]
+        codes = [process.wait(timeout=_TIMEOUT + 30) for process in processes]
+        logs = [w.with_suffix(".log").read_text() for w in workdirs]
+        assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
+        trained = "trained; kept epoch" if attempt == "first" else "up to date"
+        assert all(trained in log for log in logs), attempt
+        assert "== summary ==" in logs[0] and "mAP@5" in logs[0]
+        assert "== summary (not the chief) ==" in logs[1]
+        assert "evaluate  on the chief" in logs[1]
+    chief, other = RunLayout(workdirs[0]), RunLayout(workdirs[1])
+    report = json.loads(chief.report.read_text())
+    assert 0.0 <= report["map@5"] <= 1.0
+    assert f"mAP@5 (paper protocol): {report['map@5']:.4f}" in logs[0]
+    assert chief.hash_model.is_file()
+    assert not other.model_dir.exists() and not other.eval_dir.exists()
+    assert [p.name for p in (tmp_path / "t1").iterdir()] == []  # its temporary folder is gone
 
 
 def _checkpoint_epoch(folder) -> int:

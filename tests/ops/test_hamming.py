@@ -246,10 +246,11 @@ def test_topk_every_kernel_class_eager_and_in_tf_function(bits, group_size, jit,
 
 
 @pytest.mark.parametrize("jit", [True, False])
-@pytest.mark.parametrize("bits", [248, 256, 320])
+@pytest.mark.parametrize("bits", [248, 256, 320, 1984, 2048])
 def test_topk_largest_distances_do_not_wrap(bits, jit):
     # The complement of a code is at distance `bits` (>= 256 would wrap a uint8 accumulator to
-    # a small value and be ranked first).
+    # a small value and be ranked first). With XLA, 72 to 1984 bits (2 to 31 words) run the
+    # SWAR kernel, whose per-byte sums hold 8 * 31 = 248 at most; 2048 bits falls back.
     rng = np.random.default_rng(bits)
     db = rng.integers(0, 2, (70, bits), dtype=np.uint8)
     db[[5, 40, 66]] = 1 - db[0]

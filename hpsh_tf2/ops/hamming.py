@@ -39,8 +39,9 @@ vectors without ``vpopcntq``), whole search, 1,000 queries x 1M codes, q/s: 128 
 chunk's words then stay in L2). Without XLA it is several times slower (a graph op per step),
 so the non-XLA path keeps the popcount.
 
-Measured on the 2-core AVX (no AVX2) development CPU of an earlier session, group minima only, 256 queries x 16,384
-codes, million codes per second (one process, machine loaded; compare within a row):
+Measured on the 2-core AVX (no AVX2) development CPU of an earlier session, group minima only,
+256 queries x 16,384 codes, million codes per second (one process, machine loaded; compare
+within a row):
 
 ======  ==================  =====================  =================  =================
 bits    popcount, unrolled  popcount, reduce (old)  float32 matmul     float32 matmul
@@ -376,9 +377,9 @@ def hamming_topk(
         exclude_self: Query ``i`` is database item ``i`` and is never returned (the "paper"
             protocol: database = evaluation set minus the query). Needs ``Q <= N``.
         chunk_size: Database codes scored per step (a multiple of ``group_size``); default
-            131072, or 32768 on the SWAR path (XLA, 72 to 1984 bits). Working memory per step is about ``4 * query_chunk_size * chunk_size /
-            group_size`` bytes with XLA (int32 group keys), plus a transposed copy of the
-            database words.
+            131072, or 32768 on the SWAR path (XLA, 72 to 1984 bits). Working memory per step
+            is about ``4 * query_chunk_size * chunk_size / group_size`` bytes with XLA (int32
+            group keys), plus a transposed copy of the database words.
         query_chunk_size: Queries per step; default 256 with XLA, 32 without (the non-XLA path
             materialises ``[query_chunk_size, chunk_size / group_size]`` intermediates, or
             ``query_chunk_size * chunk_size`` words when ``group_size > 64``). Lowered so

@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 
 from hpsh_tf2.evaluation.report import compute_report
+from hpsh_tf2.xla import prefer_wide_vectors
+
+prefer_wide_vectors()  # as the CLI does; XLA reads XLA_FLAGS at its first compilation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_eval.md"
 

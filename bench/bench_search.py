@@ -32,13 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.evaluation.search import search
 from hpsh_tf2.ops.hamming import hamming_topk
+from hpsh_tf2.xla import prefer_wide_vectors
+
+prefer_wide_vectors()  # as the CLI does; XLA reads XLA_FLAGS at its first compilation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_search.md"
 LENGTHS = (16, 24, 32, 48, 64, 128, 256)
@@ -182,6 +184,8 @@ def _table(args: argparse.Namespace, rows: dict[int, dict]) -> str:
         f"Load average when the table was written: {os.getloadavg()[0]:.2f} (the machine is "
         "shared; compare ratios, which were measured in the same run).",
         "FAISS: the faster of its default OpenMP threads and one thread (the threads column).",
+        f"XLA_FLAGS: `{os.environ.get('XLA_FLAGS', '')}` (512-bit vectors, as the CLI sets them; "
+        "see `hpsh_tf2/xla.py`).",
         "",
         "| bits | tf (XLA) q/s | tf, no XLA q/s | FAISS q/s | FAISS threads | NumPy q/s | "
         "XLA / FAISS | no XLA / FAISS | no XLA / XLA | same result |",

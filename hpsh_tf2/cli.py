@@ -19,6 +19,7 @@ from collections.abc import Sequence
 # argument definitions are imported here; that module imports nothing heavy at its top.
 from hpsh_tf2.config import add_config_arguments
 from hpsh_tf2.index import commands as index_commands
+from hpsh_tf2.xla import prefer_wide_vectors
 
 __all__ = ["build_parser", "main"]
 
@@ -272,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bug and shows its traceback (exit 1).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prefer_wide_vectors()  # before any XLA compilation (search, evaluation): see hpsh_tf2.xla
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -21,7 +21,14 @@ PACKAGE = REPO_ROOT / "hpsh_tf2"
 
 # Lowest first. A module's layer is the first prefix that matches its dotted name.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("hpsh_tf2", "hpsh_tf2.config", "hpsh_tf2.errors", "hpsh_tf2.atomic", "hpsh_tf2.layout"),
+    (
+        "hpsh_tf2",
+        "hpsh_tf2.config",
+        "hpsh_tf2.errors",
+        "hpsh_tf2.atomic",
+        "hpsh_tf2.layout",
+        "hpsh_tf2.xla",
+    ),
     ("hpsh_tf2.ops",),
     ("hpsh_tf2.data", "hpsh_tf2.models"),
     ("hpsh_tf2.losses", "hpsh_tf2.samplers", "hpsh_tf2.features"),

@@ -29,15 +29,21 @@ Without XLA the same unrolled form keeps every intermediate at ``[Qc, Gc]`` (cac
 instead of materialising ``[Qc, S, Gc]``. Per-code distances are summed in ``uint8`` below
 256 bits and in ``uint16`` from 256 bits (a 256-bit distance does not fit a byte).
 
-**SWAR kernel (XLA, 72 to 1984 bits).** For codes of two or more ``uint64`` words the XLA
-pass counts bits "SIMD within a register" (:func:`_swar_word_sum`): per word a few shifts,
-masks and adds on full 64-bit lanes give eight byte counts, the words' byte counts are added
-in place, and one multiply folds them per code. It skips the per-word popcount and the
-narrowing to ``uint8``/``uint16``. Measured on a 2-core AMD EPYC (AVX-512; XLA emits 256-bit
-vectors without ``vpopcntq``), whole search, 1,000 queries x 1M codes, q/s: 128 bits 1,382 ->
-1,596, 256 bits 657 -> 865, with its best chunk of 32,768 codes (the default on this path; a
-chunk's words then stay in L2). Without XLA it is several times slower (a graph op per step),
-so the non-XLA path keeps the popcount.
+**512-bit vectors.** XLA's CPU backend vectorises with 256-bit registers unless
+``XLA_FLAGS`` asks for 512 (:func:`hpsh_tf2.xla.prefer_wide_vectors`, which the CLI calls first
+thing). With 512-bit vectors an AVX-512 CPU runs the popcount as ``vpopcntq`` and the whole
+search gets 1.8x (64 bits), 2.0x (128 bits) and 1.5x (256 bits) faster (2-core AMD EPYC,
+1,000 queries x 1M codes). The popcount kernel above is then the fastest at every length.
+
+**SWAR kernel (XLA with 256-bit vectors, 72 to 1984 bits).** When 512-bit vectors are not
+requested, codes of two or more ``uint64`` words count bits "SIMD within a register"
+(:func:`_swar_word_sum`): per word a few shifts, masks and adds on full 64-bit lanes give eight
+byte counts, the words' byte counts are added in place, and one multiply folds them per code.
+It skips the per-word popcount and the narrowing to ``uint8``/``uint16``. Measured on a 2-core
+AMD EPYC (AVX-512; XLA emits 256-bit vectors without ``vpopcntq``), whole search, 1,000 queries
+x 1M codes, q/s: 128 bits 1,382 -> 1,596, 256 bits 657 -> 865, with its best chunk of 32,768
+codes (the default on this path; a chunk's words then stay in L2). Without XLA it is several
+times slower (a graph op per step), so the non-XLA path keeps the popcount.
 
 Measured on the 2-core AVX (no AVX2) development CPU of an earlier session, group minima only,
 256 queries x 16,384 codes, million codes per second (one process, machine loaded; compare
@@ -68,6 +74,7 @@ import tensorflow as tf
 
 from hpsh_tf2.ops.checks import check_int
 from hpsh_tf2.ops.codes import pack_words
+from hpsh_tf2.xla import wide_vectors_requested
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_GROUP_SIZE", "hamming_distances", "hamming_topk"]
 
@@ -377,7 +384,8 @@ def hamming_topk(
         exclude_self: Query ``i`` is database item ``i`` and is never returned (the "paper"
             protocol: database = evaluation set minus the query). Needs ``Q <= N``.
         chunk_size: Database codes scored per step (a multiple of ``group_size``); default
-            131072, or 32768 on the SWAR path (XLA, 72 to 1984 bits). Working memory per step
+            131072, or 32768 on the SWAR path (XLA without 512-bit vectors, 72 to 1984
+            bits). Working memory per step
             is about ``4 * query_chunk_size * chunk_size / group_size`` bytes with XLA (int32
             group keys), plus a transposed copy of the database words.
         query_chunk_size: Queries per step; default 256 with XLA, 32 without (the non-XLA path
@@ -401,7 +409,11 @@ def hamming_topk(
     k = check_int("k", k, minimum=1)
     group_size = check_int("group_size", group_size, minimum=1)
     width_bits = 8 * query_packed.shape[-1]
-    swar = bool(jit_compile) and 64 < width_bits <= 64 * _SWAR_MAX_WORDS
+    swar = (
+        bool(jit_compile)
+        and 64 < width_bits <= 64 * _SWAR_MAX_WORDS
+        and not wide_vectors_requested()
+    )
     default_chunk = _SWAR_CHUNK_SIZE if swar else DEFAULT_CHUNK_SIZE
     chunk_size = check_int("chunk_size", chunk_size or default_chunk, minimum=group_size)
     if chunk_size % group_size:

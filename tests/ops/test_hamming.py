@@ -261,3 +261,24 @@ def test_topk_largest_distances_do_not_wrap(bits, jit):
     np.testing.assert_array_equal(distances.numpy(), ref_dist)
     np.testing.assert_array_equal(indices.numpy()[0, -3:], [5, 40, 66])
     assert distances.numpy()[0, -1] == bits
+
+
+@pytest.mark.parametrize("wide", [True, False])
+@pytest.mark.parametrize("bits", [72, 128, 256])
+def test_topk_with_and_without_512_bit_vectors_requested(bits, wide, monkeypatch):
+    # XLA_FLAGS picks the XLA kernel for 72-1984 bits: popcount when 512-bit vectors are asked
+    # for (hpsh_tf2.xla), SWAR otherwise. Both must give the brute-force ranking.
+    from hpsh_tf2.xla import WIDE_VECTORS_FLAG, wide_vectors_requested
+
+    if wide:
+        monkeypatch.setenv("XLA_FLAGS", WIDE_VECTORS_FLAG)
+    else:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert wide_vectors_requested() is wide
+    db = _tied_codes(200, bits, 9, seed=bits)
+    db[[7, 150]] = 1 - db[3]  # distance `bits` from query 3
+    packed = np_pack_codes(db)
+    indices, distances = hamming_topk(packed[:6], packed, k=199, chunk_size=64, group_size=16)
+    ref_idx, ref_dist = _brute_force(db[:6], db, 199, False)
+    np.testing.assert_array_equal(indices.numpy(), ref_idx)
+    np.testing.assert_array_equal(distances.numpy(), ref_dist)

@@ -278,7 +278,10 @@ def test_topk_with_and_without_512_bit_vectors_requested(bits, wide, monkeypatch
     db = _tied_codes(200, bits, 9, seed=bits)
     db[[7, 150]] = 1 - db[3]  # distance `bits` from query 3
     packed = np_pack_codes(db)
-    indices, distances = hamming_topk(packed[:6], packed, k=199, chunk_size=64, group_size=16)
     ref_idx, ref_dist = _brute_force(db[:6], db, 199, False)
-    np.testing.assert_array_equal(indices.numpy(), ref_idx)
-    np.testing.assert_array_equal(distances.numpy(), ref_dist)
+    # Small chunks (many chunks and a tail), then the defaults (group size 16 from 256 bits
+    # with 512-bit vectors, one partial chunk).
+    for options in ({"chunk_size": 64, "group_size": 16}, {}):
+        indices, distances = hamming_topk(packed[:6], packed, k=199, **options)
+        np.testing.assert_array_equal(indices.numpy(), ref_idx)
+        np.testing.assert_array_equal(distances.numpy(), ref_dist)

@@ -88,11 +88,8 @@ def test_head_options_follow_the_config(tmp_path):
     assert head_options(_config(tmp_path))["init"] == "keras"
 
 
-def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
-    """One train_step equals loss + Adam computed by hand with the same seed."""
-    # Non-default weights and sampler: the step must use the ones it was given.
-    config = _config(tmp_path, "loss.alpha=0.2", "loss.push_weight=0.05", "sampler.mode=random")
-    from hpsh_tf2.losses import hpsh_loss, make_loss_weights
+def _batch_and_twin_heads(aid_features):
+    """3 rows of each of 10 AID classes and two identically initialised 16-bit heads."""
     from hpsh_tf2.models.head import build_hash_model
 
     y = np.repeat(np.arange(10), 3).astype(np.int32)
@@ -100,6 +97,16 @@ def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
     x = aid_features.features[rows]
     model_a = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
     model_b = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
+    return x, y, model_a, model_b
+
+
+def test_hash_trainer_step_matches_manual_update(aid_features, tmp_path):
+    """One train_step equals loss + Adam computed by hand with the same seed."""
+    # Non-default weights and sampler: the step must use the ones it was given.
+    config = _config(tmp_path, "loss.alpha=0.2", "loss.push_weight=0.05", "sampler.mode=random")
+    from hpsh_tf2.losses import hpsh_loss, make_loss_weights
+
+    x, y, model_a, model_b = _batch_and_twin_heads(aid_features)
     sampler, weights = triplet_sampler(config), make_loss_weights(config.loss)
     trainer = HashTrainer(model_a, sampler=sampler, weights=weights, seed=5)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -266,14 +273,9 @@ def test_classifier_step_matches_manual_update(aid_features, tmp_path):
     """With loss.classification_weight, one step = HPSH loss + w * CE of a Dense classifier on
     the scores, computed by hand, and both the head and the classifier are updated."""
     from hpsh_tf2.losses import hpsh_loss, make_loss_weights
-    from hpsh_tf2.models.head import build_hash_model
 
     config = _config(tmp_path, "loss.classification_weight=0.5")
-    y = np.repeat(np.arange(10), 3).astype(np.int32)
-    rows = [i for c in range(10) for i in np.flatnonzero(aid_features.labels == c)[:3]]
-    x = aid_features.features[rows]
-    model_a = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
-    model_b = build_hash_model(x.shape[1], bits=16, hidden_units=(64, 32), seed=7)
+    x, y, model_a, model_b = _batch_and_twin_heads(aid_features)
     sampler, weights = triplet_sampler(config), make_loss_weights(config.loss)
     assert weights.classification_weight == 0.5
     trainer = HashTrainer(model_a, sampler=sampler, weights=weights, seed=5, num_classes=10)

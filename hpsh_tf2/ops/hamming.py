@@ -6,66 +6,66 @@ two-stage selection that avoids running ``top_k`` over every distance:
 
 1. **Group minima.** The database is cut into consecutive groups of ``group_size`` codes. For
    each query and group, the minimum distance ``m_g`` is computed in one fused pass (XLA on by
-   default). Groups are ranked by the key ``(m_g, g)`` and the best ``k'`` are kept
-   (``k' = k + 1`` with ``exclude_self``, else ``k``), merging per-chunk top-k's.
-2. **Refinement.** The codes of the ``k'`` selected groups (plus the ``N mod group_size``
-   tail codes) are re-scored and ranked by ``(distance, index)``.
+   default); the group's key is ``(m_g, g)``. Within a chunk of ``Gc`` groups, the groups
+   ``j, j + Gc / F, j + 2 Gc / F, ...`` form fold ``j`` (``F`` folds of ``Gc / F`` columns),
+   whose key is the best key of its groups. The best ``k'`` folds are kept (``k' = k + 1``
+   with ``exclude_self``, else ``k``), merging per-chunk top-k's.
+2. **Refinement.** The codes of the ``k'`` selected folds (plus the ``N mod group_size`` tail
+   codes) are re-scored and ranked by ``(distance, index)``.
 
 Why it is exact: let ``x`` be one of the true top-``k`` items (ranked by distance, then
-index) lying in a group ``g`` that was not selected. Each of the ``k'`` selected groups ranks
-before ``g``, so its minimiser ``y`` has ``d(y) <= m_g <= d(x)``; on equality the selected
-group has a smaller group index, and groups are contiguous, so ``y``'s index is smaller. That
-gives ``k'`` items ranked before ``x`` (at most one of them the excluded query itself), a
-contradiction. Ties are therefore broken by database index, lower first, on every device; no
-step relies on ``top_k``'s own tie order.
+index), in group ``g``, in a fold that was not selected. Each of the ``k'`` selected folds has
+a better key than that fold, so its best group ``h`` has ``(m_h, h) < (m_g, g)``, and the
+minimiser ``y`` of ``h`` has ``d(y) = m_h <= m_g <= d(x)``; on equality ``h < g``, and groups
+are contiguous, so ``y``'s index is smaller. That gives ``k'`` distinct items ranked before
+``x`` (at most one of them the excluded query itself), a contradiction. Ties are therefore
+broken by database index, lower first, on every device; no step relies on ``top_k``'s own tie
+order. ``F = 1`` is plain group selection.
 
 **Kernel.** One kernel serves every code length: XOR + popcount on the words, and the group
 minimum taken as an elementwise ``minimum`` over the ``S`` rows of a ``[W, S, Gc]`` chunk
 (group-minor layout), unrolled over ``S`` (``group_size <= 64``; larger groups fall back to
 ``reduce_min``) and over the ``W`` words. Every term is then a contiguous ``[Gc]`` row, so the
-fused XLA loop vectorises over groups; a ``reduce_min`` over ``S`` made LLVM gather with
-stride ``Gc`` once a code has two or more words (the old 0.2x-FAISS slowdown at 128 bits).
-Without XLA the same unrolled form keeps every intermediate at ``[Qc, Gc]`` (cache resident)
-instead of materialising ``[Qc, S, Gc]``. Per-code distances are summed in ``uint8`` below
-256 bits and in ``uint16`` from 256 bits (a 256-bit distance does not fit a byte).
+fused XLA loop vectorises over groups. Per-code distances are summed in ``uint8`` below 256
+bits and in ``uint16`` from 256 bits (a 256-bit distance does not fit a byte).
 
-**512-bit vectors.** XLA's CPU backend vectorises with 256-bit registers unless
-``XLA_FLAGS`` asks for 512 (:func:`hpsh_tf2.xla.prefer_wide_vectors`, which the CLI calls first
-thing). With 512-bit vectors an AVX-512 CPU runs the popcount as ``vpopcntq`` and the whole
-search gets 1.8x (64 bits), 2.0x (128 bits) and 1.5x (256 bits) faster (2-core AMD EPYC,
-1,000 queries x 1M codes). The popcount kernel above is then the fastest at every length.
+**Padded rows (XLA).** The kernel reads ``S * W`` rows at once. With ``Gc`` a power of two the
+rows lie a power-of-two number of bytes apart, every stream maps to the same L1 cache set, and
+the streams evict each other: the kernel ran at the speed of L3. Each row is therefore padded
+by one cache line (64 bytes). Measured on a 2-core AMD EPYC, 256 queries x 131,072 codes of 256
+bits, group keys only: 644 -> 253 ps per distance (2.5x); whole search, 1,000 queries x 1M
+codes: 16 bits 6,300 -> 10,100 q/s, 256 bits 1,550 -> 2,550 q/s (before folding).
 
-**SWAR kernel (XLA with 256-bit vectors, 72 to 1984 bits).** When 512-bit vectors are not
-requested, codes of two or more ``uint64`` words count bits "SIMD within a register"
-(:func:`_swar_word_sum`): per word a few shifts, masks and adds on full 64-bit lanes give eight
-byte counts, the words' byte counts are added in place, and one multiply folds them per code.
-It skips the per-word popcount and the narrowing to ``uint8``/``uint16``. Measured on a 2-core
-AMD EPYC (AVX-512; XLA emits 256-bit vectors without ``vpopcntq``), whole search, 1,000 queries
-x 1M codes, q/s: 128 bits 1,382 -> 1,596, 256 bits 657 -> 865, with its best chunk of 32,768
-codes (the default on this path; a chunk's words then stay in L2). Without XLA it is several
-times slower (a graph op per step), so the non-XLA path keeps the popcount.
+**Folds.** ``top_k`` over every group key was a quarter of the search time once the kernel
+was fast. Folding (``F`` up to 8, with at most 4,096 extra refined codes per query) cuts the
+``top_k`` input ``F`` times: 256 bits 2,550 -> 3,090 q/s, 16 bits 10,100 -> 13,600 q/s. The
+fold's maximum is its own XLA call: fused into the scoring loop it stopped LLVM vectorising
+(10x slower). The refinement's scoring is XLA-compiled too; ``top_k`` never is, because XLA's
+CPU ``top_k`` runs on one core.
 
-Measured on the 2-core AVX (no AVX2) development CPU of an earlier session, group minima only,
-256 queries x 16,384 codes, million codes per second (one process, machine loaded; compare
-within a row):
+**512-bit vectors.** XLA's CPU backend vectorises with 256-bit registers unless ``XLA_FLAGS``
+asks for 512 (:func:`hpsh_tf2.xla.prefer_wide_vectors`, which the CLI calls first thing); an
+AVX-512 CPU then runs the popcount as ``vpopcntq`` (see ``bench/bench_search.py``).
 
-======  ==================  =====================  =================  =================
-bits    popcount, unrolled  popcount, reduce (old)  float32 matmul     float32 matmul
-                            (XLA)                   (oneDNN, no XLA)   (XLA)
-======  ==================  =====================  =================  =================
-16      4,091               1,164                   233                208
-32      648                 465                     210                132
-64      335                 313                     109                121
-128     157                 29                      45                 65
-256     86                  17                      38                 31
-======  ==================  =====================  =================  =================
+**Without XLA** (``jit_compile=False``, the SavedModel ``retrieve`` signature) the same ops run
+as separate graph ops over ``[Qc, Gc]`` tensors (cache resident), with ``Qc = 32``; no padding
+(each op reads one row), and the folds reduced with one ``reduce_max``.
 
-The inner-product form ``d = (K - <2q-1, 2x-1>) / 2`` (exact in float32 for ``K <= 2**24``)
-loses at every length on this CPU (no AVX2/AVX-512 for oneDNN), so it is not used; on a GPU
-or a wide-SIMD CPU it may win for long codes and should be measured there.
+**Not used: the inner-product form** ``d = (K - <2q-1, 2x-1>) / 2`` (exact in float32 for
+``K <= 2**24``). Measured on the 2-core AVX (no AVX2) CPU of an earlier session, group minima
+only, 256 queries x 16,384 codes, million codes per second:
 
-Only the group-minimum pass is XLA-compiled (``jit_compile=True``); ``top_k`` is never
-compiled by XLA because XLA's CPU ``top_k`` runs on one core.
+======  ==================  =================  =================
+bits    popcount, unrolled  float32 matmul     float32 matmul
+        (XLA)               (oneDNN, no XLA)   (XLA)
+======  ==================  =================  =================
+16      4,091               233                208
+64      335                 109                121
+256     86                  38                 31
+======  ==================  =================  =================
+
+It needs ``2 K`` flops per distance against a few popcounts per 64 bits; on a GPU it may win
+for long codes and should be measured there.
 """
 
 from __future__ import annotations
@@ -74,18 +74,18 @@ import tensorflow as tf
 
 from hpsh_tf2.ops.checks import check_int
 from hpsh_tf2.ops.codes import pack_words
-from hpsh_tf2.xla import wide_vectors_requested
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_GROUP_SIZE", "hamming_distances", "hamming_topk"]
 
 DEFAULT_GROUP_SIZE = 32
 _LONG_CODE_GROUP_SIZE = 16  # 256+ bits, XLA popcount path (bench/bench_search.py)
 DEFAULT_CHUNK_SIZE = 131072
-_SWAR_CHUNK_SIZE = 32768  # measured best for the SWAR kernel (65 to 256 bits, XLA)
 _DEFAULT_QUERY_CHUNK = {True: 256, False: 32}
 _REFINE_BUDGET = 1 << 21
 _UNROLL_LIMIT = 64
-_SWAR_MAX_WORDS = 31  # byte counts of the words are summed in place: 8 * W <= 255
+_ROW_PAD_BYTES = 64  # one cache line (see _Layout)
+_MAX_FOLD = 8
+_FOLD_CANDIDATES = 4096  # refined codes per query that folding may add up to
 
 
 def _check_packed(packed: tf.Tensor, name: str) -> None:
@@ -139,54 +139,93 @@ def hamming_distances(query_packed: tf.Tensor, db_packed: tf.Tensor) -> tf.Tenso
     return _popcount_sum(xored, axis=2)
 
 
-def _group_keys(
+def _fold_keys(
     query: tf.Tensor,
     chunk: tf.Tensor,
+    valid: tf.Tensor,
+    layout: _Layout,
+    jit: bool,
+) -> tf.Tensor:
+    """Negated keys ``-(m_g * Gc + g)`` of the best group of each fold, one db chunk.
+
+    Fold ``j`` holds the chunk's groups ``j, j + Gc / F, j + 2 Gc / F, ...`` (``F`` =
+    ``layout.fold``); its key is the largest (best) of its groups' keys.
+
+    Args:
+        query: ``[Qc, W]`` query words.
+        chunk: ``[W, S, Gc]`` database words, group-minor layout.
+        valid: Number of real (unpadded) groups in the chunk (int32 scalar).
+        layout: The database layout (static sizes).
+        jit: Use the XLA-compiled kernels. The group keys and the fold are two separate XLA
+            calls: fused into one loop, the scoring stopped vectorising (10x slower).
+
+    Returns:
+        ``int32`` ``[Qc, Gc / F]``; larger is better (``top_k`` friendly).
+    """
+    width = tf.shape(chunk, out_type=tf.int32)[-1] - layout.pad
+    keys = (_group_keys_xla if jit else _group_keys)(
+        query,
+        chunk,
+        width,
+        valid,
+        layout.sentinel,
+        layout.num_words,
+        layout.group_size,
+        layout.pad,
+    )
+    if layout.fold == 1:
+        return keys
+    return (_fold_max_xla if jit else _fold_max)(keys, layout.fold)
+
+
+def _fold_max(keys: tf.Tensor, fold: int) -> tf.Tensor:
+    """Elementwise maximum of the ``fold`` consecutive column blocks of ``keys`` ``[Qc, Gc]``."""
+    stride = tf.shape(keys)[-1] // fold
+    return tf.reduce_max(tf.reshape(keys, [tf.shape(keys)[0], fold, stride]), axis=1)
+
+
+def _group_keys(
+    query: tf.Tensor,
+    rows: tf.Tensor,
+    width: tf.Tensor,
     valid: tf.Tensor,
     sentinel: int,
     num_words: int,
     group_size: int,
-    swar: bool = False,
+    pad: int = 0,
 ) -> tf.Tensor:
-    """Negated chunk-local group keys ``-(m_g * Gc + g)`` for one query and one db chunk.
+    """Negated group keys ``-(m_g * width + g)`` of the ``width`` groups of one db chunk.
 
     Args:
         query: ``[Qc, W]`` query words.
-        chunk: ``[W, S, Gc]`` database words, group-minor layout (vectorises over groups).
+        rows: ``[W, S, width]`` database words, group-minor layout (vectorises over groups).
+        width: Groups in the chunk (int32 scalar).
         valid: Number of real (unpadded) groups in the chunk (int32 scalar).
         sentinel: Distance given to padded groups (> any real distance).
         num_words: ``W`` (static; the traced shapes may be relaxed).
         group_size: ``S`` (static).
-        swar: Count bits with :func:`_swar_word_sum` (``uint64`` words only; faster under XLA
-            for codes of two or more words, much slower without XLA).
 
     Returns:
-        ``int32`` ``[Qc, Gc]``; larger is better (``top_k`` friendly).
+        ``int32`` ``[Qc, width]``; larger is better (``top_k`` friendly).
     """
     query = tf.ensure_shape(query, [None, num_words])
-    chunk = tf.ensure_shape(chunk, [num_words, group_size, None])
+    rows = tf.ensure_shape(rows, [num_words, group_size, None])
+    if pad:
+        rows = rows[:, :, : tf.shape(rows)[2] - pad]
     # Narrow accumulators vectorise best: uint8 while a distance fits (< 256 bits), else uint16.
-    dtype = tf.uint8 if num_words * chunk.dtype.size * 8 < 256 else tf.uint16
-    if swar and group_size <= _UNROLL_LIMIT:
-        minima = None
-        for position in range(group_size):
-            dist = _swar_word_sum(query, chunk[:, position], num_words)
-            minima = dist if minima is None else tf.minimum(minima, dist)
-    elif group_size <= _UNROLL_LIMIT:
-        # An elementwise minimum over the S slices (each a contiguous [Gc] row) keeps the fused
+    dtype = tf.uint8 if num_words * rows.dtype.size * 8 < 256 else tf.uint16
+    if group_size > _UNROLL_LIMIT:
+        minima = tf.reduce_min(_word_sum(query[:, :, None], rows, num_words, dtype), axis=1)
+    else:
+        # An elementwise minimum over the S slices (each a contiguous row) keeps the fused
         # loop vectorised over groups; a reduce over S gathers with stride Gc instead, which is
         # several times slower once a code has more than one word.
         minima = None
         for position in range(group_size):
-            dist = _word_sum(query, chunk[:, position], num_words, dtype)
+            dist = _word_sum(query, rows[:, position], num_words, dtype)
             minima = dist if minima is None else tf.minimum(minima, dist)
-    else:
-        dist = _word_sum(query[:, :, None], chunk, num_words, dtype)
-        minima = tf.reduce_min(dist, axis=1)
-    minima = tf.cast(minima, tf.int32)
-    width = tf.shape(chunk)[-1]
     local = tf.range(width)
-    minima = tf.where(local < valid, minima, sentinel)
+    minima = tf.where(local < valid, tf.cast(minima, tf.int32), sentinel)
     return -(minima * width + local)
 
 
@@ -203,88 +242,52 @@ def _word_sum(query: tf.Tensor, rows: tf.Tensor, num_words: int, dtype: tf.DType
     return total
 
 
-_M1 = 0x5555555555555555
-_M2 = 0x3333333333333333
-_M4 = 0x0F0F0F0F0F0F0F0F
-_M8 = 0x00FF00FF00FF00FF
-_ONES16 = 0x0001000100010001
-
-
-def _swar_word_sum(query: tf.Tensor, rows: tf.Tensor, num_words: int) -> tf.Tensor:
-    """Hamming distances (``uint64``) of ``query`` ``[Qc, W]`` to ``rows`` ``[W, Gc]``, counted
-    in-register ("SIMD within a register") instead of with a popcount per word.
-
-    Each XORed word becomes eight byte counts (each <= 8) with the classic shift-and-mask
-    steps; the byte counts of all ``W`` words are added as they are (<= 8 W per byte, so
-    ``W <= 31``), then folded once per code: bytes pairwise into four 16-bit lanes, and the
-    lanes summed by one multiply into the top 16 bits. Per word this is a few shifts, masks
-    and adds on full 64-bit lanes, with one fold per code instead of a popcount and a narrowing
-    conversion per word.
-    """
-    m1, m2, m4, m8, ones = (tf.constant(v, tf.uint64) for v in (_M1, _M2, _M4, _M8, _ONES16))
-    shift = tf.bitwise.right_shift
-    total = None
-    for word in range(num_words):
-        x = tf.bitwise.bitwise_xor(query[:, word, None], rows[word][None])
-        x = x - (shift(x, tf.constant(1, tf.uint64)) & m1)
-        x = (x & m2) + (shift(x, tf.constant(2, tf.uint64)) & m2)
-        x = (x + shift(x, tf.constant(4, tf.uint64))) & m4
-        total = x if total is None else total + x
-    lanes = (total & m8) + (shift(total, tf.constant(8, tf.uint64)) & m8)
-    return shift(lanes * ones, tf.constant(48, tf.uint64))
-
-
 _group_keys_xla = tf.function(_group_keys, jit_compile=True, reduce_retracing=True)
+_fold_max_xla = tf.function(_fold_max, jit_compile=True, reduce_retracing=True)
 
 
 class _Layout:
     """Shapes and tensors of the chunked database, computed once per call."""
 
-    def __init__(self, db: tf.Tensor, group_size: int, groups_per_chunk: int) -> None:
+    def __init__(
+        self, db: tf.Tensor, group_size: int, groups_per_chunk: int, fold: int = 1, pad: int = 0
+    ) -> None:
         shape = tf.shape(db, out_type=tf.int64)
         self.num_items = shape[0]
         self.num_words = db.shape[1]
         self.sentinel = db.dtype.size * 8 * self.num_words + 1
-        self.bits_plus_one = tf.constant(self.sentinel, tf.int64)
         self.num_groups = self.num_items // group_size
         main = self.num_groups * group_size
         chunk_groups = tf.maximum(
             tf.minimum(tf.constant(groups_per_chunk, tf.int64), self.num_groups), 1
         )
+        chunk_groups = (chunk_groups + fold - 1) // fold * fold
+        self.fold = fold
         self.num_chunks = (self.num_groups + chunk_groups - 1) // chunk_groups
         padded_groups = tf.maximum(self.num_chunks, 1) * chunk_groups
         groups = tf.reshape(db[:main], [-1, group_size, self.num_words])
         self.groups = tf.pad(groups, [[0, padded_groups - self.num_groups], [0, 0], [0, 0]])
         chunks = tf.reshape(self.groups, [-1, chunk_groups, group_size, self.num_words])
-        self.chunks = tf.transpose(chunks, [0, 3, 2, 1])
+        # Rows padded by ``pad`` words: with power-of-two row strides the kernel's S * W
+        # load streams all map to the same L1 cache set and evict each other.
+        self.chunks = tf.pad(tf.transpose(chunks, [0, 3, 2, 1]), [[0, 0]] * 3 + [[0, pad]])
+        self.pad = pad
         self.chunk_groups = chunk_groups
         self.key_base = padded_groups
         self.tail = db[main:]
-        self.tail_ids = tf.range(main, self.num_items, dtype=tf.int64)
         self.group_size = group_size
 
 
-def _select_groups(
-    query: tf.Tensor, layout: _Layout, num_select: int, jit: bool, swar: bool
-) -> tf.Tensor:
+def _select_groups(query: tf.Tensor, layout: _Layout, num_select: int, jit: bool) -> tf.Tensor:
     """Negated global keys ``[Qc, num_select]`` of the best groups (``int64.min`` fill)."""
-    keys_fn = _group_keys_xla if jit else _group_keys
     best = tf.fill(tf.stack([tf.shape(query)[0], num_select]), tf.constant(tf.int64.min))
     width = layout.chunk_groups
-    per_chunk = tf.cast(tf.minimum(width, num_select), tf.int32)
+    per_chunk = tf.cast(tf.minimum(width // layout.fold, num_select), tf.int32)
 
     def body(index: tf.Tensor, best: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         offset = index * width
         valid = tf.cast(tf.minimum(layout.num_groups - offset, width), tf.int32)
-        keys = keys_fn(
-            query,
-            layout.chunks[index],
-            valid,
-            layout.sentinel,
-            layout.num_words,
-            layout.group_size,
-            swar,
-        )
+        keys = _fold_keys(query, layout.chunks[index], valid, layout, jit)
         local = -tf.cast(tf.math.top_k(keys, per_chunk, sorted=False).values, tf.int64)
         chunk_best = -((local // width) * layout.key_base + offset + local % width)
         merged = tf.math.top_k(tf.concat([best, chunk_best], axis=1), num_select, sorted=False)
@@ -306,29 +309,92 @@ def _refine(
     layout: _Layout,
     k: int,
     exclude_self: bool,
+    jit: bool,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Exact top-k among the codes of the selected groups and the tail."""
-    valid_group = best > tf.int64.min
-    group_ids = tf.math.floormod(-tf.where(valid_group, best, 0), layout.key_base)
-    size = layout.group_size
-    item_ids = group_ids[:, :, None] * size + tf.range(size, dtype=tf.int64)
-    valid = valid_group[:, :, None] & (item_ids < layout.num_groups * size)
-    words = tf.gather(layout.groups, group_ids)
+    """Exact top-k among the codes of the selected groups (or folds) and the tail."""
+    keys = (_candidate_keys_xla if jit else _candidate_keys)(
+        query,
+        query_ids,
+        best,
+        layout.groups,
+        layout.tail,
+        tf.stack([layout.key_base, layout.chunk_groups, layout.num_groups, layout.num_items]),
+        layout.sentinel,
+        layout.num_words,
+        layout.group_size,
+        layout.fold,
+        exclude_self,
+    )
+    keys = -tf.math.top_k(-keys, k).values
+    base = tf.maximum(layout.num_items, 1)
+    return tf.cast(keys % base, tf.int32), tf.cast(keys // base, tf.int32)
+
+
+def _candidate_keys(
+    query: tf.Tensor,
+    query_ids: tf.Tensor,
+    best: tf.Tensor,
+    groups: tf.Tensor,
+    tail: tf.Tensor,
+    sizes: tf.Tensor,
+    sentinel: int,
+    num_words: int,
+    group_size: int,
+    fold: int,
+    exclude_self: bool,
+) -> tf.Tensor:
+    """Keys ``d * N + i`` (smaller is better) of every candidate code of each query row.
+
+    Args:
+        query: ``[Qc, W]`` query words.
+        query_ids: ``[Qc]`` database index of each query (``exclude_self``).
+        best: ``[Qc, k']`` negated global keys of the selected groups or folds
+            (``int64.min``: none).
+        groups: ``[G, S, W]`` database words by group (padded).
+        tail: ``[T, W]`` the codes after the last whole group.
+        sizes: ``int64`` ``[key base, groups per chunk, real groups, N]``.
+        sentinel: A distance larger than any real one (marks invalid candidates).
+        num_words: ``W`` (static; the traced shapes may be relaxed).
+        group_size: ``S`` (static).
+        fold: Groups per fold (static).
+        exclude_self: Drop database item ``query_ids[r]`` from row ``r``.
+
+    Returns:
+        ``int64`` ``[Qc, k' * fold * S + T]`` candidate keys.
+    """
+    key_base, width, num_groups, num_items = (sizes[i] for i in range(4))
+    size = group_size
+    query = tf.ensure_shape(query, [None, num_words])
+    groups = tf.ensure_shape(groups, [None, size, num_words])
+    tail = tf.ensure_shape(tail, [None, num_words])
     num_rows = tf.shape(query)[0]
+    valid_group = best > tf.int64.min
+    group_ids = tf.math.floormod(-tf.where(valid_group, best, 0), key_base)
+    if fold > 1:
+        # Expand each selected fold to its member groups (strided within the chunk).
+        stride = width // fold
+        start = group_ids // width * width + group_ids % stride
+        group_ids = start[:, :, None] + tf.range(fold, dtype=tf.int64) * stride
+        group_ids = tf.reshape(group_ids, [num_rows, -1])
+        valid_group = tf.repeat(valid_group, fold, axis=1)
+    item_ids = group_ids[:, :, None] * size + tf.range(size, dtype=tf.int64)
+    valid = valid_group[:, :, None] & (item_ids < num_groups * size)
+    words = tf.reshape(tf.gather(groups, group_ids), [num_rows, -1, num_words])
+    tail_count = tf.shape(tail)[0]
+    tail_ids = num_groups * size + tf.range(tail_count, dtype=tf.int64)
     item_ids = tf.reshape(item_ids, [num_rows, -1])
+    item_ids = tf.concat([item_ids, tf.tile(tail_ids[None], [num_rows, 1])], axis=1)
     valid = tf.reshape(valid, [num_rows, -1])
-    words = tf.reshape(words, [num_rows, -1, layout.num_words])
-    tail_count = tf.shape(layout.tail_ids)[0]
-    item_ids = tf.concat([item_ids, tf.tile(layout.tail_ids[None], [num_rows, 1])], axis=1)
     valid = tf.concat([valid, tf.ones([num_rows, tail_count], tf.bool)], axis=1)
-    words = tf.concat([words, tf.tile(layout.tail[None], [num_rows, 1, 1])], axis=1)
+    words = tf.concat([words, tf.tile(tail[None], [num_rows, 1, 1])], axis=1)
     if exclude_self:
         valid &= item_ids != query_ids[:, None]
     dist = tf.cast(_popcount_sum(tf.bitwise.bitwise_xor(query[:, None, :], words), 2), tf.int64)
-    dist = tf.where(valid, dist, layout.bits_plus_one)
-    base = tf.maximum(layout.num_items, 1)
-    keys = -tf.math.top_k(-(dist * base + item_ids), k).values
-    return tf.cast(keys % base, tf.int32), tf.cast(keys // base, tf.int32)
+    dist = tf.where(valid, dist, tf.constant(sentinel, tf.int64))
+    return dist * tf.maximum(num_items, 1) + item_ids
+
+
+_candidate_keys_xla = tf.function(_candidate_keys, jit_compile=True, reduce_retracing=True)
 
 
 def _check_available(
@@ -385,20 +451,19 @@ def hamming_topk(
         exclude_self: Query ``i`` is database item ``i`` and is never returned (the "paper"
             protocol: database = evaluation set minus the query). Needs ``Q <= N``.
         chunk_size: Database codes scored per step (a multiple of ``group_size``); default
-            131072, or 32768 on the SWAR path (XLA without 512-bit vectors, 72 to 1984
-            bits). Working memory per step
-            is about ``4 * query_chunk_size * chunk_size / group_size`` bytes with XLA (int32
-            group keys), plus a transposed copy of the database words.
+            131072. Working memory per step is about ``4 * query_chunk_size * chunk_size /
+            group_size`` bytes (int32 group keys), plus a transposed copy of the database
+            words (rows padded by 64 bytes with XLA).
         query_chunk_size: Queries per step; default 256 with XLA, 32 without (the non-XLA path
             materialises ``[query_chunk_size, chunk_size / group_size]`` intermediates, or
             ``query_chunk_size * chunk_size`` words when ``group_size > 64``). Lowered so
             that a step refines at most about 2M candidate codes (large ``k``).
         group_size: Codes per group in the first stage (see the module docstring); default
-            32, or 16 for codes of 256+ bits on the popcount XLA path (measured 1.17-1.22x
-            faster there with 512-bit vectors; no difference at 128 bits).
-        jit_compile: XLA-compile the group-minimum pass. Set False for graphs that must run
-            where XLA is unavailable (e.g. a TF Serving binary without XLA); measured 0.4x to
-            1.1x the XLA speed depending on the code length (``bench/bench_search.py``).
+            32, or 16 for codes of 256+ bits with XLA (the unrolled loop of ``S * W``
+            popcounts stays vectorised).
+        jit_compile: XLA-compile the scoring passes. Set False for graphs that must run where
+            XLA is unavailable (e.g. a TF Serving binary without XLA); measured 0.07x to 0.1x
+            the XLA speed (``bench/bench_search.py``).
 
     Returns:
         ``(indices, distances)``: ``int32`` tensors ``[Q, k]``, sorted by ``(distance,
@@ -411,17 +476,11 @@ def hamming_topk(
     _check_widths(query_packed, db_packed)
     k = check_int("k", k, minimum=1)
     width_bits = 8 * query_packed.shape[-1]
-    swar = (
-        bool(jit_compile)
-        and 64 < width_bits <= 64 * _SWAR_MAX_WORDS
-        and not wide_vectors_requested()
-    )
     if group_size is None:
-        long_popcount = bool(jit_compile) and not swar and width_bits >= 256
+        long_popcount = bool(jit_compile) and width_bits >= 256
         group_size = _LONG_CODE_GROUP_SIZE if long_popcount else DEFAULT_GROUP_SIZE
     group_size = check_int("group_size", group_size, minimum=1)
-    default_chunk = _SWAR_CHUNK_SIZE if swar else DEFAULT_CHUNK_SIZE
-    chunk_size = check_int("chunk_size", chunk_size or default_chunk, minimum=group_size)
+    chunk_size = check_int("chunk_size", chunk_size or DEFAULT_CHUNK_SIZE, minimum=group_size)
     if chunk_size % group_size:
         raise ValueError(
             f"Received: chunk_size={chunk_size}; expected a multiple of group_size={group_size}"
@@ -436,8 +495,9 @@ def hamming_topk(
         query_chunk_size or _DEFAULT_QUERY_CHUNK[bool(jit_compile)],
         minimum=1,
     )
+    fold = _fold(k + int(exclude_self), group_size, chunk_size // group_size)
     # Bounds the refinement stage (query rows x candidate codes) for large k.
-    query_chunk = min(query_chunk, max(1, _REFINE_BUDGET // ((k + 1) * group_size)))
+    query_chunk = min(query_chunk, max(1, _REFINE_BUDGET // ((k + 1) * group_size * fold)))
     _check_available(
         tf.shape(query_packed, out_type=tf.int64)[0],
         tf.shape(db_packed, out_type=tf.int64)[0],
@@ -454,8 +514,21 @@ def hamming_topk(
         groups_per_chunk=chunk_size // group_size,
         query_chunk=query_chunk,
         jit=bool(jit_compile),
-        swar=swar,
+        fold=fold,
     )
+
+
+def _fold(num_select: int, group_size: int, groups_per_chunk: int) -> int:
+    """Groups per fold: the largest power of two up to ``_MAX_FOLD`` that keeps the refined
+    codes per query (``num_select * fold * group_size``) within ``_FOLD_CANDIDATES``."""
+    fold = 1
+    while (
+        fold * 2 <= _MAX_FOLD
+        and num_select * fold * 2 * group_size <= _FOLD_CANDIDATES
+        and groups_per_chunk % (fold * 2) == 0
+    ):
+        fold *= 2
+    return fold
 
 
 def _search_impl(
@@ -469,7 +542,7 @@ def _search_impl(
     groups_per_chunk: int,
     query_chunk: int,
     jit: bool,
-    swar: bool,
+    fold: int,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """The search as one graph (avoids per-op eager dispatch inside the loops)."""
     query_packed = tf.ensure_shape(query_packed, [None, width])
@@ -478,8 +551,9 @@ def _search_impl(
     num_queries = tf.shape(query, out_type=tf.int64)[0]
     checks = _check_available(num_queries, tf.shape(db, out_type=tf.int64)[0], k, exclude_self)
     with tf.control_dependencies(checks):
-        layout = _Layout(tf.identity(db), group_size, groups_per_chunk)
-    return _search_all(query, num_queries, layout, k, exclude_self, query_chunk, jit, swar)
+        pad = _ROW_PAD_BYTES // db.dtype.size if jit else 0
+        layout = _Layout(tf.identity(db), group_size, groups_per_chunk, fold, pad)
+    return _search_all(query, num_queries, layout, k, exclude_self, query_chunk, jit)
 
 
 _search_graph = tf.function(_search_impl, reduce_retracing=True)
@@ -493,7 +567,6 @@ def _search_all(
     exclude_self: bool,
     query_chunk: int,
     jit: bool,
-    swar: bool,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Loops over query chunks (the last one zero-padded) and concatenates the results."""
     rows = tf.maximum(tf.minimum(tf.constant(query_chunk, tf.int64), num_queries), 1)
@@ -509,8 +582,8 @@ def _search_all(
         start = step * rows
         chunk = padded[start : start + rows]
         query_ids = start + tf.range(rows, dtype=tf.int64)
-        best = _select_groups(chunk, layout, num_select, jit, swar)
-        chunk_idx, chunk_dist = _refine(chunk, query_ids, best, layout, k, exclude_self)
+        best = _select_groups(chunk, layout, num_select, jit)
+        chunk_idx, chunk_dist = _refine(chunk, query_ids, best, layout, k, exclude_self, jit)
         position = tf.cast(step, tf.int32)
         return step + 1, indices.write(position, chunk_idx), dists.write(position, chunk_dist)
 

@@ -249,8 +249,7 @@ def test_topk_every_kernel_class_eager_and_in_tf_function(bits, group_size, jit,
 @pytest.mark.parametrize("bits", [248, 256, 320, 1984, 2048])
 def test_topk_largest_distances_do_not_wrap(bits, jit):
     # The complement of a code is at distance `bits` (>= 256 would wrap a uint8 accumulator to
-    # a small value and be ranked first). With XLA, 72 to 1984 bits (2 to 31 words) run the
-    # SWAR kernel, whose per-byte sums hold 8 * 31 = 248 at most; 2048 bits falls back.
+    # a small value and be ranked first): from 256 bits the kernel sums in uint16.
     rng = np.random.default_rng(bits)
     db = rng.integers(0, 2, (70, bits), dtype=np.uint8)
     db[[5, 40, 66]] = 1 - db[0]
@@ -263,25 +262,42 @@ def test_topk_largest_distances_do_not_wrap(bits, jit):
     assert distances.numpy()[0, -1] == bits
 
 
-@pytest.mark.parametrize("wide", [True, False])
-@pytest.mark.parametrize("bits", [72, 128, 256])
-def test_topk_with_and_without_512_bit_vectors_requested(bits, wide, monkeypatch):
-    # XLA_FLAGS picks the XLA kernel for 72-1984 bits: popcount when 512-bit vectors are asked
-    # for (hpsh_tf2.xla), SWAR otherwise. Both must give the brute-force ranking.
-    from hpsh_tf2.xla import WIDE_VECTORS_FLAG, wide_vectors_requested
+FOLD_CASES = [
+    # (bits, k, exclude_self, chunk_size, group_size, expected fold)
+    (16, 1, False, 256, 4, 8),  # k' = 1: the widest fold
+    (64, 5, True, 512, 8, 8),
+    (128, 30, False, 1024, 32, 4),  # 31 * 4 * 32 codes per query fit the budget, 8x would not
+    (256, 3, True, 96, 4, 8),  # 24 groups per chunk: folds of 3 groups
+    (24, 200, False, 256, 8, 2),
+]
 
-    if wide:
-        monkeypatch.setenv("XLA_FLAGS", WIDE_VECTORS_FLAG)
-    else:
-        monkeypatch.delenv("XLA_FLAGS", raising=False)
-    assert wide_vectors_requested() is wide
-    db = _tied_codes(200, bits, 9, seed=bits)
-    db[[7, 150]] = 1 - db[3]  # distance `bits` from query 3
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize(("bits", "k", "exclude_self", "chunk", "group", "fold"), FOLD_CASES)
+def test_topk_folds_keep_exact_tie_order(bits, k, exclude_self, chunk, group, fold, jit):
+    # Folds take strided groups of a chunk; ties between folds must still go to the lower
+    # index. 1,000 codes drawn from 5 distinct ones: every distance is tied hundreds of times;
+    # the last chunk is partial and the database ends with a tail shorter than a group.
+    from hpsh_tf2.ops.hamming import _fold
+
+    assert _fold(k + int(exclude_self), group, chunk // group) == fold
+    db = _tied_codes(1003, bits, 5, seed=bits + k)
     packed = np_pack_codes(db)
-    ref_idx, ref_dist = _brute_force(db[:6], db, 199, False)
-    # Small chunks (many chunks and a tail), then the defaults (group size 16 from 256 bits
-    # with 512-bit vectors, one partial chunk).
-    for options in ({"chunk_size": 64, "group_size": 16}, {}):
-        indices, distances = hamming_topk(packed[:6], packed, k=199, **options)
+    options = dict(k=k, exclude_self=exclude_self, chunk_size=chunk, group_size=group)
+    indices, distances = hamming_topk(packed[:21], packed, **options, jit_compile=jit)
+    ref_idx, ref_dist = _brute_force(db[:21], db, k, exclude_self)
+    np.testing.assert_array_equal(indices.numpy(), ref_idx)
+    np.testing.assert_array_equal(distances.numpy(), ref_dist)
+
+
+def test_repeated_calls_with_varying_group_sizes_and_folds():
+    # Eager calls with different group sizes, folds and widths make the XLA functions relax
+    # their traced shapes; static sizes must come from the arguments, not from those shapes.
+    db = _tied_codes(600, 128, 11, seed=5)
+    for bits, group, k in [(128, 32, 3), (128, 16, 3), (64, 8, 40), (256, 16, 1), (128, 4, 7)]:
+        codes = db[:, :bits] if bits <= 128 else np.concatenate([db, db], axis=1)
+        packed = np_pack_codes(codes)
+        indices, distances = hamming_topk(packed[:9], packed, k=k, group_size=group)
+        ref_idx, ref_dist = _brute_force(codes[:9], codes, k, False)
         np.testing.assert_array_equal(indices.numpy(), ref_idx)
         np.testing.assert_array_equal(distances.numpy(), ref_dist)

@@ -3,9 +3,10 @@
 XLA reads ``XLA_FLAGS`` once, when the process compiles its first XLA function. By default its
 CPU backend vectorises with 256-bit registers even on AVX-512 CPUs, which leaves the Hamming
 kernel (:mod:`hpsh_tf2.ops.hamming`) without the 512-bit ``vpopcntq`` instruction. Asking for
-512-bit vectors made the whole Hamming top-k search 1.8x (64 bits), 2.0x (128 bits) and 1.5x
-(256 bits) faster on a 2-core AMD EPYC (``bench/bench_search.py``). On CPUs without AVX-512 the
-setting changes nothing: LLVM never uses vectors wider than the CPU has.
+512-bit vectors made the whole Hamming top-k search 1.04x (64 bits), 1.18x (128 bits) and 1.23x
+(256 bits) faster on a 2-core AMD EPYC (``bench/bench_search.py``, 1,000 queries x 1M codes,
+with the kernel's padded rows; before that fix the gain was 1.5-2x). On CPUs without AVX-512
+the setting changes nothing: LLVM never uses vectors wider than the CPU has.
 """
 
 from __future__ import annotations

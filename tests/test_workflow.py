@@ -306,6 +306,68 @@ def test_end_to_end_mode_tiny(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+_TRAIN_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+from hpsh_tf2 import workflow
+workdir, *overrides = sys.argv[1:]
+result = workflow.train(workflow.demo_config(Path(workdir), overrides), verbose=0)
+print(len(result.history["loss"]))
+"""
+
+
+def test_end_to_end_resume_equals_uninterrupted_run(tmp_path):
+    """Whole backbone trainable (BatchNorm in training mode): a run cut after epoch 1 and
+    resumed ends with the variables of an uninterrupted run, moving statistics included.
+    Each run is its own process, as with the CLI (within one process the second end-to-end
+    training of a session differs slightly from the first; see the README)."""
+    import subprocess
+    import sys
+
+    import keras
+
+    import hpsh_tf2.models.head  # noqa: F401 (registers HashHead for loading)
+
+    make_demo_dataset(tmp_path / "data", num_classes=3, images_per_class=8, image_size=48)
+    common = [
+        f"data.root={tmp_path / 'data'}",
+        "train.mode=end_to_end",
+        "model.input_norm=none",
+        "train.steps_per_epoch=2",
+        "train.samples_per_class=2",
+        "train.trainable_layers=0",
+        "train.lr_schedule=constant",
+        "data.split.train=0.6",
+        "data.split.val=0.0",
+        "data.split.test=0.4",
+    ]
+
+    def train(name: str, epochs: int) -> int:
+        argv = [str(tmp_path / name), *common, f"train.epochs={epochs}"]
+        done = subprocess.run(
+            [sys.executable, "-c", _TRAIN_IN_A_PROCESS, *argv],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return int(done.stdout.split()[-1])
+
+    assert train("full", 2) == 2
+    assert train("cut", 1) == 1
+    assert train("cut", 2) == 1  # resumed: only epoch 2 ran
+    full = keras.saving.load_model(tmp_path / "full" / "model" / "image_model.keras")
+    resumed = keras.saving.load_model(tmp_path / "cut" / "model" / "image_model.keras")
+    moving = [v for v in full.non_trainable_variables if "moving" in v.path]
+    assert len(moving) == 188  # InceptionV3: 94 BatchNorm layers
+    # Training moved them from their initial values (mean 0, variance 1).
+    assert not any(np.allclose(v.numpy(), 0.0) or np.allclose(v.numpy(), 1.0) for v in moving)
+    assert len(full.variables) == len(resumed.variables)
+    for a, b in zip(full.variables, resumed.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 def test_demo_config_layers_demo_settings_over_a_base_file(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("loss:\n  alpha: 0.25\nsampler:\n  mode: seed\n")

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
-from hpsh_tf2.data.images import load_image_rgb
+from hpsh_tf2.data.images import first_undecodable
 from hpsh_tf2.data.pipeline import image_dataset
 from hpsh_tf2.errors import BadImageError, DatasetError
 from hpsh_tf2.models.backbone import build_backbone, preprocessor
@@ -244,15 +244,13 @@ def _bad_image_in(paths: Sequence[str], start: int, batch_size: int, err: Except
     TF's decoder error names neither the file nor its position, so the batch it came from (and,
     should prefetching have moved on, the files after it) is decoded again with Pillow.
     """
-    for path in paths[start:]:
-        try:
-            load_image_rgb(path)
-        except BadImageError as bad:
-            return BadImageError(
-                bad.path,
-                f"{bad.reason} (found during feature extraction: data.verify_images is false; "
-                "set it to true to skip undecodable images during the scan)",
-            )
+    bad = first_undecodable(paths[start:])
+    if bad is not None:
+        return BadImageError(
+            bad.path,
+            f"{bad.reason} (found during feature extraction: data.verify_images is false; "
+            "set it to true to skip undecodable images during the scan)",
+        )
     first = paths[start] if start < len(paths) else "?"
     return BadImageError(first, f"TensorFlow could not decode a batch starting here: {err}")
 

@@ -368,6 +368,33 @@ def test_end_to_end_resume_equals_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+def test_end_to_end_undecodable_image_is_named(tmp_path):
+    """data.verify_images=false lets truncated files through the scan; end-to-end training then
+    hits TF's decoder error, which names no file: the error must name one."""
+    from hpsh_tf2.errors import BadImageError
+
+    make_demo_dataset(tmp_path / "data", num_classes=3, images_per_class=6, image_size=48)
+    truncated = sorted((tmp_path / "data").rglob("*.*"))
+    for path in truncated:
+        path.write_bytes(path.read_bytes()[:40])
+    config = workflow.demo_config(
+        tmp_path,
+        [
+            "train.mode=end_to_end",
+            "model.input_norm=none",
+            "data.verify_images=false",
+            "train.epochs=1",
+            "train.steps_per_epoch=1",
+            "train.samples_per_class=2",
+        ],
+    )
+    with pytest.raises(BadImageError) as info:
+        workflow.train(config, verbose=0)
+    assert info.value.path in {str(path) for path in truncated}
+    assert "end-to-end training" in str(info.value) and "verify_images" in str(info.value)
+    assert isinstance(info.value.__cause__, tf.errors.OpError)
+
+
 def test_demo_config_layers_demo_settings_over_a_base_file(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text("loss:\n  alpha: 0.25\nsampler:\n  mode: seed\n")

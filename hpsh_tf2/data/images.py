@@ -25,6 +25,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +38,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "TIFF_MAGICS",
     "decode_image",
+    "first_undecodable",
     "has_image_extension",
     "image_to_rgb_array",
     "is_tiff",
@@ -145,6 +148,40 @@ def load_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """
     name = os.fspath(path)
     return _open_rgb(name, name)
+
+
+def _decode_error(path: str) -> BadImageError | None:
+    try:
+        load_image_rgb(path)
+    except BadImageError as err:
+        return err
+    return None
+
+
+def first_undecodable(
+    paths: Sequence[str], *, num_workers: int | None = None, block: int = 64
+) -> BadImageError | None:
+    """The error of the first file in ``paths`` that Pillow cannot fully decode, or None.
+
+    TF's image decoders name neither the file nor its position when a batch fails; this finds
+    it after the fact. Files are decoded ``block`` at a time in a thread pool, in order, and
+    the search stops at the first block holding a bad file.
+
+    Args:
+        paths: Image files, in the order to report them.
+        num_workers: Decoding threads (default: the CPU count, at most 8).
+        block: Files decoded per round.
+
+    Returns:
+        The :class:`BadImageError` of the first undecodable file, or None if all decode.
+    """
+    workers = num_workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), block):
+            for error in pool.map(_decode_error, paths[start : start + block]):
+                if error is not None:
+                    return error
+    return None
 
 
 def _pillow_decode_bytes(contents: tf.Tensor) -> np.ndarray:

@@ -21,13 +21,14 @@ import tensorflow as tf
 
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.config import Config
+from hpsh_tf2.data.images import first_undecodable
 from hpsh_tf2.data.pipeline import (
     ClassBalancedSampler,
     train_dataset_from_arrays,
     train_dataset_from_images,
 )
 from hpsh_tf2.dataset import SubsetInputs
-from hpsh_tf2.errors import HPSHError, RunFailedError
+from hpsh_tf2.errors import BadImageError, HPSHError, RunFailedError
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.losses import make_loss_weights
 from hpsh_tf2.models.backbone import preprocessor
@@ -122,6 +123,8 @@ def fit_hash_model(
             the replicas.
         RunFailedError: The loss became NaN or infinite; nothing is saved over the selected
             model, the checkpoints keep the last finite epoch.
+        BadImageError: End to end, an image failed to decode (``data.verify_images: false``
+            lets undecodable files through the scan); names the file.
     """
     layout = layout or RunLayout(config.output.workdir)
     _check_inputs(config, train_inputs)
@@ -161,9 +164,31 @@ def _train(config, session: _Session, train_inputs, val_inputs, layout, verbose)
     if validation is not None and distributed.is_multi_worker(session.strategy):
         validation = distributed.SharedValidation(validation, session.strategy)
     callbacks = build_callbacks(layout, manager=manager, progress=progress, validation=validation)
-    history = _fit(config, session, train_inputs, resume, callbacks, verbose)
+    try:
+        history = _fit(config, session, train_inputs, resume, callbacks, verbose)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
+        bad = _undecodable_image(train_inputs, val_inputs)
+        if bad is None:
+            raise
+        raise bad from err
     _stop_if_diverged(config, layout, history, resume, validation)
     return _finish(config, layout, session.models, validation, history), validation
+
+
+def _undecodable_image(train_inputs, val_inputs) -> BadImageError | None:
+    """After a TF error in end-to-end training: the first training or validation image that
+    Pillow cannot decode, named (TF's decoder error names no file), or None."""
+    paths = [*(train_inputs.paths or ())]
+    if val_inputs is not None and val_inputs.paths is not None:
+        paths += val_inputs.paths
+    bad = first_undecodable(paths) if paths else None
+    if bad is None:
+        return None
+    return BadImageError(
+        bad.path,
+        f"{bad.reason} (found during end-to-end training: data.verify_images is false; set it "
+        "to true to skip undecodable images during the scan)",
+    )
 
 
 def _checkpointed(session: _Session) -> dict:

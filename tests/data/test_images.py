@@ -16,6 +16,7 @@ from PIL import Image
 from hpsh_tf2.data.images import (
     IMAGE_EXTENSIONS,
     decode_image,
+    first_undecodable,
     has_image_extension,
     is_tiff,
     load_image_rgb,
@@ -589,3 +590,18 @@ def test_is_tiff_by_magic_bytes(fmt: str, kwargs: dict, expected: bool) -> None:
 def test_is_tiff_big_endian_and_short_inputs() -> None:
     assert is_tiff(b"MM\x00*" + b"\x00" * 8) and is_tiff(b"MM\x00+")
     assert not is_tiff(b"") and not is_tiff(b"II*") and not is_tiff(b"GIF89a")
+
+
+def test_first_undecodable_names_the_first_bad_file_in_order(tmp_path: Path) -> None:
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(noisy_rgb(12, 10, seed=i)).save(path)
+        paths.append(str(path))
+    assert first_undecodable(paths) is None
+    assert first_undecodable([]) is None
+    for bad in (5, 3):  # both truncated; 3 comes first, in the second block of two
+        Path(paths[bad]).write_bytes(Path(paths[bad]).read_bytes()[:40])
+    error = first_undecodable(paths, num_workers=2, block=2)
+    assert isinstance(error, BadImageError) and error.path == paths[3]
+    assert first_undecodable(paths[4:], block=1).path == paths[5]

@@ -154,7 +154,7 @@ def _fold_keys(
 
     Args:
         query: ``[Qc, W]`` query words.
-        chunk: ``[W, S, Gc]`` database words, group-minor layout.
+        chunk: ``[W, S, Gc + pad]`` database words, group-minor layout.
         valid: Number of real (unpadded) groups in the chunk (int32 scalar).
         layout: The database layout (static sizes).
         jit: Use the XLA-compiled kernels. The group keys and the fold are two separate XLA
@@ -199,12 +199,14 @@ def _group_keys(
 
     Args:
         query: ``[Qc, W]`` query words.
-        rows: ``[W, S, width]`` database words, group-minor layout (vectorises over groups).
+        rows: ``[W, S, width + pad]`` database words, group-minor layout (vectorises over
+            groups).
         width: Groups in the chunk (int32 scalar).
         valid: Number of real (unpadded) groups in the chunk (int32 scalar).
         sentinel: Distance given to padded groups (> any real distance).
         num_words: ``W`` (static; the traced shapes may be relaxed).
         group_size: ``S`` (static).
+        pad: Padding words at the end of each row, ignored (static; see :class:`_Layout`).
 
     Returns:
         ``int32`` ``[Qc, width]``; larger is better (``top_k`` friendly).
@@ -280,7 +282,8 @@ class _Layout:
 
 
 def _select_groups(query: tf.Tensor, layout: _Layout, num_select: int, jit: bool) -> tf.Tensor:
-    """Negated global keys ``[Qc, num_select]`` of the best groups (``int64.min`` fill)."""
+    """Negated global keys ``[Qc, num_select]`` of the best folds, each the key of its best
+    group (``int64.min`` fill)."""
     best = tf.fill(tf.stack([tf.shape(query)[0], num_select]), tf.constant(tf.int64.min))
     width = layout.chunk_groups
     per_chunk = tf.cast(tf.minimum(width // layout.fold, num_select), tf.int32)

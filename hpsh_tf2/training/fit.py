@@ -181,7 +181,14 @@ def _undecodable_image(train_inputs, val_inputs) -> BadImageError | None:
     paths = [*(train_inputs.paths or ())]
     if val_inputs is not None and val_inputs.paths is not None:
         paths += val_inputs.paths
-    bad = first_undecodable(paths) if paths else None
+    if not paths:
+        return None
+    logger.warning(
+        "training stopped with a TensorFlow error; decoding the %d training and validation "
+        "images to look for an undecodable one",
+        len(paths),
+    )
+    bad = first_undecodable(paths)
     if bad is None:
         return None
     return BadImageError(

@@ -368,6 +368,7 @@ def test_end_to_end_resume_equals_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # the truncated TIFFs
 def test_end_to_end_undecodable_image_is_named(tmp_path):
     """data.verify_images=false lets truncated files through the scan; end-to-end training then
     hits TF's decoder error, which names no file: the error must name one."""

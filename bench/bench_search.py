@@ -13,6 +13,9 @@ XLA compilation is excluded; the FAISS index build is excluded). Backends:
   spin-waiting threads lose much more than TF's thread pool, which would flatter TF).
 * ``numpy``: the NumPy backend of :func:`hpsh_tf2.evaluation.search.search`; timed on the first
   ``--numpy-queries`` queries (rate per query).
+* ``1 request``: one query, ``k = --request-k``, no XLA, against the whole database: what a
+  ``retrieve`` request of one image pays for the search (compare with the forward pass in
+  ``bench/results/serving.md``).
 
 "same result" compares every backend's indices and distances with the XLA op's (FAISS rows
 re-sorted by ``(distance, index)``; ties by lower index everywhere).
@@ -58,6 +61,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nojit-queries", type=int, default=250)
     parser.add_argument("--numpy-queries", type=int, default=50)
+    parser.add_argument("--request-k", type=int, default=100)  # export's default max_k
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -149,13 +153,31 @@ def _one_length(args: argparse.Namespace, bits: int, rng: np.random.Generator) -
         for idx, dist in outputs.values()
     )
     rates = {name: counts[name] / best[name] for name in best}
+    request_ms = _one_request_ms(query[:1], db_tensor, min(args.request_k, args.num_db), args)
     faiss_threads = "-"
     if FAISS_1 in rates:
         single = rates.pop(FAISS_1)
         faiss_threads = "1" if single > rates[FAISS] else "default"
         rates[FAISS] = max(rates[FAISS], single)
     print(f"{bits} bits: " + ", ".join(f"{n} {r:,.0f} q/s" for n, r in rates.items()), flush=True)
-    return {"rates": rates, "same": same, "faiss_threads": faiss_threads}
+    return {
+        "rates": rates,
+        "same": same,
+        "faiss_threads": faiss_threads,
+        "request_ms": request_ms,
+    }
+
+
+def _one_request_ms(query: np.ndarray, db: tf.Tensor, k: int, args) -> float:
+    """Best time (ms) of one no-XLA search of one query, as in a one-image ``retrieve``."""
+    query = tf.constant(query)
+
+    def run():
+        return hamming_topk(query, db, k=k, jit_compile=False)[0].numpy()
+
+    run()  # trace
+    best, _ = _best_of({"request": run}, args.repeats, warm=())
+    return 1000 * best["request"]
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -188,8 +210,8 @@ def _table(args: argparse.Namespace, rows: dict[int, dict]) -> str:
         "see `hpsh_tf2/xla.py`).",
         "",
         "| bits | tf (XLA) q/s | tf, no XLA q/s | FAISS q/s | FAISS threads | NumPy q/s | "
-        "XLA / FAISS | no XLA / FAISS | no XLA / XLA | same result |",
-        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        "XLA / FAISS | no XLA / FAISS | no XLA / XLA | same result | 1 request, no XLA, ms |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|",
     ]
     for bits, row in rows.items():
         rates = row["rates"]
@@ -202,12 +224,16 @@ def _table(args: argparse.Namespace, rows: dict[int, dict]) -> str:
             _fmt_ratio(rates, NOJIT, FAISS),
             _fmt_ratio(rates, NOJIT, XLA),
             "yes" if row["same"] else "NO",
+            f"{row['request_ms']:.1f}",
         ]
         lines.append(f"| {bits} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "'same result': indices and distances of every backend equal the XLA op's (FAISS rows "
         "re-sorted by (distance, index); ties by lower database index).",
+        f"'1 request': one query, k = {args.request_k}, no XLA, against the whole database (a "
+        "one-image `retrieve` request's search; its forward pass is in "
+        "bench/results/serving.md).",
     ]
     text = "\n".join(lines) + "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ from hpsh_tf2.errors import BadImageError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "TIFF_MAGICS",
+    "decode_error",
     "decode_image",
     "first_undecodable",
     "has_image_extension",
@@ -150,7 +151,8 @@ def load_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     return _open_rgb(name, name)
 
 
-def _decode_error(path: str) -> BadImageError | None:
+def decode_error(path: str) -> BadImageError | None:
+    """The :class:`BadImageError` of ``path`` if Pillow cannot fully decode it, else None."""
     try:
         load_image_rgb(path)
     except BadImageError as err:
@@ -178,7 +180,7 @@ def first_undecodable(
     workers = num_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), block):
-            for error in pool.map(_decode_error, paths[start : start + block]):
+            for error in pool.map(decode_error, paths[start : start + block]):
                 if error is not None:
                     return error
     return None

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from hpsh_tf2.data.images import IMAGE_EXTENSIONS, has_image_extension, load_image_rgb
+from hpsh_tf2.data.images import IMAGE_EXTENSIONS, decode_error, has_image_extension
 from hpsh_tf2.errors import BadImageError, DatasetError
 
 __all__ = ["ScanResult", "SkippedFile", "scan_dataset"]
@@ -208,11 +208,8 @@ def _list_images(class_dir: Path) -> tuple[list[str], int, list[str]]:
 
 def _check_image(path: str) -> str | None:
     """None if the image decodes completely, else the reason it does not."""
-    try:
-        load_image_rgb(path)
-    except BadImageError as err:
-        return err.reason
-    return None
+    error = decode_error(path)
+    return None if error is None else error.reason
 
 
 def _verify(root: Path, rel_paths: list[str], num_workers: int) -> list[str | None]:

@@ -33,7 +33,7 @@ import numpy as np
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.data.scan import SkippedFile
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
-from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore, is_local_uri
+from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore, is_local_uri, row_id
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.serving import Neighbour
@@ -111,6 +111,27 @@ class BuildReport:
         if len(self.skipped) > 20:
             lines.append(f"  ... and {len(self.skipped) - 20} more skipped files")
         return "\n".join(lines)
+
+
+def drop_id_collisions(walk: WalkResult) -> tuple[WalkResult, list[SkippedFile]]:
+    """Leaves out files whose :func:`~hpsh_tf2.index.store.row_id` equals an earlier file's.
+
+    A 63-bit digest makes this all but impossible, but two rows sharing a key would silently
+    replace each other, so such a file is skipped and named instead.
+    """
+    seen: dict[int, str] = {}
+    kept: list[ArchiveFile] = []
+    skipped: list[SkippedFile] = []
+    for item in walk.files:
+        key = row_id(item.path)
+        if key in seen:
+            skipped.append(SkippedFile(item.path, f"row id {key} collides with {seen[key]!r}"))
+            continue
+        seen[key] = item.path
+        kept.append(item)
+    if not skipped:
+        return walk, []
+    return WalkResult(root=walk.root, files=tuple(kept), ignored=walk.ignored), skipped
 
 
 def plan_build(walk: WalkResult, indexed: dict[str, tuple[int, int]]) -> BuildPlan:
@@ -242,7 +263,7 @@ def build_index(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ArchiveIndexError(f"Received: batch_size={batch_size!r}; expected a positive int")
     start = time.perf_counter()
-    walk = walk_images(images)
+    walk, collided = drop_id_collisions(walk_images(images))
     record = model_record(model_dir)
     workdir = Path(workdir)
     with ExitStack() as stack:
@@ -255,7 +276,7 @@ def build_index(
         store.open_for(record, index_type=index_type, nlist=nlist)
         plan = plan_build(walk, store.fingerprints())
         store.delete(plan.delete)
-        skipped: list[SkippedFile] = []
+        skipped: list[SkippedFile] = list(collided)
         encoder = None
         if runner == "local" and plan.encode:
             encoder = loading.result() if loading is not None else _load_encoder(model_dir)

@@ -1,21 +1,29 @@
 """The archive index: a Milvus collection of binary codes with metadata, searched by Hamming.
 
-One row per image file: ``path`` (relative to the archive root; the primary key), ``code`` (a
-``BINARY_VECTOR`` of the model's bits), ``class`` (first folder under the root, ``""`` if none),
-``size`` and ``mtime_ns`` (the fingerprint an incremental build compares). The collection's
+One row per image file: ``id`` (the int64 primary key, :func:`row_id` of the path), ``path``
+(relative to the archive root), ``code`` (a ``BINARY_VECTOR`` of the model's bits), ``class``
+(first folder under the root, ``""`` if none), ``size`` and ``mtime_ns`` (the fingerprint an
+incremental build compares).
+
+No file name, class name or user value is ever spliced into a Milvus expression: rows are
+written, read, deleted and paged through by their integer ``id`` only (an ``in [...]`` list of
+integers is the only expression this module builds). Milvus Lite 2.5 rejects ``filter_params``
+templates, so binding string values is not an option there; integer keys need no escaping.
+The only text expression sent is the user's own ``--filter``. The collection's
 description holds the :class:`hpsh_tf2.index.encoder.ModelRecord` of the model the codes were
 computed with; opening it with another model is refused.
 
 The URI selects the deployment: a local file path (default ``<workdir>/index.db``) runs Milvus
 Lite in-process (pip package ``milvus-lite``; ``BIN_FLAT`` only), ``http://host:19530`` talks
 to a Milvus standalone or distributed cluster (``BIN_FLAT`` or ``BIN_IVF_FLAT``). The same
-code runs against both. Rows are written with ``upsert`` (keyed by path, so a retried batch
+code runs against both. Rows are written with ``upsert`` (keyed by the path's id, so a retried batch
 never duplicates a row) and the collection uses ``Strong`` consistency, so a build reads back
 what it wrote.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -40,12 +48,14 @@ __all__ = [
     "IndexStore",
     "is_local_uri",
     "resolve_uri",
+    "row_id",
 ]
 
+ID_FIELD = "id"
 CODE_FIELD = "code"
 PATH_FIELD = "path"
 CLASS_FIELD = "class"
-META_FIELDS = ("class", "size", "mtime_ns")
+META_FIELDS = ("path", "class", "size", "mtime_ns")
 MAX_CLASS_BYTES = 512
 MAX_TOPK = 16384  # Milvus' limit on k (and on query offset + limit)
 _LOCAL_INDEX_TYPES = ("BIN_FLAT",)
@@ -56,6 +66,16 @@ _INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
 
 class ArchiveIndexError(HPSHError, ValueError):
     """The index is missing, incompatible or cannot do what was asked."""
+
+
+def row_id(path: str) -> int:
+    """The int64 primary key of a relative path: the first 63 bits of its BLAKE2b digest.
+
+    Stable across processes and platforms; two of 10 million paths collide with probability
+    about 5e-6 (birthday bound n^2 / 2^64), and a build refuses such a pair by name.
+    """
+    digest = hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1)
 
 
 def is_local_uri(uri: str) -> bool:
@@ -241,7 +261,8 @@ class IndexStore:
             auto_id=False, enable_dynamic_field=False, description=record.to_json()
         )
         data_type = pymilvus.DataType
-        schema.add_field(PATH_FIELD, data_type.VARCHAR, is_primary=True, max_length=MAX_PATH_BYTES)
+        schema.add_field(ID_FIELD, data_type.INT64, is_primary=True)
+        schema.add_field(PATH_FIELD, data_type.VARCHAR, max_length=MAX_PATH_BYTES)
         schema.add_field(CODE_FIELD, data_type.BINARY_VECTOR, dim=record.bits)
         schema.add_field(CLASS_FIELD, data_type.VARCHAR, max_length=MAX_CLASS_BYTES)
         schema.add_field("size", data_type.INT64)
@@ -268,14 +289,23 @@ class IndexStore:
                     f"no index at {self.where}; build one first: python cli.py index build "
                     "--config FILE --images DIR"
                 )
-            description = self._client.describe_collection(self.collection).get("description")
+            described = self._client.describe_collection(self.collection)
+            description = described.get("description")
             try:
-                self._record = ModelRecord.from_json(description)
+                record = ModelRecord.from_json(description)
             except (TypeError, ValueError, KeyError) as err:
                 raise ArchiveIndexError(
                     f"collection at {self.where} has no hpsh model record in its description "
                     f"(received {description!r}); expected a collection made by `index build`"
                 ) from err
+            primary = [f["name"] for f in described.get("fields", []) if f.get("is_primary")]
+            if primary != [ID_FIELD]:
+                raise ArchiveIndexError(
+                    f"collection at {self.where} is keyed by {primary}, the layout of an older "
+                    f"hpsh-tf2; expected rows keyed by {ID_FIELD!r}: build a new index "
+                    "(another --collection, or delete the old index file)"
+                )
+            self._record = record
         return self._record
 
     def open_for(self, record: ModelRecord, **create_kwargs: Any) -> bool:
@@ -315,6 +345,7 @@ class IndexStore:
             return 0
         rows = [
             {
+                ID_FIELD: row_id(path),
                 PATH_FIELD: path,
                 CODE_FIELD: packed[i].tobytes(),
                 CLASS_FIELD: klass.encode("utf-8")[:MAX_CLASS_BYTES].decode("utf-8", "ignore"),
@@ -327,11 +358,11 @@ class IndexStore:
         return len(rows)
 
     def delete(self, paths: Sequence[str]) -> int:
-        """Removes rows by path; returns the number of paths asked for."""
-        paths = list(paths)
-        for start in range(0, len(paths), 1000):
-            self._client.delete(self.collection, ids=paths[start : start + 1000])
-        return len(paths)
+        """Removes rows by path (by their integer ids); returns the number of paths asked for."""
+        ids = [row_id(p) for p in paths]
+        for start in range(0, len(ids), 1000):
+            self._client.delete(self.collection, ids=ids[start : start + 1000])
+        return len(ids)
 
     # ----------------------------------------------------------------- reading
 
@@ -343,9 +374,14 @@ class IndexStore:
     def iter_rows(
         self, fields: Sequence[str] = ("size", "mtime_ns"), *, batch_size: int = 4096
     ) -> Iterator[dict[str, Any]]:
-        """Every row's path and ``fields`` (a query iterator; any collection size)."""
+        """Every row's id, path and ``fields`` (any collection size).
+
+        A query iterator pages by the int64 primary key (``id > last``), so no path is ever
+        part of an expression.
+        """
+        wanted = list(dict.fromkeys((PATH_FIELD, *fields)))
         iterator = self._client.query_iterator(
-            self.collection, batch_size=batch_size, filter="", output_fields=list(fields)
+            self.collection, batch_size=batch_size, filter="", output_fields=wanted
         )
         try:
             while True:
@@ -370,9 +406,12 @@ class IndexStore:
         """
         found: dict[str, bytes] = {}
         paths = list(paths)
-        for start in range(0, len(paths), 1000):
+        ids = [row_id(p) for p in paths]
+        for start in range(0, len(ids), 1000):
             rows = self._client.get(
-                self.collection, ids=paths[start : start + 1000], output_fields=[CODE_FIELD]
+                self.collection,
+                ids=ids[start : start + 1000],
+                output_fields=[PATH_FIELD, CODE_FIELD],
             )
             for row in rows:
                 value = row[CODE_FIELD]
@@ -438,13 +477,16 @@ class IndexStore:
             ) from err
         out = []
         for hits in results:
-            ordered = sorted(hits, key=lambda h: (round(float(h["distance"])), str(h["id"])))
+            ordered = sorted(
+                hits,
+                key=lambda h: (round(float(h["distance"])), str(h["entity"].get(PATH_FIELD))),
+            )
             out.append(
                 [
                     IndexHit(
                         rank=rank + 1,
                         distance=round(float(hit["distance"])),
-                        path=str(hit["id"]),
+                        path=str(hit["entity"].get(PATH_FIELD, "")),
                         class_name=str(hit["entity"].get(CLASS_FIELD, "")),
                         size=int(hit["entity"].get("size", 0)),
                         mtime_ns=int(hit["entity"].get("mtime_ns", 0)),

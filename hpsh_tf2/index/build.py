@@ -33,6 +33,7 @@ import numpy as np
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.data.scan import SkippedFile
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
+from hpsh_tf2.index.lock import index_writer_lock
 from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore, is_local_uri, row_id
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
@@ -256,6 +257,7 @@ def build_index(
 
     Raises:
         ModelMismatchError: The index holds another model's codes.
+        IndexBusyError: Another process is building this index.
         ArchiveIndexError: Unknown runner, unsupported index type.
     """
     if runner not in RUNNERS:
@@ -265,7 +267,34 @@ def build_index(
     start = time.perf_counter()
     walk, collided = drop_id_collisions(walk_images(images))
     record = model_record(model_dir)
-    workdir = Path(workdir)
+    with index_writer_lock(uri):
+        return _build_locked(
+            model_dir, walk, collided, record, uri=uri, collection=collection,
+            batch_size=batch_size, index_type=index_type, nlist=nlist, runner=runner,
+            beam_options=beam_options, workdir=Path(workdir), progress=progress,
+            on_batch=on_batch, start=start,
+        )  # fmt: skip
+
+
+def _build_locked(
+    model_dir: str | os.PathLike[str],
+    walk: WalkResult,
+    collided: list[SkippedFile],
+    record: Any,
+    *,
+    uri: str,
+    collection: str,
+    batch_size: int,
+    index_type: str,
+    nlist: int,
+    runner: str,
+    beam_options: Sequence[str],
+    workdir: Path,
+    progress: bool,
+    on_batch: Callable[[int], None] | None,
+    start: float,
+) -> BuildReport:
+    """The build itself, under the index's writer lock (see :func:`build_index`)."""
     with ExitStack() as stack:
         loading = None
         if runner == "local" and walk.files and is_local_uri(uri) and not Path(uri).exists():
@@ -387,7 +416,7 @@ def search_images(
         ModelMismatchError: ``model_dir`` is not the index's model.
         ArchiveIndexError: No index, or an undecodable query image.
     """
-    with IndexStore(uri, collection) as store:
+    with IndexStore(uri, collection, read_only=True) as store:
         stored = store.record()
         if model_dir is None:
             model_dir = stored.export_path
@@ -396,7 +425,7 @@ def search_images(
     # Encode with no connection open: loading a large export takes longer than the gRPC
     # keep-alive that Milvus tolerates without traffic.
     _, packed = _encode_queries(model_dir, image_paths)
-    with IndexStore(uri, collection) as store:
+    with IndexStore(uri, collection, read_only=True) as store:
         return store.search(packed, top=top, filter=filter, nprobe=nprobe)
 
 
@@ -404,7 +433,7 @@ def index_info(uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike
     """What the index holds: rows, per-class counts, the model record, the last build."""
     import json
 
-    with IndexStore(uri, collection) as store:
+    with IndexStore(uri, collection, read_only=True) as store:
         record = store.record()
         classes: dict[str, int] = {}
         for row in store.iter_rows(("class",)):

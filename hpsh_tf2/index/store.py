@@ -23,10 +23,14 @@ what it wrote.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
+import shutil
+import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -169,40 +173,104 @@ def _stop_local_server(path: str, *, grace_s: float = 120.0) -> None:
     server_manager_instance.release_server(path)
 
 
+def _lite_unavailable(path: str) -> bool:
+    """Whether Milvus Lite cannot serve ``path`` to this process: another process has it open
+    (Milvus Lite's own ``lockf`` on ``.<name>.lock`` is held) or its folder is read-only."""
+    if os.path.realpath(path) in _LOCAL_OPEN:
+        return False  # served by this process; probing its POSIX lock would release it
+    lock = Path(path).with_name(f".{Path(path).name}.lock")
+    try:
+        handle = open(lock, "a")
+    except OSError:
+        return True
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        handle.close()  # releases the probe's lock (the empty file is Milvus Lite's own)
+    return False
+
+
+def _snapshot(path: str) -> str:
+    """A consistent copy of a Milvus Lite file in a new temporary folder (SQLite's online
+    backup: it waits out a writer's transaction and restarts if the source changes)."""
+    folder = tempfile.mkdtemp(prefix="hpsh-index-")
+    copy = os.path.join(folder, "snapshot.db")
+    try:
+        source = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=60)
+        try:
+            target = sqlite3.connect(copy)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+    except (sqlite3.Error, OSError) as err:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ArchiveIndexError(f"cannot read the index {path}: {err}") from err
+    return copy
+
+
 class IndexStore:
     """A Milvus collection of codes plus the record of the model that made them.
+
+    A reader (``read_only=True``) of a Milvus Lite file that another process has open (a build
+    running) or that lies in a read-only folder reads a snapshot copied to a temporary folder,
+    so searches and ``index info`` never wait for a writer nor need to write beside the index.
 
     Args:
         uri: Milvus Lite file path or server URI (see :func:`resolve_uri`).
         collection: Collection name.
         token: Optional ``user:password`` or API token for a server.
+        read_only: This store only reads (search, info).
     """
 
-    def __init__(self, uri: str, collection: str = "hpsh", *, token: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        collection: str = "hpsh",
+        *,
+        token: str | None = None,
+        read_only: bool = False,
+    ) -> None:
         pymilvus = _milvus()
         self.uri = uri
         self.collection = collection
         kwargs = {"token": token} if token else {}
         self._client: Any = None
+        self._snapshot: str | None = None
+        if read_only and is_local_uri(uri):
+            if not Path(uri).is_file():
+                raise ArchiveIndexError(
+                    f"no index at {self.where}; build one first: python cli.py index build "
+                    "--config FILE --images DIR"
+                )
+            if _lite_unavailable(uri):
+                self._snapshot = _snapshot(uri)
+                logger.info("index %s is busy or read-only; reading a snapshot", uri)
+        served = self._snapshot or uri
         # A Milvus Lite server may not listen yet when pymilvus first connects (on a busy
         # machine); it keeps starting, so connecting again after a pause is enough.
         attempts = _LOCAL_CONNECT_ATTEMPTS if is_local_uri(uri) else 1
         for attempt in range(attempts):
             try:
-                self._client = pymilvus.MilvusClient(uri=uri, **kwargs)
+                self._client = pymilvus.MilvusClient(uri=served, **kwargs)
                 break
             except pymilvus.MilvusException as err:
                 if attempt + 1 < attempts:
                     logger.info("Milvus Lite at %s not ready yet (%s); retrying", uri, err)
                     time.sleep(min(2.0**attempt, 8.0))
                     continue
+                self._drop_snapshot()
                 raise ArchiveIndexError(
                     f"cannot open the index at {uri!r}: {err.message}; expected a Milvus Lite "
                     "file path ending in .db or the URI of a running Milvus server "
                     "(http://host:19530)"
                 ) from err
         if is_local_uri(uri):
-            key = os.path.realpath(uri)
+            key = os.path.realpath(served)
             _LOCAL_OPEN[key] = _LOCAL_OPEN.get(key, 0) + 1
         self._record: ModelRecord | None = None
 
@@ -216,11 +284,17 @@ class IndexStore:
         self._client.close()
         self._client = None
         if is_local_uri(self.uri):
-            key = os.path.realpath(self.uri)
+            key = os.path.realpath(self._snapshot or self.uri)
             _LOCAL_OPEN[key] -= 1
             if _LOCAL_OPEN[key] == 0:
                 del _LOCAL_OPEN[key]
                 _stop_local_server(key)
+        self._drop_snapshot()
+
+    def _drop_snapshot(self) -> None:
+        if self._snapshot is not None:
+            shutil.rmtree(os.path.dirname(self._snapshot), ignore_errors=True)
+            self._snapshot = None
 
     def __enter__(self) -> IndexStore:
         return self

@@ -255,6 +255,10 @@ class IndexConfig:
     nlist: int = field(default=1024, metadata=_check(_positive, "a positive integer"))
     nprobe: int = field(default=16, metadata=_check(_positive, "a positive integer"))
     runner: Literal["local", "beam"] = "local"
+    # issue 23 item 4: a build may remove at most this fraction of the rows without --prune
+    max_remove_fraction: float = field(
+        default=0.5, metadata=_check(_fraction, "a fraction in [0, 1]")
+    )
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,23 @@ from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.serving import Neighbour
 
-__all__ = ["BuildPlan", "BuildReport", "build_index", "plan_build", "search_images"]
+__all__ = [
+    "BuildPlan",
+    "BuildReport",
+    "PruneRefusedError",
+    "build_index",
+    "check_prune",
+    "plan_build",
+    "search_images",
+]
 
 logger = logging.getLogger(__name__)
 
 RUNNERS = ("local", "beam")
+
+
+class PruneRefusedError(ArchiveIndexError):
+    """A build would remove more rows than allowed without ``--prune``."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,36 @@ def plan_build(walk: WalkResult, indexed: dict[str, tuple[int, int]]) -> BuildPl
     )
 
 
+def check_prune(
+    plan: BuildPlan, walk: WalkResult, indexed: int, *, max_fraction: float, prune: bool
+) -> None:
+    """Refuses a build that would remove many rows, unless ``prune`` says so.
+
+    An empty or mistyped ``--images`` folder (an unmounted share) looks like an archive whose
+    every file was deleted; removing rows is refused when the folder holds no image at all, or
+    when more than ``max_fraction`` of the ``indexed`` rows would go.
+
+    Raises:
+        PruneRefusedError: One line: how many rows would be removed and how to force it.
+    """
+    removing = len(plan.delete)
+    if prune or removing == 0:
+        return
+    if not walk.files:
+        why = f"{walk.root} holds no image files"
+    elif removing > max_fraction * indexed:
+        why = (
+            f"that is {removing / indexed:.0%} of the rows, more than "
+            f"index.max_remove_fraction={max_fraction:g}"
+        )
+    else:
+        return
+    raise PruneRefusedError(
+        f"index build would remove {removing} of {indexed} rows ({why}); check --images, or "
+        "pass --prune to remove them"
+    )
+
+
 class _Progress:
     """A one-line progress counter on stderr (rewritten in place on a terminal)."""
 
@@ -232,6 +274,8 @@ def build_index(
     workdir: str | os.PathLike[str] = ".",
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    max_remove_fraction: float = 0.5,
+    prune: bool = False,
 ) -> BuildReport:
     """Brings the index at ``uri`` up to date with the image files under ``images``.
 
@@ -251,6 +295,8 @@ def build_index(
         progress: Print a progress line on stderr.
         on_batch: Called with the running count of upserted rows after each batch (tests use
             it to interrupt a build).
+        max_remove_fraction: Most rows a build removes without ``prune`` (a fraction).
+        prune: Remove the rows of vanished files whatever their number.
 
     Returns:
         The :class:`BuildReport`.
@@ -258,6 +304,7 @@ def build_index(
     Raises:
         ModelMismatchError: The index holds another model's codes.
         IndexBusyError: Another process is building this index.
+        PruneRefusedError: Too many rows would be removed (see :func:`check_prune`).
         ArchiveIndexError: Unknown runner, unsupported index type.
     """
     if runner not in RUNNERS:
@@ -272,7 +319,7 @@ def build_index(
             model_dir, walk, collided, record, uri=uri, collection=collection,
             batch_size=batch_size, index_type=index_type, nlist=nlist, runner=runner,
             beam_options=beam_options, workdir=Path(workdir), progress=progress,
-            on_batch=on_batch, start=start,
+            on_batch=on_batch, start=start, prune_rule=(max_remove_fraction, prune),
         )  # fmt: skip
 
 
@@ -293,6 +340,7 @@ def _build_locked(
     progress: bool,
     on_batch: Callable[[int], None] | None,
     start: float,
+    prune_rule: tuple[float, bool],
 ) -> BuildReport:
     """The build itself, under the index's writer lock (see :func:`build_index`)."""
     with ExitStack() as stack:
@@ -303,7 +351,9 @@ def _build_locked(
             loading = pool.submit(_load_encoder, model_dir)
         store = stack.enter_context(IndexStore(uri, collection))
         store.open_for(record, index_type=index_type, nlist=nlist)
-        plan = plan_build(walk, store.fingerprints())
+        indexed = store.fingerprints()
+        plan = plan_build(walk, indexed)
+        check_prune(plan, walk, len(indexed), max_fraction=prune_rule[0], prune=prune_rule[1])
         store.delete(plan.delete)
         skipped: list[SkippedFile] = list(collided)
         encoder = None

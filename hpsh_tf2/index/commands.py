@@ -64,6 +64,12 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         help="a Beam pipeline option, e.g. --beam-option=--runner=FlinkRunner (repeatable)",
     )
     build.add_argument("--quiet", action="store_true", help="no progress line")
+    build.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the rows of vanished files even when the folder is empty or more than "
+        "index.max_remove_fraction of the rows would go",
+    )
     _index_options(build)
     add_config_arguments(build, example="index.uri=http://host:19530")
 
@@ -192,6 +198,8 @@ def _build(args: argparse.Namespace) -> int:
         beam_options=args.beam_options,
         workdir=config.workdir,
         progress=not args.quiet,
+        max_remove_fraction=config.index.max_remove_fraction,
+        prune=args.prune,
     )
     print(report.summary())
     return 0

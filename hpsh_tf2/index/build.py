@@ -34,7 +34,15 @@ from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.data.scan import SkippedFile
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
 from hpsh_tf2.index.lock import index_writer_lock
-from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore, is_local_uri, row_id
+from hpsh_tf2.index.store import (
+    ArchiveIndexError,
+    IndexHit,
+    IndexStore,
+    disk_full,
+    disk_full_error,
+    is_local_uri,
+    row_id,
+)
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.serving import Neighbour
@@ -400,6 +408,8 @@ def _build_locked(
         stale = [f.path for f in plan.encode if f.path in bad_paths]
         store.delete(stale)
         rows = store.count()
+        expected = len(indexed) - len(plan.delete) + added - sum(p in plan.replace for p in stale)
+        _check_rows(rows, expected, uri)
     report = BuildReport(
         images_root=walk.root,
         uri=uri,
@@ -419,8 +429,25 @@ def _build_locked(
     payload = asdict(report)
     payload["skipped"] = [asdict(s) for s in report.skipped]
     payload["model"] = asdict(record)
-    write_json_atomic(status_path(uri, workdir), payload)
+    status = status_path(uri, workdir)
+    try:
+        write_json_atomic(status, payload)
+    except OSError as err:
+        raise (disk_full_error(err, status) or err) from None
     return report
+
+
+def _check_rows(rows: int, expected: int, uri: str) -> None:
+    """Refuses to report a build whose writes did not all land (Milvus Lite answers an insert
+    that failed on a full disk with success and only logs the error)."""
+    if rows == expected:
+        return
+    if is_local_uri(uri) and disk_full(os.path.dirname(uri)):
+        raise ArchiveIndexError(f"disk full writing {uri}")
+    raise ArchiveIndexError(
+        f"index {uri} holds {rows} rows after the build; expected {expected}: some writes did "
+        "not land. Run index build again (it resumes where the index stands)"
+    )
 
 
 def _encode_queries(

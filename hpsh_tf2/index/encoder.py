@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.data.images import decode_error
 from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.export import MANIFEST_NAME
 from hpsh_tf2.serving import encode_for_serving, resolve_version_dir
@@ -130,6 +131,14 @@ def _error_reason(err: Exception) -> str:
     return reason.split(" [Op:")[0][:300]
 
 
+def _decode_reason(path: str | os.PathLike[str], tf_reason: str) -> str:
+    """``cannot decode <file>: <cause>``, the cause from Pillow's full decode when it fails
+    (TF's decoders say only ``Assert/AssertGuard``), else TF's own last line."""
+    error = decode_error(os.fspath(path))
+    cause = error.reason if error is not None else f"the SavedModel cannot decode it ({tf_reason})"
+    return f"cannot decode {os.fspath(path)}: {cause}"
+
+
 class SavedModelEncoder:
     """Loads an export once and encodes image files with its ``serving_default`` signature.
 
@@ -188,12 +197,19 @@ class SavedModelEncoder:
         bad: list[tuple[int, str]] = []
         for position, path in enumerate(paths):
             try:
-                data.append(encode_for_serving(path))
-                positions.append(position)
+                contents = encode_for_serving(path)
             except (OSError, ValueError) as err:
                 bad.append((position, _error_reason(err)))
+                continue
+            if not contents:
+                bad.append((position, f"cannot decode {os.fspath(path)}: empty file"))
+                continue
+            data.append(contents)
+            positions.append(position)
         packed, ok_local, bad_local = self._encode_isolating(data)
-        bad.extend((positions[i], reason) for i, reason in bad_local)
+        bad.extend(
+            (positions[i], _decode_reason(paths[positions[i]], reason)) for i, reason in bad_local
+        )
         return EncodeResult(
             packed=packed,
             ok=tuple(positions[i] for i in ok_local),

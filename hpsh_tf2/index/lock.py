@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from hpsh_tf2.index.store import ArchiveIndexError, is_local_uri
+from hpsh_tf2.index.store import ArchiveIndexError, disk_full_error, is_local_uri
 
 __all__ = ["IndexBusyError", "index_writer_lock", "writer_lock_path"]
 
@@ -85,8 +85,11 @@ def index_writer_lock(uri: str, command: str | None = None) -> Iterator[Path | N
         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode("utf-8"), 0)
+        except OSError as err:
+            raise (disk_full_error(err, path) or err) from None
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock

@@ -23,6 +23,8 @@ what it wrote.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -50,6 +52,8 @@ __all__ = [
     "ArchiveIndexError",
     "IndexHit",
     "IndexStore",
+    "disk_full",
+    "disk_full_error",
     "is_local_uri",
     "resolve_uri",
     "row_id",
@@ -66,6 +70,7 @@ _LOCAL_INDEX_TYPES = ("BIN_FLAT",)
 _LOCAL_CONNECT_ATTEMPTS = 6  # pauses of 1, 2, 4, 8, 8 s
 _LOCAL_OPEN: dict[str, int] = {}  # open IndexStores per Milvus Lite file, in this process
 _INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
+_DISK_FULL_BYTES = 1 << 20  # a failed write with less free space than this: the disk is full
 
 
 class ArchiveIndexError(HPSHError, ValueError):
@@ -80,6 +85,22 @@ def row_id(path: str) -> int:
     """
     digest = hashlib.blake2b(path.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big") & (2**63 - 1)
+
+
+def disk_full(folder: str | os.PathLike[str]) -> bool:
+    """Whether the file system holding ``folder`` has (almost) no space left for this user."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < _DISK_FULL_BYTES
+
+
+def disk_full_error(err: OSError, path: str | os.PathLike[str]) -> ArchiveIndexError | None:
+    """``disk full writing <path>`` for an ``ENOSPC``/``EDQUOT`` error, else None."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ArchiveIndexError(f"disk full writing {os.fspath(path)}")
+    return None
 
 
 def is_local_uri(uri: str) -> bool:
@@ -141,6 +162,9 @@ def _milvus() -> Any:
         raise ArchiveIndexError(
             "the archive index needs pymilvus and milvus-lite: pip install 'hpsh-tf2[index]'"
         ) from err
+    # pymilvus logs every failed call with its traceback at ERROR; the failures that reach a
+    # user are reported once, as one line, by IndexStore.
+    logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
     iterator_logger = logging.getLogger("pymilvus.orm.iterator")
     if not any(isinstance(f, _DropClientTimestampNotice) for f in iterator_logger.filters):
         iterator_logger.addFilter(_DropClientTimestampNotice())
@@ -302,6 +326,17 @@ class IndexStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turns a failed write into one line: ``disk full writing <file>`` when the index's
+        file system is full (Milvus Lite only says ``internal error``), else Milvus' message."""
+        try:
+            yield
+        except _milvus().MilvusException as err:
+            if is_local_uri(self.uri) and disk_full(os.path.dirname(self.uri)):
+                raise ArchiveIndexError(f"disk full writing {self.uri}") from None
+            raise ArchiveIndexError(f"cannot write to {self.where}: {err.message}") from None
+
     @property
     def where(self) -> str:
         """``<uri> collection <name>``, for messages."""
@@ -346,9 +381,10 @@ class IndexStore:
         params.add_index(
             field_name=CODE_FIELD, index_type=index_type, metric_type="HAMMING", params=extra
         )
-        self._client.create_collection(
-            self.collection, schema=schema, index_params=params, consistency_level="Strong"
-        )
+        with self._writing():
+            self._client.create_collection(
+                self.collection, schema=schema, index_params=params, consistency_level="Strong"
+            )
         self._record = record
 
     def record(self) -> ModelRecord:
@@ -428,14 +464,16 @@ class IndexStore:
             }
             for i, (path, klass, size, mtime) in enumerate(zip(paths, classes, sizes, mtimes_ns))
         ]
-        self._client.upsert(self.collection, data=rows)
+        with self._writing():
+            self._client.upsert(self.collection, data=rows)
         return len(rows)
 
     def delete(self, paths: Sequence[str]) -> int:
         """Removes rows by path (by their integer ids); returns the number of paths asked for."""
         ids = [row_id(p) for p in paths]
-        for start in range(0, len(ids), 1000):
-            self._client.delete(self.collection, ids=ids[start : start + 1000])
+        with self._writing():
+            for start in range(0, len(ids), 1000):
+                self._client.delete(self.collection, ids=ids[start : start + 1000])
         return len(ids)
 
     # ----------------------------------------------------------------- reading

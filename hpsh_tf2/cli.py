@@ -210,10 +210,15 @@ def _query(args) -> int:
             args.model = str(layout.export_model(config.export.name or config.name))
         if args.image_root is None and config is not None:
             args.image_root = config.data.root
+    from hpsh_tf2.evaluation.code_health import tie_note
+
     results = query_images(args.model, args.image, top=args.top)
     for image, neighbours in zip(args.image, results):
         print(f"query: {image}")
         print(format_neighbours(neighbours))
+        note = tie_note([n.distance for n in neighbours])  # issue 23 item 13
+        if note:
+            print(note)
     if args.out:
         save_query_grid(args.out, args.image[0], results[0], image_root=args.image_root)
         print(f"wrote {args.out}")

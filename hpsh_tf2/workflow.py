@@ -36,6 +36,7 @@ from hpsh_tf2.data.split import SUBSET_NAMES, prepare_split, split_table
 from hpsh_tf2.dataset import Prepared, cached_scan, scan_from_features
 from hpsh_tf2.encode import ScoreEncoder, SignatureEncoder
 from hpsh_tf2.errors import HPSHError, ModelMismatchError
+from hpsh_tf2.evaluation.code_health import degenerate_warning, format_code_health
 from hpsh_tf2.evaluation.evaluate import (
     EncodedSet,
     evaluate_codes,
@@ -446,8 +447,21 @@ def evaluate(
         )
     write_json_atomic(layout.eval_fingerprint, _eval_fingerprint(config, model_fp, saved_model))
     echo(format_report_table(report))
+    _echo_code_health(report, echo, warn=True)
     echo(f"wrote {layout.report} and {layout.codes}")
     return report
+
+
+def _echo_code_health(report: dict, echo: Echo, *, warn: bool, indent: str = "") -> None:
+    """The code-health line of a report (issue 23 item 13) and, with ``warn``, the one
+    warning line when the codes are degenerate. Reports written before it have none."""
+    health = report.get("code_health")
+    if not health:
+        return
+    echo(indent + format_code_health(health))
+    warning = degenerate_warning(health) if warn else None
+    if warning:
+        echo(warning)
 
 
 # --------------------------------------------------------------------------- export
@@ -633,6 +647,8 @@ def _summary(config: Config, report: dict, export_path: Path | None, ran: dict, 
         echo(f"  {step:<9} {status}")
     echo(f"  mAP@{k} ({config.eval.protocol} protocol): {summary[f'map@{k}']:.4f}")
     echo(f"  bits: {config.model.bits}")
+    # evaluate() already warned about degenerate codes when it ran in this command
+    _echo_code_health(report, echo, warn=ran.get("evaluate") != "evaluated", indent="  ")
     echo(f"  SavedModel: {export_path or '-'}")
     return summary
 

@@ -451,3 +451,30 @@ def test_demo_shows_the_method_working(tmp_path):
     line = next(x for x in lines if x.startswith("\ndemo: a 16-bit hash head"))
     assert "6 synthetic texture classes" in line and f"{summary['map@10']:.3f}" in line
     assert "top 5 via the SavedModel's retrieve signature" in "\n".join(lines)
+
+
+def test_degenerate_codes_are_reported_and_warned_once(tmp_path):
+    """Identical features give every image one code: report.json's code_health says so, the
+    evaluate output warns once, and a later run's summary (evaluate up to date) warns once."""
+    from hpsh_tf2.evaluation.code_health import code_health
+    from tests.conftest import synthetic_features
+
+    arrays = synthetic_features(seed=3)
+    arrays["features"] = np.ones_like(arrays["features"])
+    path = tmp_path / "same.npz"
+    np.savez(path, **arrays)
+    config = load_config(
+        None,
+        [f"data.features={path}", "eval.k=5", "eval.figures=false",
+         f"output.workdir={tmp_path / 'run'}", *FAST],
+    )  # fmt: skip
+    for expected_status in ("evaluated", "up to date"):
+        lines: list[str] = []
+        summary = workflow.run(config, echo=lines.append)
+        assert summary["steps"]["evaluate"] == expected_status
+        assert sum(line.startswith("WARNING: degenerate codes") for line in lines) == 1, lines
+        assert any("code health: 1 distinct codes of 120" in line for line in lines), lines
+    saved = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    codes = np.load(tmp_path / "run" / "eval" / "codes.npz")
+    assert saved["code_health"] == code_health(codes["db_codes"])
+    assert saved["code_health"]["distinct_codes"] == 1 and saved["code_health"]["degenerate"]

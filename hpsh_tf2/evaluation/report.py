@@ -19,6 +19,7 @@ import numpy as np
 
 from hpsh_tf2.evaluation import metrics
 from hpsh_tf2.evaluation import ties as tie_metrics
+from hpsh_tf2.evaluation.code_health import code_health
 from hpsh_tf2.evaluation.search import SearchResult, block_distances, search
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 
@@ -218,6 +219,7 @@ def compute_report(
         exclude_self=bool(exclude_self),
         ranking=ranking,
     )
+    report["code_health"] = code_health(database)  # issue 23 item 13
     return report, result
 
 

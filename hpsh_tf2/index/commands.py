@@ -164,6 +164,7 @@ def query_index(
 
 def run_query(args: argparse.Namespace) -> int:
     """``query --index``: prints each query's neighbours from the index (and the grid)."""
+    from hpsh_tf2.evaluation.code_health import tie_note
     from hpsh_tf2.serving import format_neighbours, save_query_grid
 
     config, uri, collection = resolve(args)
@@ -173,6 +174,9 @@ def run_query(args: argparse.Namespace) -> int:
     for image, neighbours in zip(args.image, results):
         print(f"query: {image} (index {uri})")
         print(format_neighbours(neighbours))
+        note = tie_note([n.distance for n in neighbours])  # issue 23 item 13
+        if note:
+            print(note)
     if args.out:
         root = args.image_root or _last_root(uri, config.workdir)
         save_query_grid(args.out, args.image[0], results[0], image_root=root)

@@ -99,6 +99,14 @@ def test_search_returns_each_hostile_name_intact(hostile, tiny_export):
     )
     assert status == 0, err
     assert "森林/" in out and out.count("John's/") == 1  # the query's own title line
+    # each image is copied into 3-4 classes: its top 3 all tie at distance 0, and output says so
+    status, out, err = hostile["run"]("index", "search", "--image", str(root / rels[0]),
+                                      "--top", "3")  # fmt: skip
+    assert status == 0, err
+    assert "note: all 3 results tie at Hamming distance 0" in out
+    status, out, err = hostile["run"]("index", "search", "--image", str(root / rels[0]),
+                                      "--top", "30")  # fmt: skip
+    assert status == 0 and "note:" not in out
 
 
 def test_info_and_query_index_work_with_hostile_names(hostile):

@@ -131,3 +131,23 @@ def test_row_ids_are_stable_distinct_int64():
     assert len(set(ids)) == len(ids)
     assert all(isinstance(i, int) and 0 <= i < 2**63 for i in ids)
     assert row_id("John's beach.jpg") == row_id("John's beach.jpg")
+
+
+def test_an_index_keyed_by_path_is_refused_in_one_line(tmp_path, tiny_export):
+    """An index of the older layout (path as the primary key) is named, not half-used."""
+    import pymilvus
+
+    from hpsh_tf2.index.encoder import model_record
+    from hpsh_tf2.index.store import ArchiveIndexError
+
+    uri = str(tmp_path / "old.db")
+    client = pymilvus.MilvusClient(uri=uri)
+    schema = client.create_schema(auto_id=False, description=model_record(tiny_export).to_json())
+    schema.add_field("path", pymilvus.DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("code", pymilvus.DataType.BINARY_VECTOR, dim=32)
+    params = client.prepare_index_params()
+    params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+    client.create_collection("hpsh", schema=schema, index_params=params)
+    client.close()
+    with IndexStore(uri) as store, pytest.raises(ArchiveIndexError, match="older hpsh-tf2"):
+        store.record()

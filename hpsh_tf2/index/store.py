@@ -197,10 +197,20 @@ def _stop_local_server(path: str, *, grace_s: float = 120.0) -> None:
     server_manager_instance.release_server(path)
 
 
+def _served_here(path: str) -> bool:
+    """Whether this process runs a Milvus Lite server for ``path`` (a POSIX ``lockf`` lock is
+    released when any descriptor of the file closes in the holding process)."""
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - milvus-lite is what serves local files
+        return False
+    return str(Path(path).absolute().resolve()) in server_manager_instance._servers
+
+
 def _lite_unavailable(path: str) -> bool:
     """Whether Milvus Lite cannot serve ``path`` to this process: another process has it open
     (Milvus Lite's own ``lockf`` on ``.<name>.lock`` is held) or its folder is read-only."""
-    if os.path.realpath(path) in _LOCAL_OPEN:
+    if os.path.realpath(path) in _LOCAL_OPEN or _served_here(path):
         return False  # served by this process; probing its POSIX lock would release it
     lock = Path(path).with_name(f".{Path(path).name}.lock")
     try:

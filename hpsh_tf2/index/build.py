@@ -7,12 +7,16 @@ Apache Beam pipeline with ``runner="beam"``) and upserted in batches, everything
 alone.
 
 Kill -9 safety: the collection itself is the build's journal. Each batch is one ``upsert``
-keyed by the relative path and carrying the file's fingerprint, and reads are ``Strong``, so
-after an interruption at any point the next build sees exactly the batches that landed:
-those files are unchanged and skipped, the rest are encoded again (nothing lost), and a batch
-written twice replaces its own rows (nothing indexed twice). Deletions are idempotent too.
-A small ``index_build.json`` beside a local index (or in the workdir) records the last
-build's counts for ``index info``.
+keyed by the relative path's integer id and carrying the file's fingerprint; reads are
+``Strong``, so after an interruption at any point the next build sees exactly the batches
+that landed: those files are unchanged and skipped, the rest are encoded again (nothing lost),
+and a batch written twice replaces its own rows (nothing indexed twice). Deletions are
+idempotent too. A small ``index_build.json`` beside a local index (or in the workdir)
+records the last build's counts for ``index info``.
+
+Guards (issue 23): one build per index at a time (:mod:`hpsh_tf2.index.lock`); a build that
+would remove many rows is refused without ``prune`` (:func:`check_prune`); a full disk or
+undecodable file is one line naming the file.
 """
 
 from __future__ import annotations

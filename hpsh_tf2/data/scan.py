@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from hpsh_tf2.data.images import IMAGE_EXTENSIONS, decode_error, has_image_extension
+from hpsh_tf2.data.labels import is_multi_label, label_counts, validate_labels
 from hpsh_tf2.errors import BadImageError, DatasetError
 
 __all__ = ["ScanResult", "SkippedFile", "scan_dataset"]
@@ -58,7 +59,8 @@ class ScanResult:
         class_names: Class folder names, sorted; a label indexes this tuple.
         paths: Image paths relative to ``root`` with POSIX separators, e.g.
             ``"Airport/airport_1.jpg"``; grouped by class, sorted by name inside a class.
-        labels: int32 array, one label per path (read-only).
+        labels: int32 ``[N]`` (one class per path) or uint8 multi-hot ``[N, C]`` (several
+            labels per path; see :mod:`hpsh_tf2.data.labels`), read-only.
         skipped: Image files left out because they could not be decoded.
         ignored: Count of hidden entries, non-image files and sub-folders that were ignored.
     """
@@ -71,19 +73,9 @@ class ScanResult:
     ignored: int = 0
 
     def __post_init__(self) -> None:
-        labels = np.array(self.labels, dtype=np.int32)
-        if labels.shape != (len(self.paths),):
-            raise ValueError(
-                f"Received: labels of shape {labels.shape} for {len(self.paths)} paths; "
-                "expected one label per path"
-            )
-        if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
-            raise ValueError(
-                f"Received: labels in [{labels.min()}, {labels.max()}]; expected values in "
-                f"[0, {len(self.class_names) - 1}]"
-            )
-        labels.setflags(write=False)
-        object.__setattr__(self, "labels", labels)
+        object.__setattr__(
+            self, "labels", validate_labels(self.labels, len(self.class_names), len(self.paths))
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScanResult):
@@ -104,9 +96,14 @@ class ScanResult:
         """Number of classes."""
         return len(self.class_names)
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the labels are multi-hot ``[N, C]``."""
+        return is_multi_label(self.labels)
+
     def counts_per_class(self) -> dict[str, int]:
-        """Number of (valid) images per class, in class order."""
-        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        """Number of (valid) images per class, in class order (multi-label: per label)."""
+        counts = label_counts(self.labels, len(self.class_names))
         return {name: int(count) for name, count in zip(self.class_names, counts)}
 
     def skipped_per_class(self) -> dict[str, int]:

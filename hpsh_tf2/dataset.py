@@ -20,15 +20,19 @@ from typing import Literal
 import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
+from hpsh_tf2.data.formats import ReadRequest
 from hpsh_tf2.data.scan import ScanResult, SkippedFile, scan_dataset
 from hpsh_tf2.data.split import SUBSET_NAMES, Split
 from hpsh_tf2.errors import DatasetError
 from hpsh_tf2.features import FeatureSet
+from hpsh_tf2.registry import DATA_FORMATS
 
 __all__ = [
     "Prepared",
     "SubsetInputs",
     "cached_scan",
+    "data_format",
+    "read_data",
     "scan_from_features",
     "subset_inputs",
     "tree_fingerprint",
@@ -264,3 +268,31 @@ def cached_scan(
     if key is not None:
         write_json_atomic(cache_path, _scan_to_json(scan, key))
     return scan, False
+
+
+def data_format(format_name: str | None, manifest: str | None) -> str:
+    """The ``data.format`` in effect: as set, else manifest with a manifest, else folders."""
+    if format_name is not None:
+        return format_name
+    return "manifest" if manifest is not None else "folders"
+
+
+def read_data(
+    format_name: str, request: ReadRequest, cache_path: str | os.PathLike[str]
+) -> tuple[ScanResult, bool]:
+    """Reads a dataset with the ``data.format`` reader (:data:`~hpsh_tf2.registry.DATA_FORMATS`).
+
+    ``folders`` goes through :func:`cached_scan` (the verified scan is re-used while the tree is
+    unchanged); the other formats are read each time.
+
+    Returns:
+        ``(scan, hit)``: the scan and whether it came from the scan cache.
+    """
+    if format_name == "folders" and request.root is not None:
+        return cached_scan(
+            request.root,
+            cache_path,
+            on_bad_image=request.on_bad_image,  # type: ignore[arg-type]
+            verify=request.verify,
+        )
+    return DATA_FORMATS.get(format_name)(request), False

@@ -502,7 +502,7 @@ def _bigearthnet_scan(
     for item in skipped:
         logger.warning("skipped BigEarthNet patch %s: %s", item.path, item.reason)
     kept = [(f, labels) for f, (labels, reason) in zip(folders, results) if reason is None]
-    names = tuple(sorted({n for _, labels in results for n in labels}))
+    names = tuple(sorted({n for labels, _ in results for n in labels}))
     hot = from_names([labels for _, labels in kept], names)
     for name, count in zip(names, hot.sum(axis=0)):
         if count == 0:

@@ -78,6 +78,10 @@ def test_prepare_format_errors_are_one_line(tmp_path, capsys):
     assert "data.format: manifest' needs 'data.manifest'" in err and "Traceback" not in err
     assert _prepare(tmp_path, f"data.root={tmp_path}", "data.format=tiles") == 2
     assert "'folders', 'manifest', 'bigearthnet'" in capsys.readouterr().err
+    assert _prepare(tmp_path, "data.manifest=m.csv", "data.format=mlrsnet") == 2
+    assert "Received: format='mlrsnet'" in capsys.readouterr().err
+    assert _prepare(tmp_path, "data.root=null", "data.manifest=m.csv", "data.features=f.npz") == 2
+    assert "set only one of 'data.manifest'" in capsys.readouterr().err
     bad = tmp_path / "m.csv"
     bad.write_text("path,labels\nimg.png\n")
     assert _prepare(tmp_path, f"data.root={tmp_path}", f"data.manifest={bad}") == 2

@@ -34,6 +34,8 @@ def _prepare(tmp_path, *sets):
 
 def test_prepare_multi_label_manifest_prints_a_per_label_table(tmp_path, capsys):
     manifest = _manifest_tree(tmp_path / "data")
+    with manifest.open("a") as handle:
+        handle.write("tiles/gone.png,River;Road\n")  # missing: skipped, counted per label
     sets = (f"data.root={tmp_path / 'data'}", f"data.manifest={manifest}")
     assert (
         _prepare(
@@ -47,7 +49,9 @@ def test_prepare_multi_label_manifest_prints_a_per_label_table(tmp_path, capsys)
     assert split["multi_label"] is True and split["class_names"] == list(LABELS)
     sizes = [len(split["subsets"][s]["paths"]) for s in ("train", "val", "test")]
     images_row = next(line for line in out if line.startswith("images"))
-    assert images_row.split() == ["images", *map(str, sizes), "0"]
+    assert images_row.split() == ["images", *map(str, sizes), "1"]
+    rows = {line.split()[0]: line.split()[-1] for line in out[2:5]}
+    assert rows == {"Forest": "0", "River": "1", "Road": "1"}
     assert sum(sizes) == 30
     assert (
         _prepare(

@@ -542,8 +542,8 @@ def split_table(split: Split, scan: ScanResult | None = None) -> str:
 
     Args:
         split: The split.
-        scan: If given, a ``skipped`` column counts the undecodable images per class (for
-            multi-label data only in the ``images`` row).
+        scan: If given, a ``skipped`` column counts the undecodable (or missing) images per
+            class or label; in the ``images`` row, all skipped images.
 
     Returns:
         The table (no trailing newline).
@@ -551,7 +551,7 @@ def split_table(split: Split, scan: ScanResult | None = None) -> str:
     multi = split.multi_label
     headers = ["label" if multi else "class", *SUBSET_NAMES]
     headers += ["skipped"] if scan is not None else []
-    skipped = scan.skipped_per_class() if scan is not None and not multi else {}
+    skipped = scan.skipped_per_class() if scan is not None else {}
     rows = []
     for name, counts in split_counts(split).items():
         extra = [skipped.get(name, 0)] if scan is not None else []
@@ -559,8 +559,6 @@ def split_table(split: Split, scan: ScanResult | None = None) -> str:
     if multi:
         extra = [len(scan.skipped)] if scan is not None else []
         totals = ["images", *(len(split.subsets[s]) for s in SUBSET_NAMES), *extra]
-        if scan is not None:
-            rows = [[*row[:-1], ""] for row in rows]
     else:
         totals = ["total", *(sum(row[i] for row in rows) for i in range(1, len(headers)))]
     cells = [headers, *([str(c) for c in row] for row in [*rows, totals])]

@@ -107,6 +107,8 @@ class ReadRequest:
         bands: The Sentinel-2 bands composed into an image (``bigearthnet``), 3 of them.
         band_scale: ``(low, high)`` reflectance mapped to 0..255, or a function from the stacked
             float bands ``[H, W, B]`` to uint8 (``bigearthnet``).
+        band_scale_key: Names the scaling in the chip folder (so chips made with another scaling
+            are never re-used); needed when ``band_scale`` is a function, default the numbers.
         num_workers: Threads for verification and composing (None: ``min(8, cpu_count)``).
     """
 
@@ -117,6 +119,7 @@ class ReadRequest:
     cache_dir: str | None = None
     bands: tuple[str, ...] = DEFAULT_BANDS
     band_scale: BandScale = DEFAULT_BAND_SCALE
+    band_scale_key: str | None = None
     num_workers: int | None = None
 
 
@@ -389,10 +392,16 @@ def compose_bands(
     return scale_reflectance(np.stack(planes, axis=-1), band_scale)
 
 
-def _scale_tag(band_scale: BandScale) -> str:
-    if callable(band_scale):
-        return getattr(band_scale, "__qualname__", "custom").replace("<", "").replace(">", "")
-    return "-".join(f"{float(v):g}" for v in band_scale)
+def _scale_tag(request: ReadRequest) -> str:
+    if request.band_scale_key is not None:
+        tag = request.band_scale_key
+    elif callable(request.band_scale):
+        raise DatasetError(
+            "a band_scale function needs a band_scale_key naming it (the chip folder name)"
+        )
+    else:
+        tag = "-".join(f"{float(v):g}" for v in request.band_scale)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", tag)
 
 
 def _patch_labels(folder: Path) -> tuple[str, ...]:
@@ -475,7 +484,7 @@ def read_bigearthnet(request: ReadRequest) -> ScanResult:
     folders, ignored = _patch_folders(root)
     if not folders:
         raise DatasetError(f"BigEarthNet root {str(root)!r} has no patch folders")
-    chips = Path(request.cache_dir) / f"{'-'.join(request.bands)}_{_scale_tag(request.band_scale)}"
+    chips = Path(request.cache_dir) / f"{'-'.join(request.bands)}_{_scale_tag(request)}"
     chips.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(

@@ -204,6 +204,11 @@ def test_read_bigearthnet_writes_chips_once(tmp_path: Path) -> None:
     write_bigearthnet_patch(root, "S2B_p4", ["Sea and ocean"], seed=4, skip_bands=("B04",))
     with pytest.raises(DatasetError, match="label 'Sea and ocean' has no valid patch"):
         read_bigearthnet(request)
+    custom = ReadRequest(
+        root=str(root), cache_dir=str(tmp_path / "chips"), band_scale=lambda x: x / 40
+    )
+    with pytest.raises(DatasetError, match="needs a band_scale_key"):
+        read_bigearthnet(custom)
     with pytest.raises(BadImageError, match="S2B_p3"):
         read_bigearthnet(
             ReadRequest(root=str(root), cache_dir=str(tmp_path / "c2"), on_bad_image="error")

@@ -45,8 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    download = verbs.add_parser("download", help="download and extract a dataset (ucmd)")
-    download.add_argument("name", help="dataset name (ucmd)")
+    download = verbs.add_parser(
+        "download", help="download and extract a dataset (ucmd, ucmd_multilabel, bigearthnet)"
+    )
+    download.add_argument(
+        "name",
+        help="dataset name: ucmd, ucmd_multilabel (the 17-label table; needs --checksum), "
+        "bigearthnet (BigEarthNet-S2 v1.0, about 66 GB)",
+    )
     download.add_argument(
         "--dest",
         help="folder to extract into (default: derived from the config's data.root, e.g. "

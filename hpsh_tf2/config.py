@@ -30,6 +30,7 @@ import yaml
 
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.errors import ConfigError
+from hpsh_tf2.registry import DATA_FORMATS
 
 __all__ = [
     "BACKBONE_NAMES",
@@ -123,6 +124,14 @@ class DataConfig:
     on_bad_image: Literal["skip", "error"] = "skip"
     verify_images: bool = True
     content_hash: bool = False
+    manifest: str | None = None
+    format: str | None = field(
+        default=None,
+        metadata=_check(
+            lambda v: v in DATA_FORMATS,
+            DATA_FORMATS.expected() + " or null (manifest if data.manifest is set, else folders)",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -459,6 +468,7 @@ def _validate_cross_field(config: Config, *, source: str) -> None:
             f"'data.split.val' > 0. Received: early_stopping_patience="
             f"{config.train.early_stopping_patience}, val={split.val}"
         )
+    _validate_data_format(config.data, source)
     if config.data.root is None and config.data.features is None:
         return
     if config.data.root is not None and config.data.features is not None:
@@ -466,6 +476,25 @@ def _validate_cross_field(config: Config, *, source: str) -> None:
             f"{source}: set only one of 'data.root' (images) and 'data.features' (a .npz of "
             f"pre-computed features). Received both: root={config.data.root!r}, "
             f"features={config.data.features!r}"
+        )
+
+
+def _validate_data_format(data: DataConfig, source: str) -> None:
+    """``data.manifest`` / ``data.format`` against each other and ``data.features``."""
+    if data.manifest is not None and data.features is not None:
+        raise ConfigError(
+            f"{source}: set only one of 'data.manifest' (a list of images) and 'data.features' "
+            f"(a .npz). Received both: manifest={data.manifest!r}, features={data.features!r}"
+        )
+    if data.format == "manifest" and data.manifest is None:
+        raise ConfigError(
+            f"{source}: 'data.format: manifest' needs 'data.manifest' (a .csv or .jsonl file). "
+            "Received: manifest=None"
+        )
+    if data.manifest is not None and data.format not in (None, "manifest", "ucmd_multilabel"):
+        raise ConfigError(
+            f"{source}: 'data.manifest' is read by data.format 'manifest' (or "
+            f"'ucmd_multilabel': its label table). Received: format={data.format!r}"
         )
 
 

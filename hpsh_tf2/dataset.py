@@ -8,6 +8,7 @@ verbs do not decode every image again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,15 +21,20 @@ from typing import Literal
 import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
+from hpsh_tf2.data.formats import ReadRequest
+from hpsh_tf2.data.labels import row_keys
 from hpsh_tf2.data.scan import ScanResult, SkippedFile, scan_dataset
 from hpsh_tf2.data.split import SUBSET_NAMES, Split
 from hpsh_tf2.errors import DatasetError
 from hpsh_tf2.features import FeatureSet
+from hpsh_tf2.registry import DATA_FORMATS
 
 __all__ = [
     "Prepared",
     "SubsetInputs",
     "cached_scan",
+    "data_format",
+    "read_data",
     "scan_from_features",
     "subset_inputs",
     "tree_fingerprint",
@@ -201,10 +207,22 @@ def _scan_to_json(scan: ScanResult, key: str) -> dict:
         "root": scan.root,
         "class_names": list(scan.class_names),
         "paths": list(scan.paths),
-        "labels": [int(v) for v in scan.labels],
-        "skipped": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
+        "multi_label": scan.multi_label,
+        "labels": [list(v) if isinstance(v, tuple) else v for v in row_keys(scan.labels)],
+        "skipped": [
+            {"path": s.path, "reason": s.reason, "labels": list(s.labels)} for s in scan.skipped
+        ],
         "ignored": scan.ignored,
     }
+
+
+def _labels_from_json(raw: dict) -> np.ndarray:
+    if not raw.get("multi_label", False):
+        return np.asarray(raw["labels"], np.int32)
+    hot = np.zeros((len(raw["labels"]), len(raw["class_names"])), np.uint8)
+    for row, indices in enumerate(raw["labels"]):
+        hot[row, indices] = 1
+    return hot
 
 
 def _scan_from_json(raw: dict) -> ScanResult:
@@ -212,8 +230,10 @@ def _scan_from_json(raw: dict) -> ScanResult:
         root=raw["root"],
         class_names=tuple(raw["class_names"]),
         paths=tuple(raw["paths"]),
-        labels=np.asarray(raw["labels"], np.int32),
-        skipped=tuple(SkippedFile(s["path"], s["reason"]) for s in raw["skipped"]),
+        labels=_labels_from_json(raw),
+        skipped=tuple(
+            SkippedFile(s["path"], s["reason"], tuple(s.get("labels", ()))) for s in raw["skipped"]
+        ),
         ignored=int(raw["ignored"]),
     )
 
@@ -264,3 +284,71 @@ def cached_scan(
     if key is not None:
         write_json_atomic(cache_path, _scan_to_json(scan, key))
     return scan, False
+
+
+def data_format(format_name: str | None, manifest: str | None) -> str:
+    """The ``data.format`` in effect: as set, else manifest with a manifest, else folders."""
+    if format_name is not None:
+        return format_name
+    return "manifest" if manifest is not None else "folders"
+
+
+def read_data(
+    format_name: str, request: ReadRequest, cache_path: str | os.PathLike[str]
+) -> tuple[ScanResult, bool]:
+    """Reads a dataset with the ``data.format`` reader (:data:`~hpsh_tf2.registry.DATA_FORMATS`).
+
+    ``folders`` goes through :func:`cached_scan` (the verified scan is re-used while the tree is
+    unchanged); the other formats are read each time.
+
+    Returns:
+        ``(scan, hit)``: the scan and whether it came from the scan cache.
+    """
+    if format_name == "folders" and request.root is not None:
+        return cached_scan(
+            request.root,
+            cache_path,
+            on_bad_image=request.on_bad_image,  # type: ignore[arg-type]
+            verify=request.verify,
+        )
+    reader = DATA_FORMATS.get(format_name)
+    if not request.verify or format_name not in _VERIFIED_LISTS:
+        return reader(request), False
+    # A listing without decoding (labels, presence) keys the cache of the verified scan.
+    listing = reader(dataclasses.replace(request, verify=False))
+    key = _listing_key(format_name, request, listing)
+    cached = _read_scan_cache(Path(cache_path), key)
+    if cached is not None:
+        return cached, True
+    scan = reader(request)
+    write_json_atomic(cache_path, _scan_to_json(scan, key))
+    return scan, False
+
+
+_VERIFIED_LISTS = ("manifest", "mlrsnet", "ucmd_multilabel")
+"""Formats whose images are decoded by ``verify``: their verified scan is cached."""
+
+
+def _listing_key(format_name: str, request: ReadRequest, listing: ScanResult) -> str:
+    """Hash of the format, options, listed paths with labels, and every listed file's stat."""
+    digest = hashlib.sha256()
+    payload = {
+        "format": _SCAN_CACHE_FORMAT,
+        "data_format": format_name,
+        "root": listing.root,
+        "manifest": request.manifest,
+        "on_bad_image": request.on_bad_image,
+        "class_names": list(listing.class_names),
+        "labels": [list(v) if isinstance(v, tuple) else v for v in row_keys(listing.labels)],
+        "missing": sorted(s.path for s in listing.skipped),
+    }
+    digest.update(json.dumps(payload, sort_keys=True).encode())
+    root = Path(listing.root)
+    for rel in listing.paths:
+        try:
+            stat = (root / rel).stat()
+            line = f"{rel}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+        except OSError as err:
+            line = f"{rel}\terror {err.errno}\n"
+        digest.update(line.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:32]

@@ -56,6 +56,11 @@ class RunLayout:
         return self.workdir / "steps.json"
 
     @property
+    def chips(self) -> Path:
+        """``chips/``: images composed from multispectral bands (``data.format: bigearthnet``)."""
+        return self.workdir / "chips"
+
+    @property
     def features_dir(self) -> Path:
         """``features/``: the backbone feature cache (extract)."""
         return self.workdir / "features"

@@ -35,6 +35,7 @@ from hpsh_tf2.errors import ConfigError
 
 __all__ = [
     "BACKBONES",
+    "DATA_FORMATS",
     "INDEX_BACKENDS",
     "LOSSES",
     "REGISTRIES",
@@ -214,11 +215,28 @@ SEARCH_BACKENDS: Registry[Any] = Registry("search backend", "eval.backend")
 STRATEGIES: Registry[Any] = Registry("training strategy", "train.strategy")
 BACKBONES: Registry[Any] = Registry("backbone", "model.backbone")
 INDEX_BACKENDS: Registry[Any] = Registry("index backend", "index.backend")
+DATA_FORMATS: Registry[Any] = Registry("data format", "data.format")
 
 REGISTRIES: dict[str, Registry[Any]] = {
-    r.key: r for r in (LOSSES, SAMPLERS, SEARCH_BACKENDS, STRATEGIES, BACKBONES, INDEX_BACKENDS)
+    r.key: r
+    for r in (
+        LOSSES,
+        SAMPLERS,
+        SEARCH_BACKENDS,
+        STRATEGIES,
+        BACKBONES,
+        INDEX_BACKENDS,
+        DATA_FORMATS,
+    )
 }
 """Every registry by the config key it serves (the reference docs list them from here)."""
 
 # Built-in entries: one line each, by import path (imported on first use). Keep each block in
 # the order the reference documentation should list it.
+
+# data.format: how the images of data.root and their labels are read (hpsh_tf2/data/formats.py).
+DATA_FORMATS.register("folders", "hpsh_tf2.data.formats:read_folders")
+DATA_FORMATS.register("manifest", "hpsh_tf2.data.formats:read_manifest_format")
+DATA_FORMATS.register("bigearthnet", "hpsh_tf2.data.formats:read_bigearthnet")
+DATA_FORMATS.register("mlrsnet", "hpsh_tf2.data.formats:read_mlrsnet")
+DATA_FORMATS.register("ucmd_multilabel", "hpsh_tf2.data.formats:read_ucmd_multilabel")

@@ -32,8 +32,9 @@ import numpy as np
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.config import Config, config_to_dict, fingerprint, load_config, save_config
 from hpsh_tf2.data.demo import make_demo_dataset
+from hpsh_tf2.data.formats import ReadRequest
 from hpsh_tf2.data.split import SUBSET_NAMES, prepare_split, split_table
-from hpsh_tf2.dataset import Prepared, cached_scan, scan_from_features
+from hpsh_tf2.dataset import Prepared, data_format, read_data, scan_from_features
 from hpsh_tf2.encode import ScoreEncoder, SignatureEncoder
 from hpsh_tf2.errors import HPSHError, ModelMismatchError
 from hpsh_tf2.evaluation.code_health import degenerate_warning, format_code_health
@@ -223,16 +224,24 @@ def prepare(config: Config, *, echo: Echo = print) -> Prepared:
     if data.features:
         features = load_feature_file(data.features)
         scan = scan_from_features(features, data.features)
-    elif data.root:
-        scan, hit = cached_scan(
-            data.root, layout.scan_cache, on_bad_image=data.on_bad_image, verify=data.verify_images
+    elif data.root or data.manifest:
+        scan, hit = read_data(
+            data_format(data.format, data.manifest),
+            ReadRequest(
+                root=data.root,
+                manifest=data.manifest,
+                on_bad_image=data.on_bad_image,
+                verify=data.verify_images,
+                cache_dir=str(layout.chips),
+            ),
+            layout.scan_cache,
         )
         if hit:
             logger.info("re-used the scan of %s (files unchanged)", scan.root)
     else:
         raise WorkflowError(
-            "no data: set data.root (a folder of class folders) or data.features (a .npz), "
-            "e.g. --set data.root=/path/to/AID"
+            "no data: set data.root (a folder of class folders), data.manifest (a .csv/.jsonl "
+            "list of images) or data.features (a .npz), e.g. --set data.root=/path/to/AID"
         )
     split_fractions = data.split
     split, created = prepare_split(

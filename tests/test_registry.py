@@ -91,4 +91,5 @@ def test_every_registry_serves_a_distinct_config_key():
         "train.strategy",
         "model.backbone",
         "index.backend",
+        "data.format",
     }

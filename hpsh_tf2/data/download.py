@@ -1,9 +1,18 @@
 """Download and unpack public datasets, atomically and with checksum verification.
 
-Only UC Merced Land Use (``"ucmd"``) can be fetched automatically. AID (Xia et al., 2017) is
-distributed through OneDrive / Baidu Pan links without a published checksum: download it by hand
-from https://captain-whu.github.io/AID/ and point ``data.root`` at the folder holding its 30
-class folders.
+Fetched by name (:data:`DATASETS`):
+
+- ``ucmd``: UC Merced Land Use (Yang & Newsam, 2010), the 21 class folders.
+- ``ucmd_multilabel``: the 17-label table of UCMD (Chaudhuri et al., 2018) from bigearth.eu,
+  ``multilabels/LandUse_Multilabeled.txt``; no checksum is published, so pass ``--checksum``
+  (the archive is verified against it). Download it into the folder that holds
+  ``UCMerced_LandUse`` and ``data.format: ucmd_multilabel`` finds it.
+- ``bigearthnet``: BigEarthNet-S2 v1.0 (Sumbul et al., 2019), about 66 GB as ``.tar.gz``, the
+  MD5 as published by TorchGeo; unpacks to ``BigEarthNet-v1.0/<patch>/``.
+
+AID (Xia et al., 2017) is distributed through OneDrive / Baidu Pan links without a published
+checksum, and MLRSNet (Qi et al., 2020) through Mendeley Data (doi:10.17632/7j9bv9vwsx) as
+split archives without one: download them by hand and point ``data.root`` at the unpacked folder.
 
 The archive is streamed to a hidden temporary file inside ``dest``, its checksum verified, then
 unpacked into a hidden temporary folder inside ``dest`` and renamed into place, so a failed,
@@ -19,6 +28,7 @@ import http.client
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -35,6 +45,7 @@ from hpsh_tf2.errors import DatasetError, UsageError
 
 __all__ = ["DATASETS", "DatasetSource", "download_dataset", "file_checksum", "parse_checksum"]
 
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 _CHUNK = 1 << 20
 _PROGRESS_INTERVAL_S = 0.5
 _HEX_LENGTHS = {"md5": 32, "sha256": 64}
@@ -55,7 +66,7 @@ class DatasetSource:
 
     Attributes:
         name: Short name, e.g. ``"ucmd"``.
-        url: Primary download URL of a ``.zip`` archive.
+        url: Primary download URL of a ``.zip``, ``.tar.gz``, ``.tgz`` or ``.tar`` archive.
         filename: File name of the archive (used for a hand-downloaded copy in ``dest``).
         extracted_root: Relative POSIX path, inside the archive, of the folder holding the class
             folders, e.g. ``"UCMerced_LandUse/Images"``.
@@ -73,9 +84,10 @@ class DatasetSource:
     mirrors: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.filename.lower().endswith(".zip") or "/" in self.filename:
+        if not self.filename.lower().endswith(ARCHIVE_SUFFIXES) or "/" in self.filename:
             raise ValueError(
-                f"Received: filename={self.filename!r}; expected a plain file name ending in .zip"
+                f"Received: filename={self.filename!r}; expected a plain file name ending in "
+                + ", ".join(ARCHIVE_SUFFIXES)
             )
         parts = PurePosixPath(self.extracted_root).parts
         if (
@@ -118,6 +130,23 @@ DATASETS: Mapping[str, DatasetSource] = MappingProxyType(
                 "https://hf.co/datasets/torchgeo/ucmerced/resolve/"
                 "7c5ef3454d9b1cccfa7ccde0c01fc8f00a45909a/UCMerced_LandUse.zip",
             ),
+        ),
+        "ucmd_multilabel": DatasetSource(
+            name="ucmd_multilabel",
+            # Linked from http://bigearth.eu/datasets ("Download the Labels"); no checksum is
+            # published: download_dataset requires one (--checksum).
+            url="http://bigearth.eu/assets/docs/multilabels.zip",
+            filename="multilabels.zip",
+            extracted_root="multilabels",
+        ),
+        "bigearthnet": DatasetSource(
+            name="bigearthnet",
+            url="https://bigearth.net/downloads/BigEarthNet-S2-v1.0.tar.gz",
+            filename="BigEarthNet-S2-v1.0.tar.gz",
+            extracted_root="BigEarthNet-v1.0",
+            # MD5 as published by TorchGeo (microsoft/torchgeo, torchgeo/datasets/bigearthnet.py,
+            # class BigEarthNet, metadata["s2"]).
+            md5="5a64e9ce38deb036a435a7b59494924c",
         ),
     }
 )
@@ -256,8 +285,27 @@ def _safe_member(name: str, root: Path) -> None:
         )
 
 
-def _extract(archive: Path, into: Path) -> None:
+def _extract_tar(archive: Path, real_root: Path) -> None:
+    with tarfile.open(archive) as handle:
+        members = handle.getmembers()
+        for member in members:
+            _safe_member(member.name, real_root)
+            if not (member.isfile() or member.isdir()):
+                raise DatasetError(
+                    f"Archive member {member.name!r} is a link or special file; refusing to "
+                    "extract (expected plain files and folders)"
+                )
+        handle.extractall(real_root, members=members, filter="data")
+
+
+def _extract(archive: Path, into: Path, filename: str) -> None:
     real_root = Path(os.path.realpath(into))
+    if not filename.lower().endswith(".zip"):
+        try:
+            _extract_tar(archive, real_root)
+        except (tarfile.TarError, zlib.error, EOFError, OSError) as err:
+            raise DatasetError(f"Cannot extract {filename!r}: {err}") from err
+        return
     try:
         with zipfile.ZipFile(archive) as handle:
             for member in handle.infolist():
@@ -280,7 +328,7 @@ def _install(archive: Path, source: DatasetSource, dest: Path) -> Path:
     top = PurePosixPath(source.extracted_root).parts[0]
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
-        _extract(archive, staging)
+        _extract(archive, staging, source.filename)
         if not staging.joinpath(*PurePosixPath(source.extracted_root).parts).is_dir():
             raise DatasetError(
                 f"Archive {archive.name!r} has no folder {source.extracted_root!r}; expected the "

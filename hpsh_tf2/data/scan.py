@@ -26,9 +26,17 @@ from typing import Literal
 import numpy as np
 
 from hpsh_tf2.data.images import IMAGE_EXTENSIONS, decode_error, has_image_extension
+from hpsh_tf2.data.labels import is_multi_label, label_counts, validate_labels
 from hpsh_tf2.errors import BadImageError, DatasetError
 
-__all__ = ["ScanResult", "SkippedFile", "scan_dataset"]
+__all__ = [
+    "ScanResult",
+    "SkippedFile",
+    "check_images",
+    "resolve_root",
+    "scan_dataset",
+    "scan_workers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +51,13 @@ class SkippedFile:
     Attributes:
         path: Path relative to the dataset root (POSIX separators).
         reason: Why it was left out (the decoder's message).
+        labels: The label names it carried, when they are not its folder name (a manifest or
+            a label table); empty for a folder-per-class scan.
     """
 
     path: str
     reason: str
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +69,8 @@ class ScanResult:
         class_names: Class folder names, sorted; a label indexes this tuple.
         paths: Image paths relative to ``root`` with POSIX separators, e.g.
             ``"Airport/airport_1.jpg"``; grouped by class, sorted by name inside a class.
-        labels: int32 array, one label per path (read-only).
+        labels: int32 ``[N]`` (one class per path) or uint8 multi-hot ``[N, C]`` (several
+            labels per path; see :mod:`hpsh_tf2.data.labels`), read-only.
         skipped: Image files left out because they could not be decoded.
         ignored: Count of hidden entries, non-image files and sub-folders that were ignored.
     """
@@ -71,19 +83,9 @@ class ScanResult:
     ignored: int = 0
 
     def __post_init__(self) -> None:
-        labels = np.array(self.labels, dtype=np.int32)
-        if labels.shape != (len(self.paths),):
-            raise ValueError(
-                f"Received: labels of shape {labels.shape} for {len(self.paths)} paths; "
-                "expected one label per path"
-            )
-        if labels.size and (labels.min() < 0 or labels.max() >= len(self.class_names)):
-            raise ValueError(
-                f"Received: labels in [{labels.min()}, {labels.max()}]; expected values in "
-                f"[0, {len(self.class_names) - 1}]"
-            )
-        labels.setflags(write=False)
-        object.__setattr__(self, "labels", labels)
+        object.__setattr__(
+            self, "labels", validate_labels(self.labels, len(self.class_names), len(self.paths))
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScanResult):
@@ -104,15 +106,24 @@ class ScanResult:
         """Number of classes."""
         return len(self.class_names)
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the labels are multi-hot ``[N, C]``."""
+        return is_multi_label(self.labels)
+
     def counts_per_class(self) -> dict[str, int]:
-        """Number of (valid) images per class, in class order."""
-        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        """Number of (valid) images per class, in class order (multi-label: per label)."""
+        counts = label_counts(self.labels, len(self.class_names))
         return {name: int(count) for name, count in zip(self.class_names, counts)}
 
     def skipped_per_class(self) -> dict[str, int]:
         """Number of skipped (undecodable) images per class, in class order."""
         counts = dict.fromkeys(self.class_names, 0)
         for item in self.skipped:
+            if item.labels:
+                for name in item.labels:
+                    counts[name] = counts.get(name, 0) + 1
+                continue
             name = item.path.split("/", 1)[0]
             if "/" in item.path and name in counts:  # root-level link loops belong to no class
                 counts[name] += 1
@@ -212,7 +223,8 @@ def _check_image(path: str) -> str | None:
     return None if error is None else error.reason
 
 
-def _verify(root: Path, rel_paths: list[str], num_workers: int) -> list[str | None]:
+def check_images(root: Path, rel_paths: list[str], num_workers: int) -> list[str | None]:
+    """Decode every image fully (in a thread pool); per path None or the reason it fails."""
     full = [os.path.join(root, *rel.split("/")) for rel in rel_paths]
     if num_workers == 1 or len(full) <= 1:
         return [_check_image(path) for path in full]
@@ -220,7 +232,8 @@ def _verify(root: Path, rel_paths: list[str], num_workers: int) -> list[str | No
         return list(pool.map(_check_image, full))
 
 
-def _validate_args(on_bad_image: str, num_workers: int | None) -> int:
+def scan_workers(on_bad_image: str, num_workers: int | None) -> int:
+    """Checks ``on_bad_image`` and returns the number of verification threads."""
     if on_bad_image not in _ON_BAD_IMAGE:
         raise DatasetError(f"Received: on_bad_image={on_bad_image!r}; expected 'skip' or 'error'")
     if num_workers is None:
@@ -232,7 +245,8 @@ def _validate_args(on_bad_image: str, num_workers: int | None) -> int:
     return num_workers
 
 
-def _resolve_root(root: str | os.PathLike[str]) -> Path:
+def resolve_root(root: str | os.PathLike[str]) -> Path:
+    """The dataset root as an absolute path; DatasetError if it is missing or not a folder."""
     path = Path(root).expanduser()
     if not path.exists():
         raise DatasetError(f"Dataset root {str(path)!r} does not exist")
@@ -311,8 +325,8 @@ def scan_dataset(
         BadImageError: For an undecodable image when ``on_bad_image="error"``.
         ValueError: If ``num_workers`` is not a positive integer or None.
     """
-    workers = _validate_args(on_bad_image, num_workers)
-    root_path = _resolve_root(root)
+    workers = scan_workers(on_bad_image, num_workers)
+    root_path = resolve_root(root)
     class_names, ignored, root_loops = _list_classes(root_path)
     if not class_names:
         raise DatasetError(
@@ -327,7 +341,7 @@ def scan_dataset(
     for loop in root_loops:
         logger.warning("scan: skipped %s: %s", root_path / loop.path, loop.reason)
     candidates = [path for paths in per_class for path in paths]
-    reasons = _verify(root_path, candidates, workers) if verify else [None] * len(candidates)
+    reasons = check_images(root_path, candidates, workers) if verify else [None] * len(candidates)
     skipped = loops + _bad_images(candidates, reasons, on_bad_image, root_path)
     paths, labels = _keep_good(root_path, class_names, per_class, {s.path for s in skipped})
     return ScanResult(

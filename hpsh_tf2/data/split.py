@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.atomic import write_text_atomic
+from hpsh_tf2.data.labels import is_multi_label, label_counts, row_keys, validate_labels
 from hpsh_tf2.data.scan import ScanResult
+from hpsh_tf2.data.stratify import iterative_stratification
 from hpsh_tf2.errors import DatasetError
 
 __all__ = [
@@ -54,8 +56,9 @@ class Subset:
     """One part of a split.
 
     Attributes:
-        paths: Image paths relative to the dataset root (POSIX), sorted by (label, path).
-        labels: int32 labels, one per path (read-only array).
+        paths: Image paths relative to the dataset root (POSIX), sorted by (label, path)
+            (multi-label: by path).
+        labels: int32 labels ``[N]``, or uint8 multi-hot ``[N, C]`` (read-only array).
     """
 
     paths: tuple[str, ...]
@@ -63,7 +66,10 @@ class Subset:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(self.paths))
-        labels = np.array(self.labels, dtype=np.int32).reshape(-1)
+        if is_multi_label(self.labels):
+            labels = np.array(self.labels, dtype=np.uint8)
+        else:
+            labels = np.array(self.labels, dtype=np.int32).reshape(-1)
         if labels.shape[0] != len(self.paths):
             raise ValueError(
                 f"Received: {labels.shape[0]} labels for {len(self.paths)} paths; "
@@ -115,6 +121,11 @@ class Split:
         """Per class name, the number of images in each subset."""
         return split_counts(self)
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the subsets carry multi-hot labels ``[N, C]``."""
+        return is_multi_label(self.subsets["train"].labels)
+
 
 # --------------------------------------------------------------------------- making
 
@@ -148,6 +159,11 @@ def _validate_inputs(
 ) -> tuple[list[str], np.ndarray]:
     path_list = [str(p) for p in paths]
     label_array = np.asarray(labels)
+    if label_array.ndim == 2:
+        label_array = validate_labels(label_array, len(class_names), len(path_list))
+        if len(set(path_list)) != len(path_list):
+            raise ValueError("Received: duplicate paths; expected each image path once")
+        return path_list, label_array
     if label_array.ndim != 1 or label_array.shape[0] != len(path_list):
         raise ValueError(
             f"Received: labels of shape {label_array.shape} for {len(path_list)} paths; "
@@ -192,9 +208,13 @@ def make_split(
 ) -> Split:
     """Split images per class into train, val and test (stratified, seeded).
 
+    Multi-hot labels ``[N, C]`` are split by iterative stratification
+    (:func:`~hpsh_tf2.data.stratify.iterative_stratification`, fractions ``train/val/test``
+    directly), so that every label keeps its share in each subset; subsets are sorted by path.
+
     Args:
         paths: Image paths (relative to the dataset root), unique.
-        labels: Integer label per path, indexing ``class_names``.
+        labels: Integer label per path, indexing ``class_names``, or multi-hot ``[N, C]``.
         class_names: All class names; each needs at least one train and one test image.
         train: Fraction of each class for training, > 0.
         val: Fraction for validation (carved out of the train+val part), may be 0.
@@ -211,6 +231,8 @@ def make_split(
     fractions = _validate_fractions(train, val, test)
     seed = _validate_seed(seed)
     path_list, label_array = _validate_inputs(paths, labels, class_names)
+    if label_array.ndim == 2:
+        return _multi_label_split(path_list, label_array, tuple(class_names), fractions, seed)
     rng = np.random.default_rng(seed)
     parts: dict[str, tuple[list[str], list[int]]] = {name: ([], []) for name in SUBSET_NAMES}
     for label, name in enumerate(class_names):
@@ -235,22 +257,56 @@ def make_split(
     )
 
 
+def _multi_label_split(
+    paths: list[str],
+    labels: np.ndarray,
+    class_names: tuple[str, ...],
+    fractions: dict[str, float],
+    seed: int,
+) -> Split:
+    """Iterative stratification (:mod:`hpsh_tf2.data.stratify`) of items sorted by path."""
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    sorted_labels = labels[order]
+    assignment = iterative_stratification(
+        sorted_labels, [fractions[name] for name in SUBSET_NAMES], seed=seed
+    )
+    subsets = {
+        name: Subset(
+            paths=tuple(paths[order[i]] for i in np.flatnonzero(assignment == j)),
+            labels=sorted_labels[assignment == j],
+        )
+        for j, name in enumerate(SUBSET_NAMES)
+    }
+    for name in ("train", "test"):
+        if not len(subsets[name]):
+            raise DatasetError(
+                f"A {fractions['train']}/{fractions['val']}/{fractions['test']} split of "
+                f"{len(paths)} image(s) leaves no {name} image; expected at least one"
+            )
+    return Split(class_names=class_names, subsets=subsets, fractions=fractions, seed=seed)
+
+
 # --------------------------------------------------------------------------- saving/loading
 
 
 def _split_to_json(split: Split) -> dict[str, Any]:
-    return {
+    raw: dict[str, Any] = {
         "class_names": list(split.class_names),
         "fractions": {name: split.fractions[name] for name in SUBSET_NAMES},
         "seed": split.seed,
-        "subsets": {
-            name: {
-                "paths": list(split.subsets[name].paths),
-                "labels": [int(v) for v in split.subsets[name].labels],
-            }
-            for name in SUBSET_NAMES
-        },
     }
+    if split.multi_label:
+        raw["multi_label"] = True  # absent for single-label: that format is unchanged
+    raw["subsets"] = {
+        name: {
+            "paths": list(split.subsets[name].paths),
+            "labels": [
+                list(v) if isinstance(v, tuple) else v for v in row_keys(split.subsets[name].labels)
+            ],
+        }
+        for name in SUBSET_NAMES
+    }
+    return raw
 
 
 def save_split(split: Split, path: str | os.PathLike[str]) -> Path:
@@ -279,18 +335,33 @@ def _require(mapping: Any, key: str, kind: type | tuple[type, ...], path: Path, 
     return value
 
 
-def _parse_subset(raw: Any, name: str, num_classes: int, path: Path) -> Subset:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_subset(raw: Any, name: str, num_classes: int, multi: bool, path: Path) -> Subset:
     where = f"subsets.{name}."
     paths = _require(raw, "paths", list, path, where)
     labels = _require(raw, "labels", list, path, where)
     if not all(isinstance(p, str) for p in paths):
         raise _malformed(path, f"{where}paths must be strings")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
-        raise _malformed(path, f"{where}labels must be integers")
     if len(paths) != len(labels):
         raise _malformed(path, f"{where}paths has {len(paths)} entries, labels {len(labels)}")
-    if any(not 0 <= v < num_classes for v in labels):
+    if multi:
+        if not all(isinstance(v, list) and v and all(map(_is_int, v)) for v in labels):
+            raise _malformed(path, f"{where}labels must be non-empty lists of integers")
+        flat = [c for v in labels for c in v]
+    else:
+        if not all(_is_int(v) for v in labels):
+            raise _malformed(path, f"{where}labels must be integers")
+        flat = labels
+    if any(not 0 <= v < num_classes for v in flat):
         raise _malformed(path, f"{where}labels must lie in [0, {num_classes - 1}]")
+    if multi:
+        hot = np.zeros((len(labels), num_classes), np.uint8)
+        lengths = [len(v) for v in labels]
+        hot[np.repeat(np.arange(len(labels)), lengths), np.asarray(flat, np.int64)] = 1
+        return Subset(paths=tuple(paths), labels=hot)
     return Subset(paths=tuple(paths), labels=np.asarray(labels, dtype=np.int32))
 
 
@@ -305,9 +376,16 @@ def _parse_split(raw: Any, path: Path) -> Split:
     }
     seed = _require(raw, "seed", int, path, "")
     raw_subsets = _require(raw, "subsets", dict, path, "")
+    multi = raw.get("multi_label", False)
+    if not isinstance(multi, bool):
+        raise _malformed(path, f"'multi_label' has type {type(multi).__name__}")
     subsets = {
         name: _parse_subset(
-            _require(raw_subsets, name, dict, path, "subsets."), name, len(class_names), path
+            _require(raw_subsets, name, dict, path, "subsets."),
+            name,
+            len(class_names),
+            multi,
+            path,
         )
         for name in SUBSET_NAMES
     }
@@ -352,9 +430,12 @@ def _mismatches(split: Split, scan: ScanResult) -> list[str]:
             f"class names differ (split: {list(split.class_names)}, "
             f"dataset: {list(scan.class_names)})"
         ]
-    on_disk = dict(zip(scan.paths, scan.labels.tolist()))
+    if split.multi_label != scan.multi_label:
+        kinds = {True: "multi-label", False: "single-label"}
+        return [f"the split is {kinds[split.multi_label]}, the dataset {kinds[scan.multi_label]}"]
+    on_disk = dict(zip(scan.paths, row_keys(scan.labels)))
     skipped = {item.path for item in scan.skipped}
-    known = {p: int(v) for s in split.subsets.values() for p, v in zip(s.paths, s.labels)}
+    known = {p: v for s in split.subsets.values() for p, v in zip(s.paths, row_keys(s.labels))}
     problems = []
     unreadable = sorted(p for p in known if p not in on_disk and p in skipped)
     missing = sorted(p for p in known if p not in on_disk and p not in skipped)
@@ -447,7 +528,7 @@ def split_counts(split: Split) -> dict[str, dict[str, int]]:
     """``{class_name: {"train": n, "val": n, "test": n}}`` in class order."""
     counts = {name: dict.fromkeys(SUBSET_NAMES, 0) for name in split.class_names}
     for subset in SUBSET_NAMES:
-        per_label = np.bincount(split.subsets[subset].labels, minlength=len(split.class_names))
+        per_label = label_counts(split.subsets[subset].labels, len(split.class_names))
         for name, count in zip(split.class_names, per_label):
             counts[name][subset] = int(count)
     return counts
@@ -456,20 +537,30 @@ def split_counts(split: Split) -> dict[str, dict[str, int]]:
 def split_table(split: Split, scan: ScanResult | None = None) -> str:
     """A plain-text table of images per class and subset, with a total row.
 
+    For multi-label data the rows are labels (an image counts once for each of its labels) and
+    the last row, ``images``, counts images, so it is not the column sum.
+
     Args:
         split: The split.
-        scan: If given, a ``skipped`` column counts the undecodable images per class.
+        scan: If given, a ``skipped`` column counts the undecodable (or missing) images per
+            class or label; in the ``images`` row, all skipped images.
 
     Returns:
         The table (no trailing newline).
     """
-    headers = ["class", *SUBSET_NAMES] + (["skipped"] if scan is not None else [])
+    multi = split.multi_label
+    headers = ["label" if multi else "class", *SUBSET_NAMES]
+    headers += ["skipped"] if scan is not None else []
     skipped = scan.skipped_per_class() if scan is not None else {}
     rows = []
     for name, counts in split_counts(split).items():
         extra = [skipped.get(name, 0)] if scan is not None else []
         rows.append([name, *(counts[s] for s in SUBSET_NAMES), *extra])
-    totals = ["total", *(sum(row[i] for row in rows) for i in range(1, len(headers)))]
+    if multi:
+        extra = [len(scan.skipped)] if scan is not None else []
+        totals = ["images", *(len(split.subsets[s]) for s in SUBSET_NAMES), *extra]
+    else:
+        totals = ["total", *(sum(row[i] for row in rows) for i in range(1, len(headers)))]
     cells = [headers, *([str(c) for c in row] for row in [*rows, totals])]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -21,9 +22,10 @@ from hpsh_tf2.data.download import (
     file_checksum,
     parse_checksum,
 )
+from hpsh_tf2.data.formats import ReadRequest, read_bigearthnet, read_ucmd_multilabel
 from hpsh_tf2.data.scan import scan_dataset
 from hpsh_tf2.errors import DatasetError
-from tests.data.conftest import noisy_rgb
+from tests.data.conftest import noisy_rgb, write_bigearthnet_patch
 
 ROOT = "UCMerced_LandUse/Images"
 
@@ -294,7 +296,7 @@ def test_unknown_names_and_bad_arguments(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"filename": "x.tar.gz"}, "filename"),
+        ({"filename": "x.rar"}, "filename"),
         ({"extracted_root": "../x"}, "extracted_root"),
         ({"extracted_root": "/x"}, "extracted_root"),
         ({"md5": "xyz"}, "md5"),
@@ -359,3 +361,107 @@ def test_cli_download_dest_from_config_data_root(server: _Server, tmp_path: Path
     # A data.root that does not end with the archive's image folder cannot give a --dest.
     config.write_text(f"data:\n  root: {tmp_path / 'elsewhere'}\n")
     assert cli.main(argv) == 2
+
+
+# --------------------------------------------------------------------------- multi-label sources
+
+
+def test_registry_multi_label_sources() -> None:
+    ben = DATASETS["bigearthnet"]
+    assert ben.url == "https://bigearth.net/downloads/BigEarthNet-S2-v1.0.tar.gz"
+    assert ben.extracted_root == "BigEarthNet-v1.0"
+    assert ben.checksum == ("md5", "5a64e9ce38deb036a435a7b59494924c")
+    labels = DATASETS["ucmd_multilabel"]
+    assert labels.url == "http://bigearth.eu/assets/docs/multilabels.zip"
+    assert labels.checksum is None  # none published: the user must pass one
+
+
+def test_ucmd_multilabel_needs_a_checksum(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="checksum=None"):
+        download_dataset("ucmd_multilabel", tmp_path)
+    assert _visible_and_hidden(tmp_path) == []
+
+
+def _tar_gz(folder: Path, arcname: str, extra: tarfile.TarInfo | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as handle:
+        handle.add(folder, arcname=arcname)
+        if extra is not None:
+            handle.addfile(extra, io.BytesIO(b"x") if extra.isfile() else None)
+    return buffer.getvalue()
+
+
+def _ben_archive(tmp_path: Path, extra: tarfile.TarInfo | None = None) -> bytes:
+    staging = tmp_path / "staging"
+    write_bigearthnet_patch(staging, "S2A_p1", ["Pastures", "Sea and ocean"], seed=1)
+    write_bigearthnet_patch(staging, "S2A_p2", ["Pastures"], seed=2)
+    return _tar_gz(staging, "BigEarthNet-v1.0", extra)
+
+
+def _ben_source(server: _Server, data: bytes) -> DatasetSource:
+    server.files["/ben.tar.gz"] = data
+    return DatasetSource(
+        name="ben-test",
+        url=server.url("/ben.tar.gz"),
+        filename="BigEarthNet-S2-v1.0.tar.gz",
+        extracted_root="BigEarthNet-v1.0",
+        md5=_md5(data),
+    )
+
+
+def test_bigearthnet_tar_gz_download_then_read(server: _Server, tmp_path: Path) -> None:
+    dest = tmp_path / "datasets"
+    root = download_dataset(_ben_source(server, _ben_archive(tmp_path)), dest, progress=False)
+    assert root == dest / "BigEarthNet-v1.0"
+    assert _visible_and_hidden(dest) == ["BigEarthNet-v1.0"]
+    scan = read_bigearthnet(ReadRequest(root=str(root), cache_dir=str(tmp_path / "chips")))
+    assert scan.paths == ("S2A_p1.png", "S2A_p2.png")
+    assert scan.class_names == ("Pastures", "Sea and ocean")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "escape"])
+def test_unsafe_tar_members_leave_nothing(server: _Server, tmp_path: Path, kind: str) -> None:
+    if kind == "symlink":
+        extra = tarfile.TarInfo("BigEarthNet-v1.0/link")
+        extra.type, extra.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        match = "link or special file"
+    else:
+        extra = tarfile.TarInfo("../evil.txt")
+        extra.size = 1
+        match = "outside the destination"
+    dest = tmp_path / "datasets"
+    with pytest.raises(DatasetError, match=match):
+        download_dataset(_ben_source(server, _ben_archive(tmp_path, extra)), dest, progress=False)
+    assert _visible_and_hidden(dest) == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_truncated_tar_gz_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+    data = _ben_archive(tmp_path)[:-200]
+    dest = tmp_path / "datasets"
+    with pytest.raises(DatasetError, match="Cannot extract"):
+        download_dataset(_ben_source(server, data), dest, progress=False)
+    assert _visible_and_hidden(dest) == []
+
+
+def test_ucmd_multilabel_table_download_is_found_by_the_reader(
+    server: _Server, tmp_path: Path
+) -> None:
+    dest = tmp_path / "data"
+    images = download_dataset(_source(server), dest, progress=False)
+    table = "IMAGE\\LABEL\tairplane\tcars\nagricultural00\t0\t1\nairplane00\t1\t1\n"
+    archive = _zip({"multilabels/LandUse_Multilabeled.txt": table.encode()})
+    server.files["/multilabels.zip"] = archive
+    source = DatasetSource(
+        name="labels-test",
+        url=server.url("/multilabels.zip"),
+        filename="multilabels.zip",
+        extracted_root="multilabels",
+    )
+    sha = hashlib.sha256(archive).hexdigest()
+    folder = download_dataset(source, dest, checksum=f"sha256:{sha}", progress=False)
+    assert (folder / "LandUse_Multilabeled.txt").is_file()
+    scan = read_ucmd_multilabel(ReadRequest(root=str(images)))
+    assert scan.class_names == ("airplane", "cars")
+    assert scan.paths == ("agricultural/agricultural00.tif", "airplane/airplane00.tif")
+    assert scan.labels.tolist() == [[0, 1], [1, 1]]

@@ -695,9 +695,12 @@ def demo(
         summary = run(config, echo=echo)
     prepared = prepare(config, echo=lambda _: None)
     k = config.eval.k
+    weights = "random" if config.model.weights == "none" else config.model.weights
+    norms = {"standardize": ", standardised", "l2": ", L2-normalised"}
+    norm = norms.get(config.model.input_norm, "")
     echo(
         f"\ndemo: a {config.model.bits}-bit hash head trained on frozen {config.model.backbone} "
-        f"features ({config.model.image_size} px, random weights, standardised) of "
+        f"features ({config.model.image_size} px, {weights} weights{norm}) of "
         f"{len(prepared.class_names)} synthetic texture classes "
         f"({len(prepared.subset_paths('train'))} training images); test mAP@{k} "
         f"{summary[f'map@{k}']:.3f} over {len(prepared.subset_paths('test'))} queries"

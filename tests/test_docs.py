@@ -219,3 +219,54 @@ def test_own_images_tutorial_index_runs(tmp_path):
     *_, build, search = _run_tutorial(tmp_path, slow=True)
     assert "36 added" in build, build
     assert len(re.findall(r"^\s+\d+\s+\d+\s", search, re.MULTILINE)) == 3, search
+
+
+def test_documented_table_cell_folder_is_the_one_table_writes():
+    from hpsh_tf2.table import Cell
+
+    name = Cell(bits=16, sampler="hpsh", seed=42).name
+    for page in ("reference/outputs.md", "tutorials/aid-table.md"):
+        assert f"`{name}/`" in (DOCS / page).read_text(encoding="utf-8"), page
+
+
+def _headline_rows(csv_path: Path) -> dict[tuple[str, str], list[str]]:
+    """Mean ± sample std (3 decimals) per (bits, sampler) of a `table` results CSV."""
+    import csv
+
+    import numpy as np
+
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in csv.DictReader(csv_path.open(encoding="utf-8")):
+        groups.setdefault((row["bits"], row["sampler"]), []).append(row)
+
+    def cell(values: list[float]) -> str:
+        array = np.asarray(values, dtype=np.float64)
+        return f"{array.mean():.3f} ± {array.std(ddof=1):.3f}"
+
+    metrics = ("map@20", "map@r", "precision@20")
+    rows = {
+        key: [cell([float(r[m]) for r in group]) for m in metrics] for key, group in groups.items()
+    }
+    knn_group = next(iter(groups.values()))
+    rows[("float", "cosine")] = [cell([float(r[f"knn_{m}"]) for r in knn_group]) for m in metrics]
+    return rows
+
+
+def test_readme_headline_table_is_the_stored_table_output():
+    expected = _headline_rows(REPO_ROOT / "bench" / "results" / "table_aid_dev_default_recipe.csv")
+    found = {}
+    for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and "±" in line:
+            found[(cells[0], cells[1].split()[0])] = cells[2:]
+    assert found == expected
+
+
+def test_readme_is_short_and_its_links_resolve():
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    assert len(links) > 20
+    missing = [link for link in links if not (REPO_ROOT / link).exists()]
+    # pages other issues fill in exist as placeholders; CHANGELOG and LICENSE are files here
+    assert not missing, missing

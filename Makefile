@@ -1,4 +1,4 @@
-# The two set-up commands of the README, for a fresh machine:
+# The two set-up commands of the README (docs/getting-started.md), for a fresh machine:
 #   make demo   - create .venv, install, run the whole job on the embedded demo dataset
 #   make test   - create .venv, install (with dev extras), lint, build the docs strictly, run the tests
 PYTHON ?= python3

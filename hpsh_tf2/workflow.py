@@ -3,7 +3,7 @@
 This is the orchestration layer: it knows the run folder (:class:`~hpsh_tf2.layout.RunLayout`)
 and wires the libraries below it (data, features, training, evaluation, export). Each step
 takes a resolved :class:`~hpsh_tf2.config.Config` and writes its outputs into the run folder
-(see the README's "Outputs" table), holding the folder's lock (:mod:`hpsh_tf2.lock`) so that two
+(see docs/reference/outputs.md), holding the folder's lock (:mod:`hpsh_tf2.lock`) so that two
 commands never write one folder at once. ``config.yaml`` is saved once the data are validated
 (after the scan and split), so a refused command leaves the previous one in place.
 

@@ -29,7 +29,7 @@ lint: $(STAMP)
 # site/ (ignored by git; `make docs SITE=DIR` builds elsewhere).
 SITE ?= site
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir $(SITE)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir $(SITE)
 
 test: $(STAMP) lint docs
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -270,3 +270,13 @@ def test_readme_is_short_and_its_links_resolve():
     missing = [link for link in links if not (REPO_ROOT / link).exists()]
     # pages other issues fill in exist as placeholders; CHANGELOG and LICENSE are files here
     assert not missing, missing
+
+
+def test_make_docs_builds_strictly():
+    """`make docs` (run by `make test`) must fail on a warning: --strict, and no --quiet (with
+    --quiet, MkDocs 1.6 no longer counts warnings, so a broken link passed: measured)."""
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = re.search(r"^docs:.*\n\t(.*)$", makefile, re.MULTILINE)[1]
+    assert "mkdocs build --strict" in recipe and "--quiet" not in recipe and " -q" not in recipe
+    assert re.search(r"^test: .*\bdocs\b", makefile, re.MULTILINE)
+    assert yaml.safe_load((REPO_ROOT / "mkdocs.yml").read_text().replace("!!", "#"))["strict"]

@@ -1,13 +1,13 @@
-# The two set-up commands of the README, for a fresh machine:
+# The two set-up commands of the README (docs/getting-started.md), for a fresh machine:
 #   make demo   - create .venv, install, run the whole job on the embedded demo dataset
-#   make test   - create .venv, install (with dev extras), lint, run the test suite
+#   make test   - create .venv, install (with dev extras), lint, build the docs strictly, run the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint docs format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint
+# The documentation site, built strictly (a broken link, anchor or API reference fails) into
+# site/ (ignored by git; `make docs SITE=DIR` builds elsewhere).
+SITE ?= site
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir $(SITE)
+
+test: $(STAMP) lint docs
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 format: $(STAMP)
@@ -40,4 +46,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_extract.py
 
 clean:
-	rm -rf runs .pytest_cache .ruff_cache
+	rm -rf runs site .pytest_cache .ruff_cache

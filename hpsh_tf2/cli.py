@@ -17,6 +17,7 @@ from collections.abc import Sequence
 # The package is imported inside the verb functions on purpose: `hpsh --help` and argument
 # errors then answer without importing TensorFlow (several seconds). Only the index verbs'
 # argument definitions are imported here; that module imports nothing heavy at its top.
+from hpsh_tf2 import __version__
 from hpsh_tf2.config import add_config_arguments
 from hpsh_tf2.index import commands as index_commands
 from hpsh_tf2.xla import prefer_wide_vectors
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hpsh", description="HPSH deep hashing for remote-sensing image retrieval."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     download = verbs.add_parser(

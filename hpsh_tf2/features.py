@@ -104,7 +104,10 @@ def cache_key(
     """A hash of everything the features depend on (the seed only for random weights).
 
     Args:
-        backbone, weights, image_size, seed: The feature model.
+        backbone: The feature model's backbone name.
+        weights: Its weights (a name, or a local file whose path, size and mtime count).
+        image_size: Its input side in pixels.
+        seed: Its random-weights seed (part of the key only for ``weights="none"``).
         paths: Image paths relative to ``root``, in row order.
         root: The dataset root; when given, each file's size and ``mtime_ns`` are part of the key,
             so an image replaced in place under the same name misses the cache.

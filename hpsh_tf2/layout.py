@@ -1,7 +1,8 @@
 """The files of a run folder (``output.workdir``), named in one place.
 
 :class:`RunLayout` is the only place in the package that spells a run-folder name; every step
-asks it for its paths. The README's "Outputs of a run" table lists the same names.
+asks it for its paths. The docs' run-folder table (docs/reference/outputs.md) lists the same
+names.
 
 This module imports nothing else of the package.
 """

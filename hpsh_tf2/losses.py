@@ -487,8 +487,13 @@ class HPSHLoss(keras.losses.Loss):
 
     Args:
         sampler: A :class:`hpsh_tf2.samplers.TripletSampler` or its ``get_config()`` dict.
-        alpha, beta, quantization_weight, push_weight, balance_weight, variant,
-            classification_weight: As in :class:`LossWeights`.
+        alpha: As in :class:`LossWeights`.
+        beta: As in :class:`LossWeights`.
+        quantization_weight: As in :class:`LossWeights`.
+        push_weight: As in :class:`LossWeights`.
+        balance_weight: As in :class:`LossWeights`.
+        variant: As in :class:`LossWeights`.
+        classification_weight: As in :class:`LossWeights`.
         num_classes: ``None`` (``y_pred`` is the scores) or C >= 2 (scores then C logits).
         seed: ``None`` or an int.
         name: Loss name.

@@ -3,7 +3,7 @@
 This is the orchestration layer: it knows the run folder (:class:`~hpsh_tf2.layout.RunLayout`)
 and wires the libraries below it (data, features, training, evaluation, export). Each step
 takes a resolved :class:`~hpsh_tf2.config.Config` and writes its outputs into the run folder
-(see the README's "Outputs" table), holding the folder's lock (:mod:`hpsh_tf2.lock`) so that two
+(see docs/reference/outputs.md), holding the folder's lock (:mod:`hpsh_tf2.lock`) so that two
 commands never write one folder at once. ``config.yaml`` is saved once the data are validated
 (after the scan and split), so a refused command leaves the previous one in place.
 
@@ -720,9 +720,12 @@ def demo(
         summary = run(config, echo=echo)
     prepared = prepare(config, echo=lambda _: None)
     k = config.eval.k
+    weights = "random" if config.model.weights == "none" else config.model.weights
+    norms = {"standardize": ", standardised", "l2": ", L2-normalised"}
+    norm = norms.get(config.model.input_norm, "")
     echo(
         f"\ndemo: a {config.model.bits}-bit hash head trained on frozen {config.model.backbone} "
-        f"features ({config.model.image_size} px, random weights, standardised) of "
+        f"features ({config.model.image_size} px, {weights} weights{norm}) of "
         f"{len(prepared.class_names)} synthetic texture classes "
         f"({len(prepared.subset_paths('train'))} training images); test mAP@{k} "
         f"{summary[f'map@{k}']:.3f} over {len(prepared.subset_paths('test'))} queries"

@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hpsh_tf2.training", "hpsh_tf2.export", "hpsh_tf2.serving", "hpsh_tf2.lock"),
     ("hpsh_tf2.index",),
     ("hpsh_tf2.workflow", "hpsh_tf2.table"),
-    ("hpsh_tf2.cli",),
+    ("hpsh_tf2.cli", "hpsh_tf2.__main__"),
 )
 # CLI front modules import lazily so that `--help` needs no TensorFlow.
 LAZY_IMPORTS_ALLOWED = {"hpsh_tf2.cli", "hpsh_tf2.index.commands"}

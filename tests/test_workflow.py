@@ -450,6 +450,7 @@ def test_demo_shows_the_method_working(tmp_path):
     assert summary["map@10"] >= 0.95
     line = next(x for x in lines if x.startswith("\ndemo: a 16-bit hash head"))
     assert "6 synthetic texture classes" in line and f"{summary['map@10']:.3f}" in line
+    assert "(75 px, random weights, standardised)" in line
     assert "top 5 via the SavedModel's retrieve signature" in "\n".join(lines)
 
 

@@ -350,7 +350,8 @@ def _resolve_source(name_or_source: str | DatasetSource) -> DatasetSource:
         key = name_or_source.strip().lower()
         if key in DATASETS:
             return DATASETS[key]
-        hint = " (AID must be downloaded by hand, see the README)" if key == "aid" else ""
+        by_hand = " (AID must be downloaded by hand, see docs/reference/data.md#download)"
+        hint = by_hand if key == "aid" else ""
         raise UsageError(
             f"Received: name_or_source={name_or_source!r}; expected one of "
             f"{sorted(DATASETS)} or a DatasetSource{hint}"

@@ -124,11 +124,16 @@ def test_shipped_configs_list_every_key(name):
 
 
 def _readme_config_rows() -> list[str]:
-    """The rows of the README's config reference table (``| key | default | meaning |``)."""
-    lines = (REPO_ROOT / "README.md").read_text().splitlines()
-    start = lines.index("| key | default | meaning |") + 2
-    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-    return lines[start:end]
+    """The rows of the config reference tables (``| key | default | meaning |``) of the README
+    and of the pages under ``docs/``."""
+    rows = []
+    for page in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").rglob("*.md"))]:
+        lines = page.read_text().splitlines()
+        header = "| key | default | meaning |"
+        for start in [i + 2 for i, line in enumerate(lines) if line == header]:
+            end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), None)
+            rows += lines[start:end]
+    return rows
 
 
 def test_readme_documents_every_key():

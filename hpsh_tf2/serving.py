@@ -27,9 +27,10 @@ import tensorflow as tf
 from PIL import Image
 
 from hpsh_tf2.data.images import is_tiff, load_image_rgb
-from hpsh_tf2.errors import DatasetError, ModelMismatchError
+from hpsh_tf2.errors import DamagedFileError, DatasetError, ModelMismatchError
 from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.export import MANIFEST_NAME, read_manifest
+from hpsh_tf2.saved_files import READ_ERRORS, saved_model_damage, short_reason
 
 __all__ = [
     "OUTPUT_DTYPES",
@@ -65,6 +66,8 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
 
     Raises:
         FileNotFoundError: No SavedModel at ``path`` nor in a version sub-folder.
+        DamagedFileError: The highest version holds files but no ``saved_model.pb`` (deleted,
+            or an interrupted copy); an older version is not used silently.
     """
     path = Path(path)
     if (path / "saved_model.pb").is_file():
@@ -72,7 +75,7 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     versions = (
         [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()] if path.is_dir() else []
     )
-    versions = [p for p in versions if (p / "saved_model.pb").is_file()]
+    versions = [p for p in versions if (p / "saved_model.pb").is_file() or any(p.iterdir())]
     if not versions:
         raise FileNotFoundError(
             f"Received: model={str(path)!r}; expected a SavedModel folder or a model folder "
@@ -82,8 +85,32 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def load_exported(path: str | os.PathLike[str]) -> Any:
-    """Loads an export (a model folder -> its highest version) with ``tf.saved_model.load``."""
-    return tf.saved_model.load(str(resolve_version_dir(path)))
+    """Loads an export (a model folder -> its highest version) with ``tf.saved_model.load``.
+
+    Every reader of an export (``query``, ``index build``, ``evaluate --saved-model``) loads
+    through here, so a damaged export is named the same way everywhere.
+
+    Raises:
+        FileNotFoundError: No SavedModel at ``path``.
+        DamagedFileError: ``saved_model.pb`` is missing or corrupt, or ``variables/`` is
+            truncated (one line naming the version folder and the file).
+    """
+    return _load_version(resolve_version_dir(path))
+
+
+def _load_version(version_dir: Path) -> Any:
+    """``tf.saved_model.load`` of one version folder, after :func:`saved_model_damage`."""
+    damage = saved_model_damage(version_dir)
+    if damage is None:
+        try:
+            return tf.saved_model.load(str(version_dir))
+        except (*READ_ERRORS, OSError) as err:
+            damage = f"loading failed: {short_reason(err)}"
+    raise DamagedFileError(
+        f"export {version_dir} is damaged: {damage}; export again (python cli.py export writes "
+        f"a new version) or copy the folder again, or remove {version_dir} to use the previous "
+        "version"
+    )
 
 
 # --------------------------------------------------------------------------- query
@@ -146,7 +173,7 @@ def _loaded_and_max_k(model: Any) -> tuple[Any, int | None]:
         max_k = None
         if (version_dir / MANIFEST_NAME).is_file():
             max_k = int(read_manifest(version_dir).get("max_k", 0)) or None
-        return tf.saved_model.load(str(version_dir)), max_k
+        return _load_version(version_dir), max_k
     return model, None
 
 

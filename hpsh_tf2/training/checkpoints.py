@@ -43,6 +43,7 @@ from hpsh_tf2.config import Config, config_to_dict, fingerprint
 from hpsh_tf2.dataset import SubsetInputs
 from hpsh_tf2.errors import DamagedFileError
 from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.saved_files import checkpoint_damage
 
 __all__ = [
     "MAX_TO_KEEP",
@@ -227,46 +228,6 @@ def _set_aside(layout: RunLayout, reason: str) -> Path | None:
         shutil.move(str(path), target / path.name)
     logger.warning("%s; moved its checkpoints and history to %s", reason, target)
     return target
-
-
-def _short(err: BaseException) -> str:
-    """The first line of an error's message (TF's messages run over several lines)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
-def checkpoint_damage(prefix: str | os.PathLike[str]) -> str | None:
-    """Why the TF checkpoint at ``prefix`` cannot be restored, or ``None`` if it can.
-
-    The index must parse (``tf.train.load_checkpoint``), its data shards must all be there, and
-    every tensor must read back in full (a truncated data file fails with "Read less bytes than
-    requested").
-
-    Args:
-        prefix: The checkpoint prefix (``.../ckpt-3``).
-
-    Returns:
-        One line naming the damaged file and the cause, or ``None``.
-    """
-    prefix = Path(prefix)
-    index = prefix.with_name(f"{prefix.name}.index")
-    if not index.is_file():
-        return f"{index.name} is missing"
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-    except (tf.errors.OpError, RuntimeError, ValueError, IndexError) as err:
-        missing = re.search(r"(\S+\.data-\d+-of-\d+); No such file", str(err))
-        if missing:
-            return f"{Path(missing.group(1)).name} is missing"
-        return f"{index.name} is unreadable ({_short(err)})"
-    shards = sorted(p.name for p in prefix.parent.glob(f"{prefix.name}.data-*-of-*"))
-    try:
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except (tf.errors.OpError, RuntimeError, ValueError, IndexError) as err:
-        where = " or ".join(shards) or f"{prefix.name}.data-*"
-        return f"{where} is truncated or corrupt ({_short(err)})"
-    return None
 
 
 def _checkpoint_number(prefix: str) -> int:

@@ -53,7 +53,12 @@ from hpsh_tf2.models.head import build_image_hash_model
 from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
 from hpsh_tf2.serving import encode_for_serving, format_neighbours, load_exported, query_images
 from hpsh_tf2.training import TrainResult, fit_hash_model, training_keys
-from hpsh_tf2.training.distributed import broadcast_from_chief, is_chief, start_multi_worker
+from hpsh_tf2.training.distributed import (
+    broadcast_from_chief,
+    is_chief,
+    lock_identity,
+    start_multi_worker,
+)
 
 __all__ = [
     "WorkflowError",
@@ -86,7 +91,8 @@ def _locked(verb: Callable) -> Callable:
 
     @functools.wraps(verb)
     def wrapper(config: Config, *args, **kwargs):
-        with workdir_lock(config.workdir):
+        cluster = lock_identity(config)  # multi_worker: the cluster's workers share the lock
+        with workdir_lock(config.workdir, cluster=cluster):
             return verb(config, *args, **kwargs)
 
     return wrapper

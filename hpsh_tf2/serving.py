@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -47,6 +48,8 @@ __all__ = [
     "rest_predict_url",
     "save_query_grid",
 ]
+
+logger = logging.getLogger(__name__)
 
 OUTPUT_DTYPES: dict[str, np.dtype] = {
     "codes": np.dtype(np.uint8),
@@ -236,6 +239,14 @@ def query_images(
             "Received: an export without a 'retrieve' signature; expected one exported with a "
             "database (export_saved_model(database=...))"
         )
+    if max_k and top > max_k:
+        logger.warning(
+            "top=%d is more than this export returns (max_k=%d, set when it was exported); "
+            "showing %d neighbours per query",
+            top,
+            max_k,
+            max_k,
+        )
     k = tf.constant(min(top, max_k) if max_k else top, tf.int32)
     results: list[list[Neighbour]] = []
     for start in range(0, len(image_paths), batch_size):
@@ -288,9 +299,9 @@ def save_query_grid(
 ) -> Path:
     """Saves a PNG grid: the query, then its neighbours titled with rank, class and distance.
 
-    Drawn by :func:`hpsh_tf2.evaluation.plots.save_retrieval_grid`: the query is framed blue,
-    a neighbour green when its class is ``query_class`` and red otherwise (all red when the
-    query's class is unknown).
+    Drawn by :func:`hpsh_tf2.evaluation.plots.save_retrieval_grid`: the query is framed blue
+    and titled with its file name (and class, when known); a neighbour is framed green when its
+    class is ``query_class`` and red otherwise, and grey when the query's class is unknown.
 
     Args:
         path: Output PNG file (parent folders are created).
@@ -306,18 +317,21 @@ def save_query_grid(
     """
 
     if isinstance(query_image, np.ndarray):
-        query = query_image
+        query, title = query_image, "query"
     else:
-        query = load_image_rgb(query_image)
+        query, title = load_image_rgb(query_image), f"query: {Path(query_image).name}"
+    if query_class is not None:
+        title += f" ({query_class})"
     root = Path(image_root) if image_root is not None else Path()
     return save_retrieval_grid(
         path,
         query_image=query,
         retrieved_images=[_load_for_grid(root / n.path) for n in neighbours],
-        query_label=query_class if query_class is not None else "?",
+        query_label=query_class,
         retrieved_labels=[n.class_name for n in neighbours],
         distances=[n.distance for n in neighbours],
         columns=columns,
+        query_title=title,
     )
 
 

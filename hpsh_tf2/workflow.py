@@ -31,6 +31,7 @@ import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.config import Config, config_to_dict, fingerprint, load_config, save_config
+from hpsh_tf2.console import keras_verbosity
 from hpsh_tf2.data.demo import make_demo_dataset
 from hpsh_tf2.data.split import SUBSET_NAMES, prepare_split, split_table
 from hpsh_tf2.dataset import Prepared, cached_scan, scan_from_features
@@ -318,9 +319,14 @@ def _mode_features(config: Config, prepared: Prepared) -> dict[str, np.ndarray] 
 
 
 @_locked
-def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2) -> TrainResult:
+def train(
+    config: Config, *, prepared: Prepared | None = None, verbose: int | None = None
+) -> TrainResult:
     """Trains the hash model (features or end-to-end mode); writes ``model/`` and records the
     inputs it was trained with in ``model/fingerprint.json``.
+
+    ``verbose`` is Keras' fit verbosity; ``None``: a live bar on a terminal, one plain line per
+    epoch otherwise (:func:`hpsh_tf2.console.keras_verbosity`).
 
     See :func:`hpsh_tf2.training.fit_hash_model`.
 
@@ -336,7 +342,7 @@ def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2)
         train_inputs=prepared.inputs("train", features),
         val_inputs=prepared.inputs("val", features),
         layout=layout,
-        verbose=verbose,
+        verbose=keras_verbosity() if verbose is None else verbose,
         class_names=prepared.class_names,
     )
     if strategy is None or is_chief(strategy):  # only the chief writes model/

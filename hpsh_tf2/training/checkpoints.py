@@ -279,10 +279,6 @@ def _newest_good(manager: tf.train.CheckpointManager, layout: RunLayout) -> str 
     for prefix, _ in damaged:
         for path in _files_of(prefix):
             shutil.move(str(path), target / path.name)
-    kept = [p for p in _candidates(manager) if Path(f"{p}.index").is_file()]
-    tf.compat.v1.train.update_checkpoint_state(
-        str(folder), good, all_model_checkpoint_paths=sorted(kept, key=_checkpoint_number)
-    )
     logger.warning(
         "checkpoint %s is damaged (%s); resuming from the previous one, %s; moved the damaged "
         "files to %s",
@@ -330,6 +326,17 @@ def maybe_resume(
     exists = bool(_candidates(manager))
     if exists and state.get("fingerprint") == fingerprint_value:
         latest = _newest_good(manager, layout)
+        # the ``checkpoint`` list names what is on disk now (TF ignores an unreadable one)
+        kept = sorted(
+            (p for p in _candidates(manager) if Path(f"{p}.index").is_file()),
+            key=_checkpoint_number,
+        )
+        tf.compat.v1.train.update_checkpoint_state(  # with times, or the manager forgets them
+            str(layout.checkpoints),
+            latest,
+            all_model_checkpoint_paths=kept,
+            all_model_checkpoint_timestamps=[Path(f"{p}.index").stat().st_mtime for p in kept],
+        )
         checkpoint.restore(latest).assert_existing_objects_matched()
         resumed = progress.state()
         if resumed.epoch == 0 and "epoch" in state:  # a checkpoint of an older version

@@ -133,3 +133,14 @@ def test_no_good_checkpoint_stops_naming_the_files(two_epochs, inputs):
     # nothing was deleted: the user decides
     for prefix in prefixes:
         assert Path(f"{prefix}.index").is_file()
+
+
+def test_an_unreadable_checkpoint_list_still_resumes(two_epochs, inputs):
+    workdir, prefixes = two_epochs
+    folder = RunLayout(workdir).checkpoints
+    (folder / "checkpoint").write_text("garbage {{{")  # TF ignores it with a warning
+    result = fit_hash_model(_config(workdir, 3), train_inputs=inputs, verbose=0)
+    assert len(result.history["loss"]) == 1  # resumed after epoch 2
+    state = tf.train.get_checkpoint_state(str(folder))
+    assert _epoch(state.model_checkpoint_path) == 3
+    assert len(state.all_model_checkpoint_paths) == 2  # the list is whole again

@@ -136,7 +136,7 @@ def test_no_good_checkpoint_stops_naming_the_files(two_epochs, inputs):
 
 
 def test_an_unreadable_checkpoint_list_still_resumes(two_epochs, inputs):
-    workdir, prefixes = two_epochs
+    workdir, _ = two_epochs
     folder = RunLayout(workdir).checkpoints
     (folder / "checkpoint").write_text("garbage {{{")  # TF ignores it with a warning
     result = fit_hash_model(_config(workdir, 3), train_inputs=inputs, verbose=0)

@@ -131,3 +131,24 @@ def _child_python(timeout_pid: int) -> int:
     children = Path(f"/proc/{timeout_pid}/task/{timeout_pid}/children").read_text().split()
     assert len(children) == 1, children
     return int(children[0])
+
+
+def test_lock_identity_names_one_cluster_and_its_task():
+    from hpsh_tf2.config import load_config
+    from hpsh_tf2.training.distributed import lock_identity
+
+    def env(workers, index, chief=None):
+        cluster = {"worker": workers, **({"chief": [chief]} if chief else {})}
+        task = {"type": "worker", "index": index} if index >= 0 else {"type": "chief", "index": 0}
+        return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": task})}
+
+    config = load_config(None, ["train.strategy=multi_worker"])
+    workers = ["10.0.0.1:2222", "10.0.0.2:2222"]
+    first, second = lock_identity(config, env(workers, 0)), lock_identity(config, env(workers, 1))
+    assert first[0] == second[0] and (first[1], second[1]) == ("worker 0", "worker 1")
+    other = lock_identity(config, env(["10.0.0.3:2222", "10.0.0.2:2222"], 1))
+    assert other[0] != first[0]
+    assert lock_identity(config, env(workers, -1, chief="10.0.0.9:2222"))[1] == "chief 0"
+    assert lock_identity(config, env(workers, 0, chief="10.0.0.9:2222"))[1] == "worker 0"
+    assert lock_identity(config, {}) is None  # no TF_CONFIG: a plain lock
+    assert lock_identity(load_config(None), env(workers, 0)) is None  # not multi_worker

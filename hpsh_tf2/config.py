@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -86,6 +87,28 @@ def _valid_bits(value: int) -> bool:
 
 def _valid_seed(value: int) -> bool:
     return 0 <= value < SEED_LIMIT
+
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+FOLDER_NAME_EXPECTED = (
+    "a name of 1-64 ASCII letters, digits, '_', '-' or '.', starting with a letter or digit "
+    "(it becomes a folder name: no path separators, no '..')"
+)
+COLLECTION_NAME_EXPECTED = (
+    "a name of 1-255 ASCII letters, digits and underscores, not starting with a digit"
+)
+
+
+def _folder_name(value: str) -> bool:
+    """A run or export name: one safe folder name (also a valid TF Serving model name)."""
+    return _FOLDER_NAME.fullmatch(value) is not None
+
+
+def _collection_name(value: str) -> bool:
+    """A Milvus collection name (Milvus allows ASCII letters, digits and '_', 255 at most)."""
+    return _COLLECTION_NAME.fullmatch(value) is not None
 
 
 SEED_EXPECTED = f"an integer in [0, {SEED_LIMIT}) (2**31)"
@@ -186,6 +209,9 @@ class TrainConfig:
         default=None,
         metadata=_check(_positive, "a positive number of seconds or null (no limit)"),
     )
+    cluster_start_timeout_seconds: float = field(
+        default=300.0, metadata=_check(_positive, "a positive number of seconds")
+    )
     deterministic: bool = False
     extract_batch_size: int = field(default=32, metadata=_check(_positive, "a positive integer"))
     eval_batch_size: int = field(default=256, metadata=_check(_positive, "a positive integer"))
@@ -239,7 +265,7 @@ class EvalConfig:
 class ExportConfig:
     """SavedModel export for TF Serving."""
 
-    name: str | None = None
+    name: str | None = field(default=None, metadata=_check(_folder_name, FOLDER_NAME_EXPECTED))
     database: Literal["all", "train", "none"] = "all"
     warmup_requests: int = field(default=3, metadata=_check(_non_negative, "an integer >= 0"))
     max_pixels: int = field(
@@ -253,11 +279,7 @@ class IndexConfig:
 
     uri: str | None = None
     collection: str = field(
-        default="hpsh",
-        metadata=_check(
-            lambda v: bool(v) and v.replace("_", "a").isalnum() and not v[0].isdigit(),
-            "a name of letters, digits and underscores, not starting with a digit",
-        ),
+        default="hpsh", metadata=_check(_collection_name, COLLECTION_NAME_EXPECTED)
     )
     batch_size: int = field(default=64, metadata=_check(_positive, "a positive integer"))
     index_type: Literal["BIN_FLAT", "BIN_IVF_FLAT"] = "BIN_FLAT"
@@ -284,7 +306,7 @@ class OutputConfig:
 class Config:
     """A complete, validated run configuration."""
 
-    name: str = "hpsh"
+    name: str = field(default="hpsh", metadata=_check(_folder_name, FOLDER_NAME_EXPECTED))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -529,6 +551,49 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return plain(dataclasses.asdict(config))
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""The largest config file :func:`load_config` reads (1 MiB; the shipped ones are ~5 KiB)."""
+
+
+def _read_config_file(path: Path, source: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, larger than :data:`MAX_CONFIG_BYTES`,
+            not YAML, empty (comments only) or not a mapping.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {source}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {source}: {err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        size = path.stat().st_size
+        raise ConfigError(
+            f"{source}: {size} bytes; a config file may hold at most {MAX_CONFIG_BYTES} bytes "
+            "(1 MiB): is this the right file?"
+        )
+    try:
+        raw = yaml.safe_load(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{source}: not UTF-8 text ({err})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if raw is None:
+        raise ConfigError(
+            f"{source}: empty config; expected a mapping of sections (data, model, train, ...); "
+            "leave out --config to run with every default"
+        )
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{source}: expected a mapping of sections (data, model, train, ...) at the top "
+            f"level. Received: {type(raw).__name__}"
+        )
+    return raw
+
+
 def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -> Config:
     """Loads a YAML config file and applies dotted-key overrides.
 
@@ -547,18 +612,7 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] = ()) -
         source = "<defaults>"
     else:
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {source}") from None
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {source}: {err}") from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{source}: not valid YAML: {err}") from None
-        if raw is None:
-            raw = {}
+        raw = _read_config_file(Path(path), source)
     config = config_from_dict(raw, source=source)
     overrides = list(overrides)
     if not overrides:

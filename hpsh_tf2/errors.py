@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "BadImageError",
     "ConfigError",
+    "DamagedFileError",
     "DataError",
     "DatasetError",
     "HPSHError",
@@ -70,3 +71,8 @@ class WorkdirLockedError(HPSHError):
 
 class RunFailedError(HPSHError):
     """A run stopped without a usable result (e.g. training diverged to NaN)."""
+
+
+class DamagedFileError(HPSHError, ValueError):
+    """A saved file the run needs (a training checkpoint, a SavedModel's ``saved_model.pb`` or
+    variables) is truncated, corrupt or missing; the message names the file and what to do."""

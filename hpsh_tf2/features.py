@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
+from hpsh_tf2.console import keras_verbosity
 from hpsh_tf2.data.images import first_undecodable
 from hpsh_tf2.data.pipeline import image_dataset
 from hpsh_tf2.errors import BadImageError, DatasetError
@@ -212,7 +213,7 @@ def extract_features(
             preprocess=preprocessor(backbone),
         )
         total_batches = -(-len(abs_paths) // batch_size)
-        bar = keras.utils.Progbar(total_batches, verbose=1 if progress else 0)
+        bar = keras.utils.Progbar(total_batches, verbose=keras_verbosity() if progress else 0)
         pending: list[np.ndarray] = []
         batches = iter(ds)
         for step in range(1, total_batches + 1):

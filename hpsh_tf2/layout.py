@@ -125,6 +125,11 @@ class RunLayout:
         """``model/abandoned-<stamp>/``: checkpoints and history of a run started afresh."""
         return self.model_dir / f"abandoned-{stamp}"
 
+    def damaged_checkpoints(self, stamp: str) -> Path:
+        """``model/damaged-<stamp>/``: checkpoint files that failed verification before a resume
+        (kept for inspection; the run resumed from an older checkpoint)."""
+        return self.model_dir / f"damaged-{stamp}"
+
     @property
     def train_summary(self) -> Path:
         """``model/train_summary.json``: selection rule, selected epoch, best validation mAP."""

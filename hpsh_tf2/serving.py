@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -27,9 +28,10 @@ import tensorflow as tf
 from PIL import Image
 
 from hpsh_tf2.data.images import is_tiff, load_image_rgb
-from hpsh_tf2.errors import DatasetError, ModelMismatchError
+from hpsh_tf2.errors import DamagedFileError, DatasetError, ModelMismatchError
 from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.export import MANIFEST_NAME, read_manifest
+from hpsh_tf2.saved_files import READ_ERRORS, saved_model_damage, short_reason
 
 __all__ = [
     "OUTPUT_DTYPES",
@@ -46,6 +48,8 @@ __all__ = [
     "rest_predict_url",
     "save_query_grid",
 ]
+
+logger = logging.getLogger(__name__)
 
 OUTPUT_DTYPES: dict[str, np.dtype] = {
     "codes": np.dtype(np.uint8),
@@ -65,6 +69,8 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
 
     Raises:
         FileNotFoundError: No SavedModel at ``path`` nor in a version sub-folder.
+        DamagedFileError: The highest version holds files but no ``saved_model.pb`` (deleted,
+            or an interrupted copy); an older version is not used silently.
     """
     path = Path(path)
     if (path / "saved_model.pb").is_file():
@@ -72,7 +78,7 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
     versions = (
         [p for p in path.iterdir() if p.is_dir() and p.name.isdigit()] if path.is_dir() else []
     )
-    versions = [p for p in versions if (p / "saved_model.pb").is_file()]
+    versions = [p for p in versions if (p / "saved_model.pb").is_file() or any(p.iterdir())]
     if not versions:
         raise FileNotFoundError(
             f"Received: model={str(path)!r}; expected a SavedModel folder or a model folder "
@@ -82,8 +88,32 @@ def resolve_version_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def load_exported(path: str | os.PathLike[str]) -> Any:
-    """Loads an export (a model folder -> its highest version) with ``tf.saved_model.load``."""
-    return tf.saved_model.load(str(resolve_version_dir(path)))
+    """Loads an export (a model folder -> its highest version) with ``tf.saved_model.load``.
+
+    Every reader of an export (``query``, ``index build``, ``evaluate --saved-model``) loads
+    through here, so a damaged export is named the same way everywhere.
+
+    Raises:
+        FileNotFoundError: No SavedModel at ``path``.
+        DamagedFileError: ``saved_model.pb`` is missing or corrupt, or ``variables/`` is
+            truncated (one line naming the version folder and the file).
+    """
+    return _load_version(resolve_version_dir(path))
+
+
+def _load_version(version_dir: Path) -> Any:
+    """``tf.saved_model.load`` of one version folder, after :func:`saved_model_damage`."""
+    damage = saved_model_damage(version_dir)
+    if damage is None:
+        try:
+            return tf.saved_model.load(str(version_dir))
+        except (*READ_ERRORS, OSError) as err:
+            damage = f"loading failed: {short_reason(err)}"
+    raise DamagedFileError(
+        f"export {version_dir} is damaged: {damage}; export again (python cli.py export writes "
+        f"a new version) or copy the folder again, or remove {version_dir} to use the previous "
+        "version"
+    )
 
 
 # --------------------------------------------------------------------------- query
@@ -146,7 +176,7 @@ def _loaded_and_max_k(model: Any) -> tuple[Any, int | None]:
         max_k = None
         if (version_dir / MANIFEST_NAME).is_file():
             max_k = int(read_manifest(version_dir).get("max_k", 0)) or None
-        return tf.saved_model.load(str(version_dir)), max_k
+        return _load_version(version_dir), max_k
     return model, None
 
 
@@ -209,6 +239,14 @@ def query_images(
             "Received: an export without a 'retrieve' signature; expected one exported with a "
             "database (export_saved_model(database=...))"
         )
+    if max_k and top > max_k:
+        logger.warning(
+            "top=%d is more than this export returns (max_k=%d, set when it was exported); "
+            "showing %d neighbours per query",
+            top,
+            max_k,
+            max_k,
+        )
     k = tf.constant(min(top, max_k) if max_k else top, tf.int32)
     results: list[list[Neighbour]] = []
     for start in range(0, len(image_paths), batch_size):
@@ -261,9 +299,9 @@ def save_query_grid(
 ) -> Path:
     """Saves a PNG grid: the query, then its neighbours titled with rank, class and distance.
 
-    Drawn by :func:`hpsh_tf2.evaluation.plots.save_retrieval_grid`: the query is framed blue,
-    a neighbour green when its class is ``query_class`` and red otherwise (all red when the
-    query's class is unknown).
+    Drawn by :func:`hpsh_tf2.evaluation.plots.save_retrieval_grid`: the query is framed blue
+    and titled with its file name (and class, when known); a neighbour is framed green when its
+    class is ``query_class`` and red otherwise, and grey when the query's class is unknown.
 
     Args:
         path: Output PNG file (parent folders are created).
@@ -279,18 +317,21 @@ def save_query_grid(
     """
 
     if isinstance(query_image, np.ndarray):
-        query = query_image
+        query, title = query_image, "query"
     else:
-        query = load_image_rgb(query_image)
+        query, title = load_image_rgb(query_image), f"query: {Path(query_image).name}"
+    if query_class is not None:
+        title += f" ({query_class})"
     root = Path(image_root) if image_root is not None else Path()
     return save_retrieval_grid(
         path,
         query_image=query,
         retrieved_images=[_load_for_grid(root / n.path) for n in neighbours],
-        query_label=query_class if query_class is not None else "?",
+        query_label=query_class,
         retrieved_labels=[n.class_name for n in neighbours],
         distances=[n.distance for n in neighbours],
         columns=columns,
+        query_title=title,
     )
 
 

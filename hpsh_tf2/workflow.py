@@ -31,6 +31,7 @@ import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.config import Config, config_to_dict, fingerprint, load_config, save_config
+from hpsh_tf2.console import keras_verbosity
 from hpsh_tf2.data.demo import make_demo_dataset
 from hpsh_tf2.data.formats import ReadRequest
 from hpsh_tf2.data.split import SUBSET_NAMES, prepare_split, split_table
@@ -55,7 +56,12 @@ from hpsh_tf2.models.head import build_image_hash_model
 from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
 from hpsh_tf2.serving import encode_for_serving, format_neighbours, load_exported, query_images
 from hpsh_tf2.training import TrainResult, fit_hash_model, training_keys
-from hpsh_tf2.training.distributed import broadcast_from_chief, is_chief, start_multi_worker
+from hpsh_tf2.training.distributed import (
+    broadcast_from_chief,
+    is_chief,
+    lock_identity,
+    start_multi_worker,
+)
 
 __all__ = [
     "WorkflowError",
@@ -88,7 +94,8 @@ def _locked(verb: Callable) -> Callable:
 
     @functools.wraps(verb)
     def wrapper(config: Config, *args, **kwargs):
-        with workdir_lock(config.workdir):
+        cluster = lock_identity(config)  # multi_worker: the cluster's workers share the lock
+        with workdir_lock(config.workdir, cluster=cluster):
             return verb(config, *args, **kwargs)
 
     return wrapper
@@ -322,9 +329,14 @@ def _mode_features(config: Config, prepared: Prepared) -> dict[str, np.ndarray] 
 
 
 @_locked
-def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2) -> TrainResult:
+def train(
+    config: Config, *, prepared: Prepared | None = None, verbose: int | None = None
+) -> TrainResult:
     """Trains the hash model (features or end-to-end mode); writes ``model/`` and records the
     inputs it was trained with in ``model/fingerprint.json``.
+
+    ``verbose`` is Keras' fit verbosity; ``None``: a live bar on a terminal, one plain line per
+    epoch otherwise (:func:`hpsh_tf2.console.keras_verbosity`).
 
     See :func:`hpsh_tf2.training.fit_hash_model`.
 
@@ -340,7 +352,7 @@ def train(config: Config, *, prepared: Prepared | None = None, verbose: int = 2)
         train_inputs=prepared.inputs("train", features),
         val_inputs=prepared.inputs("val", features),
         layout=layout,
-        verbose=verbose,
+        verbose=keras_verbosity() if verbose is None else verbose,
         class_names=prepared.class_names,
     )
     if strategy is None or is_chief(strategy):  # only the chief writes model/

@@ -29,6 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hpsh_tf2.layout",
         "hpsh_tf2.xla",
         "hpsh_tf2.registry",
+        "hpsh_tf2.saved_files",
+        "hpsh_tf2.console",
     ),
     ("hpsh_tf2.ops",),
     ("hpsh_tf2.data", "hpsh_tf2.models"),

@@ -32,6 +32,7 @@ EMBEDDING_METHODS = ("auto", "pca", "tsne")
 _GREEN = (0, 170, 0)
 _RED = (255, 0, 0)
 _BLUE = (0, 90, 255)
+_GREY = (150, 150, 150)
 
 
 def _write_atomic(path: str | os.PathLike[str], figure: Figure, dpi: int) -> Path:
@@ -85,17 +86,20 @@ def save_retrieval_grid(
     columns: int = 5,
     cell_inches: float = 2.0,
     dpi: int = 100,
+    query_title: str | None = None,
 ) -> Path:
     """Saves a query and its ranked results as a grid (like MHCLN's 5 x 4 grids).
 
     The query comes first with a blue frame; each result is framed green when its label equals
-    the query's and red otherwise, and titled with its rank, class and Hamming distance.
+    the query's and red otherwise, and titled with its rank, class and Hamming distance. With
+    ``query_label=None`` (unknown, e.g. a user's own image) the results get a neutral grey
+    frame: right and wrong cannot be told.
 
     Args:
         path: Output PNG path (parent folders are created).
         query_image: ``uint8`` ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``.
         retrieved_images: Sequence of ``uint8`` images, nearest first.
-        query_label: Label of the query.
+        query_label: Label of the query; ``None``: unknown (grey frames).
         retrieved_labels: Labels of the results (same length as ``retrieved_images``).
         class_names: Optional names indexed by integer label.
         distances: Optional Hamming distances of the results.
@@ -103,6 +107,7 @@ def save_retrieval_grid(
         cell_inches: Size of one cell; the PNG is ``columns * cell_inches * dpi`` pixels wide
             and ``rows * cell_inches * dpi`` high.
         dpi: Resolution.
+        query_title: The query tile's title (default ``"query: <class>"``).
 
     Returns:
         The written path.
@@ -122,11 +127,11 @@ def save_retrieval_grid(
     cells = [
         (
             _framed(_rgb(query_image, "query_image"), _BLUE),
-            "query: " + _class_name(query_label, class_names),
+            query_title or "query: " + _class_name(query_label, class_names),
         )
     ]
     for rank, (image, label) in enumerate(zip(retrieved_images, retrieved_labels), start=1):
-        color = _GREEN if label == query_label else _RED
+        color = _GREY if query_label is None else _GREEN if label == query_label else _RED
         title = f"{rank}: {_class_name(label, class_names)}"
         if distances is not None:
             title += f" (d={int(distances[rank - 1])})"

@@ -22,7 +22,7 @@ import tensorflow as tf
 from hpsh_tf2.data.images import decode_error
 from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.export import MANIFEST_NAME
-from hpsh_tf2.serving import encode_for_serving, resolve_version_dir
+from hpsh_tf2.serving import encode_for_serving, load_exported, resolve_version_dir
 
 __all__ = [
     "EncodeResult",
@@ -149,7 +149,7 @@ class SavedModelEncoder:
     def __init__(self, model_dir: str | os.PathLike[str]) -> None:
         self.record = model_record(model_dir)
         self._tf = tf
-        loaded = tf.saved_model.load(str(resolve_version_dir(model_dir)))
+        loaded = load_exported(model_dir)
         if "serving_default" not in loaded.signatures:
             raise ValueError(
                 f"Received: model={str(model_dir)!r} without a 'serving_default' signature; "

@@ -7,6 +7,13 @@ checkpoint is the single source of truth; ``state.json`` only names the fingerpr
 checkpoints belong to, written before the first one). Re-running ``train`` with the same
 training inputs continues after the last finished epoch.
 
+Before resuming, the checkpoints are verified newest first (:func:`checkpoint_damage`: the index
+parses and every tensor reads back in full from the data files). A damaged newest checkpoint (a
+crash or a full disk during the save) is moved to ``model/damaged-<UTC time>/`` and the run
+resumes from the newest good one, with one warning naming both; the two newest checkpoints are
+kept for that (``max_to_keep=2``). When none is good the run stops with one line naming the
+damaged files and what to do; nothing is deleted.
+
 The fingerprint covers what changes the training math: the training keys of the config (not
 ``output.workdir``, ``data.root``, the run name, evaluation or export options) and the training
 and validation rows themselves. Checkpoints of another fingerprint are not deleted: they move,
@@ -20,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,12 +41,16 @@ import tensorflow as tf
 from hpsh_tf2.atomic import current_umask, write_text_atomic
 from hpsh_tf2.config import Config, config_to_dict, fingerprint
 from hpsh_tf2.dataset import SubsetInputs
+from hpsh_tf2.errors import DamagedFileError
 from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.saved_files import checkpoint_damage
 
 __all__ = [
+    "MAX_TO_KEEP",
     "NOT_TRAINING_KEYS",
     "Progress",
     "ResumeState",
+    "checkpoint_damage",
     "data_digest",
     "maybe_resume",
     "save_keras_atomic",
@@ -48,6 +60,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MAX_TO_KEEP = 2
+"""Epoch checkpoints kept: the newest and the one before, to fall back to if the newest is
+damaged."""
 
 NOT_TRAINING_KEYS = (
     "name",
@@ -214,6 +230,81 @@ def _set_aside(layout: RunLayout, reason: str) -> Path | None:
     return target
 
 
+def _checkpoint_number(prefix: str) -> int:
+    found = re.search(r"-(\d+)$", prefix)
+    return int(found.group(1)) if found else -1
+
+
+def _candidates(manager: tf.train.CheckpointManager) -> list[str]:
+    """Every checkpoint of the folder, newest first: the manager's list and any ``*.index``."""
+    found = {str(p) for p in manager.checkpoints}
+    folder = Path(manager.directory)
+    found |= {str(p.with_suffix("")) for p in folder.glob("*.index")}
+    return sorted(found, key=_checkpoint_number, reverse=True)
+
+
+def _files_of(prefix: str) -> list[Path]:
+    path = Path(prefix)
+    return sorted(path.parent.glob(f"{path.name}.*"))
+
+
+def _newest_good(manager: tf.train.CheckpointManager, layout: RunLayout) -> str | None:
+    """The newest checkpoint that passes :func:`checkpoint_damage`, moving newer damaged ones
+    to ``model/damaged-<time>/`` (one warning naming both).
+
+    Raises:
+        DamagedFileError: Every checkpoint is damaged (one line naming them and what to do).
+    """
+    damaged: list[tuple[str, str]] = []
+    good = None
+    for prefix in _candidates(manager):
+        reason = checkpoint_damage(prefix)
+        if reason is None:
+            good = prefix
+            break
+        damaged.append((prefix, reason))
+    if not damaged:
+        return good
+    listed = "; ".join(f"{Path(p).name}: {reason}" for p, reason in damaged)
+    folder = layout.checkpoints
+    if good is None:
+        raise DamagedFileError(
+            f"cannot resume training: every checkpoint in {folder} is damaged ({listed}); move "
+            f"that folder aside (e.g. mv {folder} {folder}.bad) or delete it to train from "
+            "scratch"
+        )
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = layout.damaged_checkpoints(stamp)
+    target.mkdir(parents=True, exist_ok=True)
+    for prefix, _ in damaged:
+        for path in _files_of(prefix):
+            shutil.move(str(path), target / path.name)
+    logger.warning(
+        "checkpoint %s is damaged (%s); resuming from the previous one, %s; moved the damaged "
+        "files to %s",
+        ", ".join(Path(p).name for p, _ in damaged),
+        listed,
+        Path(good).name,
+        target,
+    )
+    return good
+
+
+def _trim_history(history: Path, epochs: int) -> None:
+    """Drops the ``history.csv`` rows of epochs after ``epochs`` (0-based ``epoch`` column), so
+    a run resumed from an older checkpoint does not log an epoch twice."""
+    if not history.is_file():
+        return
+    lines = history.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [
+        line
+        for line in lines[1:]
+        if not line.split(",")[0].isdigit() or int(line.split(",")[0]) < epochs
+    ]
+    if len(kept) != len(lines):
+        write_text_atomic(history, "".join(kept))
+
+
 def maybe_resume(
     manager: tf.train.CheckpointManager,
     checkpoint: tf.train.Checkpoint,
@@ -221,23 +312,41 @@ def maybe_resume(
     layout: RunLayout,
     fingerprint_value: str,
 ) -> ResumeState:
-    """Restores the last epoch checkpoint if it belongs to this fingerprint.
+    """Restores the newest good epoch checkpoint if it belongs to this fingerprint.
 
     Otherwise (another fingerprint, or none recorded) the old checkpoints and ``history.csv``
     move to ``model/abandoned-<time>/`` and the run starts afresh with a new ``state.json``.
+    A damaged newest checkpoint is set aside and the previous good one restored (see the
+    module docstring); the caller makes a new manager afterwards (its list is cached).
+
+    Raises:
+        DamagedFileError: Every checkpoint of this fingerprint is damaged.
     """
     state = _read_state(layout.checkpoint_state)
-    if manager.latest_checkpoint is not None and state.get("fingerprint") == fingerprint_value:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    exists = bool(_candidates(manager))
+    if exists and state.get("fingerprint") == fingerprint_value:
+        latest = _newest_good(manager, layout)
+        # the ``checkpoint`` list names what is on disk now (TF ignores an unreadable one)
+        kept = sorted(
+            (p for p in _candidates(manager) if Path(f"{p}.index").is_file()),
+            key=_checkpoint_number,
+        )
+        tf.compat.v1.train.update_checkpoint_state(  # with times, or the manager forgets them
+            str(layout.checkpoints),
+            latest,
+            all_model_checkpoint_paths=kept,
+            all_model_checkpoint_timestamps=[Path(f"{p}.index").stat().st_mtime for p in kept],
+        )
+        checkpoint.restore(latest).assert_existing_objects_matched()
         resumed = progress.state()
         if resumed.epoch == 0 and "epoch" in state:  # a checkpoint of an older version
             resumed = ResumeState(int(state["epoch"]), state.get("best"), state.get("best_epoch"))
-        logger.info("resuming after epoch %d from %s", resumed.epoch, manager.latest_checkpoint)
+        _trim_history(layout.history, resumed.epoch)
+        logger.info("resuming after epoch %d from %s", resumed.epoch, latest)
         return resumed
-    if manager.latest_checkpoint is not None:
+    if exists:
         _set_aside(layout, "checkpoints were made with other training inputs; starting afresh")
     else:
         _set_aside(layout, "starting a fresh run")
-    # the manager caches the checkpoint list: a fresh one sees the emptied folder
     write_state(layout.checkpoint_state, fingerprint_value)
     return ResumeState()

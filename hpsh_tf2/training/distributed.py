@@ -28,6 +28,18 @@ need on top:
   additionally bounds every collective operation (it must exceed the chief's validation time).
   Starting every worker again resumes after the last finished epoch.
 
+* **Start.** Before TensorFlow's runtime starts, every worker listens on its own port and waits
+  until every other task answers on its port (plain TCP). A worker whose peers do not all answer
+  within ``train.cluster_start_timeout_seconds`` stops with one line naming the missing tasks
+  (TensorFlow itself would wait for good, holding the interpreter, deaf to SIGTERM).
+* **SIGTERM.** TensorFlow's coordination service catches SIGTERM (a preemption notice) and goes
+  on; a multi-worker process here stops on SIGTERM instead, at once, with one line and exit
+  status 143 (a thread woken by the signal's wakeup file descriptor, so a main thread blocked
+  in a collective operation does not delay it).
+* **Shared workdir.** The workers of one cluster may share ``output.workdir`` (one volume for
+  every pod): :func:`lock_identity` names the cluster for the workdir lock, which lets its
+  workers in and keeps plain runs and other clusters out (see :mod:`hpsh_tf2.lock`).
+
 The strategy must exist before TensorFlow runs its first operation in the process
 (TensorFlow configures collective ops at start-up): :func:`start_multi_worker` creates it and
 the ``train`` and ``run`` steps call it first.
@@ -37,13 +49,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import signal
+import socket
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -67,10 +85,12 @@ __all__ = [
     "distributed_training_dataset",
     "is_chief",
     "is_multi_worker",
+    "lock_identity",
     "multi_worker_strategy",
     "read_tf_config",
     "start_multi_worker",
     "sync_resume",
+    "wait_for_peers",
     "worker_errors",
     "writer_layout",
 ]
@@ -78,6 +98,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _STRATEGY: tf.distribute.MultiWorkerMirroredStrategy | None = None
+_SIGTERM_WATCH: list = []  # the SIGTERM wakeup socket pair and its thread, once per process
 _TASK_TYPES = ("chief", "worker")
 _ADDRESS = re.compile(r"^\[?[A-Za-z0-9_.:\-]+\]?:\d{1,5}$")
 
@@ -193,23 +214,160 @@ def read_tf_config(environ: Mapping[str, str] | None = None) -> WorkerRole:
     return WorkerRole(task_type, task_index, len(addresses), offset + task_index, addresses)
 
 
+def _task_name(role: WorkerRole, index: int) -> str:
+    """``chief 0`` / ``worker N`` of the training task at position ``index`` (chief first)."""
+    has_chief = role.task_type == "chief" or role.worker_index != role.task_index
+    if has_chief:
+        return "chief 0" if index == 0 else f"worker {index - 1}"
+    return f"worker {index}"
+
+
+def lock_identity(config: Config, environ: Mapping[str, str] | None = None):
+    """``(cluster_id, task)`` for the workdir lock of a multi-worker worker, else ``None``.
+
+    The id is a digest of the cluster's addresses, the same on every worker of one cluster;
+    ``None`` unless ``train.strategy`` is ``multi_worker`` and ``TF_CONFIG`` is set.
+
+    Raises:
+        ClusterError: ``TF_CONFIG`` is set but malformed.
+    """
+    environ = os.environ if environ is None else environ
+    if config.train.strategy != "multi_worker" or not environ.get("TF_CONFIG", "").strip():
+        return None
+    role = read_tf_config(environ)
+    digest = hashlib.sha256(json.dumps(list(role.addresses)).encode("utf-8")).hexdigest()[:12]
+    return digest, _task_name(role, role.worker_index)
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def _host(address: str) -> str:
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+def _answers(address: str) -> bool:
+    try:
+        with socket.create_connection((_host(address), _port(address)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _listen(port: int) -> socket.socket:
+    """A listening socket on this task's port (never accepted: closing it resets the probes,
+    so no TIME_WAIT keeps TensorFlow's server from binding the port)."""
+    try:
+        if socket.has_dualstack_ipv6():
+            return socket.create_server(
+                ("", port), family=socket.AF_INET6, dualstack_ipv6=True, backlog=128
+            )
+        return socket.create_server(("", port), backlog=128)
+    except OSError as err:
+        raise ClusterError(
+            f"multi_worker: cannot listen on this task's port {port} ({err.strerror or err}); "
+            "is another process using it? Check TF_CONFIG's address for this task"
+        ) from None
+
+
+def wait_for_peers(role: WorkerRole, timeout_seconds: float) -> None:
+    """Listens on this task's port until every other task answers on its own.
+
+    Args:
+        role: This process's place in the cluster.
+        timeout_seconds: ``train.cluster_start_timeout_seconds``.
+
+    Raises:
+        ClusterError: Some tasks did not answer in time (one line naming them).
+    """
+    pending = {i: address for i, address in enumerate(role.addresses) if i != role.worker_index}
+    if not pending:
+        return
+    listener = _listen(_port(role.addresses[role.worker_index]))
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        while True:
+            pending = {i: a for i, a in pending.items() if not _answers(a)}
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                missing = ", ".join(f"{_task_name(role, i)} ({a})" for i, a in pending.items())
+                raise ClusterError(
+                    f"multi_worker: the cluster did not start within {timeout_seconds:g} s "
+                    f"(train.cluster_start_timeout_seconds): no answer from {missing}; start "
+                    "every worker with the same TF_CONFIG cluster (or raise the timeout)"
+                )
+            time.sleep(0.2)
+    finally:
+        listener.close()
+
+
+_SIGTERM_LINE = (
+    "multi_worker: SIGTERM received; this worker ({task}) stops now (exit 143). Start every "
+    "worker again with the same command to resume from the last checkpoint\n"
+)
+
+
+def _stop_on_sigterm(task: str) -> None:
+    """Makes SIGTERM end this process at once with one line on stderr and exit status 143.
+
+    A daemon thread waits on the signal wakeup file descriptor (written by the C-level signal
+    handler as the signal arrives, whatever the main thread is doing) and calls ``os._exit``.
+    Must run in the main thread; call it again after TensorFlow installs its own handler.
+    """
+    line = _SIGTERM_LINE.format(task=task).encode("utf-8")
+
+    def stop(*_):
+        os.write(sys.stderr.fileno(), line)
+        os._exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    if _SIGTERM_WATCH:
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch():
+        while True:
+            data = reader.recv(64)
+            if not data or signal.SIGTERM in data:
+                stop()
+
+    thread = threading.Thread(target=watch, name="hpsh-sigterm", daemon=True)
+    thread.start()
+    _SIGTERM_WATCH.extend((reader, writer, thread))  # kept for the process's life
+
+
 def multi_worker_strategy(
-    timeout_seconds: float | None = None,
+    timeout_seconds: float | None = None, start_timeout_seconds: float = 300.0
 ) -> tf.distribute.MultiWorkerMirroredStrategy:
     """The process's :class:`tf.distribute.MultiWorkerMirroredStrategy` (created once).
+
+    Waits for the other tasks first (:func:`wait_for_peers`) and makes SIGTERM stop the
+    process (see the module docstring).
 
     Args:
         timeout_seconds: Abort any collective operation that takes longer
             (``train.collective_timeout_seconds``); ``None``: no limit.
+        start_timeout_seconds: Give up when the other tasks do not all answer within this
+            time (``train.cluster_start_timeout_seconds``).
 
     Raises:
-        ClusterError: If ``TF_CONFIG`` is absent or malformed, or TensorFlow already ran an
-            operation in this process before the strategy was created.
+        ClusterError: If ``TF_CONFIG`` is absent or malformed, the other tasks did not start
+            in time, or TensorFlow already ran an operation in this process before the
+            strategy was created.
     """
     global _STRATEGY
     if _STRATEGY is not None:
         return _STRATEGY
     role = read_tf_config()
+    task = _task_name(role, role.worker_index)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        _stop_on_sigterm(task)
+    wait_for_peers(role, start_timeout_seconds)
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=None if timeout_seconds is None else float(timeout_seconds)
     )
@@ -223,6 +381,8 @@ def multi_worker_strategy(
             "process; call hpsh_tf2.training.distributed.start_multi_worker(config) first (the "
             "train and run steps do)"
         ) from None
+    if in_main:
+        _stop_on_sigterm(task)  # TensorFlow's coordination service caught SIGTERM meanwhile
     logger.info(
         "multi_worker: %s %d of %d workers (%s), %d replicas in sync",
         role.task_type,
@@ -246,7 +406,9 @@ def start_multi_worker(config: Config) -> tf.distribute.Strategy | None:
     """
     if config.train.strategy != "multi_worker":
         return None
-    return multi_worker_strategy(config.train.collective_timeout_seconds)
+    return multi_worker_strategy(
+        config.train.collective_timeout_seconds, config.train.cluster_start_timeout_seconds
+    )
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:

@@ -35,6 +35,7 @@ from hpsh_tf2.models.backbone import preprocessor
 from hpsh_tf2.training import distributed
 from hpsh_tf2.training.callbacks import RetrievalValidation, build_callbacks, validation_callback
 from hpsh_tf2.training.checkpoints import (
+    MAX_TO_KEEP,
     Progress,
     maybe_resume,
     save_keras_atomic,
@@ -147,10 +148,10 @@ def _train(config, session: _Session, train_inputs, val_inputs, layout, verbose)
     fingerprint = train_fingerprint(config, train_inputs, val_inputs)
     progress = Progress()
     checkpoint = tf.train.Checkpoint(**_checkpointed(session), **progress.checkpoint_items())
-    manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=MAX_TO_KEEP)
     resume = maybe_resume(manager, checkpoint, progress, layout, fingerprint)
-    if resume.epoch == 0:  # the folder was emptied: forget the manager's cached list
-        manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=2)
+    # the folder may have changed (emptied, a damaged checkpoint set aside): a fresh list
+    manager = tf.train.CheckpointManager(checkpoint, layout.checkpoints, max_to_keep=MAX_TO_KEEP)
     variables = [*session.models.fit_model.variables, *session.trainer.optimizer.variables]
     resume = distributed.sync_resume(session.strategy, resume, variables)  # multi_worker only
     validation = validation_callback(

@@ -6,8 +6,14 @@ checked against its declared type and range when the file is loaded; command-lin
 dotted keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the
 dotted key, the value received and what was expected.
 
+Keys that choose a registered component (``sampler.mode``, ``eval.backend``, ``train.strategy``,
+``model.backbone``, ``index.backend``) are strings checked against their registry in
+:mod:`hpsh_tf2.registry` when the config is validated, so a plugin's registration makes its name
+a valid value.
+
 This module imports only :mod:`hpsh_tf2.errors` (``ConfigError`` lives there and is
-re-exported here) and :mod:`hpsh_tf2.atomic` of the package.
+re-exported here), :mod:`hpsh_tf2.atomic` and :mod:`hpsh_tf2.registry` of the package (the
+registry names its entries by import path: nothing heavy is imported).
 """
 
 from __future__ import annotations
@@ -30,9 +36,16 @@ import yaml
 
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.errors import ConfigError
+from hpsh_tf2.registry import (
+    BACKBONES,
+    INDEX_BACKENDS,
+    SAMPLERS,
+    SEARCH_BACKENDS,
+    STRATEGIES,
+    Registry,
+)
 
 __all__ = [
-    "BACKBONE_NAMES",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -49,6 +62,7 @@ __all__ = [
     "apply_overrides",
     "config_fingerprint",
     "config_to_dict",
+    "field_expected",
     "fingerprint",
     "load_config",
     "parse_override",
@@ -65,6 +79,29 @@ SEED_LIMIT = 2**31
 def _check(predicate: Callable[[Any], bool], expected: str) -> dict[str, Any]:
     """Field metadata: a validity predicate and a description of what is expected."""
     return {"check": predicate, "expected": expected}
+
+
+def _registered(registry: Registry[Any], **extra: Any) -> dict[str, Any]:
+    """Field metadata of a key whose value names an entry of ``registry``.
+
+    The allowed values are read from the registry when a value is validated (plugins loaded
+    before then count), never written here.
+    """
+    return {
+        "check": lambda value: value in registry,
+        "expected": registry.expected,
+        "registry": registry,
+        **extra,
+    }
+
+
+def field_expected(fld: dataclasses.Field) -> str | None:
+    """What a field's range check expects, in words (``None``: only its type is checked).
+
+    For a registry-backed key this lists the names registered *now*.
+    """
+    expected = fld.metadata.get("expected")
+    return expected() if callable(expected) else expected
 
 
 def _positive(value: Any) -> bool:
@@ -92,10 +129,6 @@ _SEED_CHECK = _check(_valid_seed, SEED_EXPECTED)
 
 
 BITS_EXPECTED = "one of 16, 24, 32, 48, 64 or a multiple of 8"
-
-# The names of hpsh_tf2.models.backbone.BACKBONES, spelled out because the config layer sits
-# below models (and imports no TensorFlow); tests/test_config.py keeps the two equal.
-BACKBONE_NAMES = ("inception_v3", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0")
 
 # Deprecated spellings of the compatibility modes: "seed" meant "as the original code does".
 _ORIGINAL_ALIAS = {"aliases": {"seed": "original"}}
@@ -129,10 +162,7 @@ class DataConfig:
 class ModelConfig:
     """Backbone and hash head."""
 
-    backbone: str = field(
-        default="inception_v3",
-        metadata=_check(lambda v: v in BACKBONE_NAMES, "one of " + ", ".join(BACKBONE_NAMES)),
-    )
+    backbone: str = field(default="inception_v3", metadata=_registered(BACKBONES))
     weights: str = "imagenet"
     image_size: int = field(default=299, metadata=_check(lambda v: v >= 32, "an integer >= 32"))
     bits: int = field(default=32, metadata=_check(_valid_bits, BITS_EXPECTED))
@@ -172,7 +202,7 @@ class TrainConfig:
     augment: bool = False
     mixed_precision: bool = False
     jit_compile: bool = False
-    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    strategy: str = field(default="default", metadata=_registered(STRATEGIES))
     collective_timeout_seconds: float | None = field(
         default=None,
         metadata=_check(_positive, "a positive number of seconds or null (no limit)"),
@@ -186,9 +216,7 @@ class TrainConfig:
 class SamplerConfig:
     """Negative sampling inside a P x K batch."""
 
-    mode: Literal["hpsh", "original", "random", "semihard", "hard"] = field(
-        default="hpsh", metadata=_ORIGINAL_ALIAS
-    )
+    mode: str = field(default="hpsh", metadata=_registered(SAMPLERS, **_ORIGINAL_ALIAS))
     cutoff: float = field(default=0.5, metadata=_check(_non_negative, "a value >= 0"))
     nonzero_loss_cutoff: float | None = field(
         default=None,
@@ -219,7 +247,7 @@ class EvalConfig:
     k: int = field(default=20, metadata=_check(_positive, "a positive integer"))
     protocol: Literal["paper", "standard"] = "paper"
     radius: int = field(default=2, metadata=_check(_non_negative, "an integer >= 0"))
-    backend: Literal["tf", "numpy", "faiss"] = "tf"
+    backend: str = field(default="tf", metadata=_registered(SEARCH_BACKENDS))
     ties: Literal["expected", "index"] = "expected"
     figures: bool = True
     interval: int = field(default=100, metadata=_check(_positive, "a positive integer"))
@@ -240,8 +268,14 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """The searchable archive index (Milvus; embedded Milvus Lite by default)."""
+    """The searchable archive index (Milvus, embedded Milvus Lite by default, or in memory).
 
+    ``backend`` chooses the implementation of :class:`hpsh_tf2.index.backend.IndexBackend`;
+    ``uri`` is where it lives (Milvus: a server URL or a Milvus Lite ``.db`` file; memory: an
+    ``.npz`` file). ``index_type``, ``nlist`` and ``nprobe`` are Milvus' own settings.
+    """
+
+    backend: str = field(default="milvus", metadata=_registered(INDEX_BACKENDS))
     uri: str | None = None
     collection: str = field(
         default="hpsh",
@@ -406,9 +440,10 @@ def _validate_value(value: Any, tp: Any, fld: dataclasses.Field, *, key: str, so
     try:
         result = _coerce(value, tp)
     except _Invalid:
+        expected = field_expected(fld) if "registry" in fld.metadata else _describe_type(tp)
         raise ConfigError(
             f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
-            f"expected {_describe_type(tp)}"
+            f"expected {expected}"
         ) from None
     if isinstance(result, float) and not math.isfinite(result):
         raise ConfigError(
@@ -419,7 +454,7 @@ def _validate_value(value: Any, tp: Any, fld: dataclasses.Field, *, key: str, so
     if check is not None and result is not None and not check(result):
         raise ConfigError(
             f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
-            f"expected {fld.metadata['expected']}"
+            f"expected {field_expected(fld)}"
         )
     return result
 

@@ -131,6 +131,10 @@ class Registry(Generic[T]):
         """The registered names, in registration order."""
         return tuple(self._entries)
 
+    def __getitem__(self, name: str) -> T:
+        """Same as :meth:`get`."""
+        return self.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -222,3 +226,26 @@ REGISTRIES: dict[str, Registry[Any]] = {
 
 # Built-in entries: one line each, by import path (imported on first use). Keep each block in
 # the order the reference documentation should list it.
+
+SAMPLERS.register("hpsh", "hpsh_tf2.ops.sampling:HPSH")
+SAMPLERS.register("original", "hpsh_tf2.ops.sampling:ORIGINAL")
+SAMPLERS.register("random", "hpsh_tf2.ops.sampling:RANDOM")
+SAMPLERS.register("semihard", "hpsh_tf2.ops.sampling:SEMIHARD")
+SAMPLERS.register("hard", "hpsh_tf2.ops.sampling:HARD")
+
+SEARCH_BACKENDS.register("tf", "hpsh_tf2.evaluation.search:tf_topk")
+SEARCH_BACKENDS.register("numpy", "hpsh_tf2.evaluation.search:numpy_topk")
+SEARCH_BACKENDS.register("faiss", "hpsh_tf2.evaluation.search:faiss_topk")
+
+STRATEGIES.register("default", "hpsh_tf2.training.strategies:DEFAULT")
+STRATEGIES.register("mirrored", "hpsh_tf2.training.strategies:MIRRORED")
+STRATEGIES.register("multi_worker", "hpsh_tf2.training.strategies:MULTI_WORKER")
+
+BACKBONES.register("inception_v3", "hpsh_tf2.models.backbone:INCEPTION_V3")
+BACKBONES.register("resnet50", "hpsh_tf2.models.backbone:RESNET50")
+BACKBONES.register("mobilenet_v2", "hpsh_tf2.models.backbone:MOBILENET_V2")
+BACKBONES.register("densenet121", "hpsh_tf2.models.backbone:DENSENET121")
+BACKBONES.register("efficientnet_b0", "hpsh_tf2.models.backbone:EFFICIENTNET_B0")
+
+INDEX_BACKENDS.register("milvus", "hpsh_tf2.index.store:IndexStore")
+INDEX_BACKENDS.register("memory", "hpsh_tf2.index.memory:MemoryIndex")

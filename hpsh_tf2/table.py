@@ -36,6 +36,7 @@ from hpsh_tf2.evaluation.plots import save_metric_vs_bits
 from hpsh_tf2.features import FeatureSet, extract_features
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.lock import workdir_lock
+from hpsh_tf2.registry import STRATEGIES
 from hpsh_tf2.workflow import evaluate, prepare, train
 
 __all__ = [
@@ -224,7 +225,7 @@ def results_table(
             trainings, each a few seconds on one machine: run the table there).
         WorkdirLockedError: Another command is writing ``output.workdir``.
     """
-    if config.train.strategy == "multi_worker":
+    if getattr(STRATEGIES.get(config.train.strategy), "spans_workers", False):
         raise TableError(
             "Received: train.strategy='multi_worker' for the results table; expected 'default' "
             "or 'mirrored': the table's cells are small features-mode trainings that run on one "

@@ -54,6 +54,7 @@ import tensorflow as tf
 from hpsh_tf2.config import Config
 from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.registry import STRATEGIES
 from hpsh_tf2.training.callbacks import RetrievalValidation
 from hpsh_tf2.training.checkpoints import ResumeState
 
@@ -244,9 +245,10 @@ def start_multi_worker(config: Config) -> tf.distribute.Strategy | None:
     Returns:
         The strategy, or ``None`` for the other strategies.
     """
-    if config.train.strategy != "multi_worker":
+    entry = STRATEGIES.get(config.train.strategy)
+    if not getattr(entry, "spans_workers", False):
         return None
-    return multi_worker_strategy(config.train.collective_timeout_seconds)
+    return entry(config.train.collective_timeout_seconds)
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:

@@ -698,7 +698,7 @@ def config_fingerprint(
 def add_config_arguments(
     parser: argparse.ArgumentParser, *, example: str = "train.epochs=5"
 ) -> None:
-    """Adds ``--config FILE`` and repeatable ``--set KEY=VALUE`` to a command-line parser.
+    """Adds ``--config FILE``, repeatable ``--set KEY=VALUE`` and ``--plugin MODULE`` to a parser.
 
     Args:
         parser: The (sub)parser of a verb.
@@ -712,4 +712,13 @@ def add_config_arguments(
         default=[],
         metavar="KEY=VALUE",
         help=f"override a config key, e.g. --set {example} (repeatable)",
+    )
+    parser.add_argument(
+        "--plugin",
+        dest="verb_plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: its registered components become valid config values "
+        "(repeatable; same as 'hpsh --plugin MODULE VERB')",
     )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -37,12 +38,15 @@ __all__ = [
     "BACKBONES",
     "INDEX_BACKENDS",
     "LOSSES",
+    "PLUGIN_GROUP",
     "REGISTRIES",
     "SAMPLERS",
     "SEARCH_BACKENDS",
     "STRATEGIES",
     "Registry",
     "RegistryError",
+    "load_entry_point_plugins",
+    "load_plugins",
 ]
 
 T = TypeVar("T")
@@ -208,6 +212,35 @@ def load_plugins(modules: tuple[str, ...] | list[str]) -> None:
             importlib.import_module(name)
         except ImportError as err:
             raise RegistryError(f"cannot import plugin module {name!r}: {err}") from None
+
+
+PLUGIN_GROUP = "hpsh_tf2.plugins"
+"""The entry-point group of installed plugins: ``name = "package.module"`` in a package's
+``[options.entry_points]`` (setup.cfg) or ``[project.entry-points."hpsh_tf2.plugins"]``."""
+
+
+def load_entry_point_plugins(group: str = PLUGIN_GROUP) -> tuple[str, ...]:
+    """Imports every installed plugin of the entry-point ``group``, so its registrations run.
+
+    Returns:
+        The entry points' values (module paths), in the order loaded.
+
+    Raises:
+        RegistryError: A plugin cannot be imported; the message names the entry point and its
+            distribution.
+    """
+    loaded = []
+    for entry in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+        try:
+            entry.load()
+        except (ImportError, AttributeError) as err:
+            owner = f" of {entry.dist.name}" if entry.dist is not None else ""
+            raise RegistryError(
+                f"cannot load plugin {entry.name!r} ({entry.value}){owner} from the {group!r} "
+                f"entry points: {err}"
+            ) from None
+        loaded.append(entry.value)
+    return tuple(loaded)
 
 
 # ---------------------------------------------------------------------- the registries

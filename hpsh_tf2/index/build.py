@@ -32,8 +32,14 @@ import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.data.scan import SkippedFile
+from hpsh_tf2.index.backend import (
+    ArchiveIndexError,
+    Filters,
+    IndexHit,
+    is_file_uri,
+    open_index,
+)
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
-from hpsh_tf2.index.store import ArchiveIndexError, IndexHit, IndexStore, is_local_uri
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.serving import Neighbour
@@ -191,7 +197,8 @@ def _load_encoder(model_dir: str | os.PathLike[str]) -> SavedModelEncoder:
 
 
 def status_path(uri: str, workdir: Path) -> Path:
-    if is_local_uri(uri):
+    """Where the last build's counts go: beside a file index, else in the workdir."""
+    if is_file_uri(uri):
         return Path(uri).with_name(Path(uri).name + ".build.json")
     return RunLayout(workdir).index_status
 
@@ -202,6 +209,7 @@ def build_index(
     *,
     uri: str,
     collection: str = "hpsh",
+    backend: str = "milvus",
     batch_size: int = 64,
     index_type: str = "BIN_FLAT",
     nlist: int = 1024,
@@ -216,10 +224,12 @@ def build_index(
     Args:
         model_dir: The export whose ``serving_default`` encodes the images.
         images: Archive folder (any layout; the first sub-folder is the class).
-        uri: Index URI (a Milvus Lite file, or ``http://host:19530``).
+        uri: Index URI (a Milvus Lite file, or ``http://host:19530``; a memory index's
+            ``.npz`` file).
         collection: Collection name.
+        backend: ``index.backend``, a name in :data:`hpsh_tf2.registry.INDEX_BACKENDS`.
         batch_size: Images per SavedModel call and per upsert.
-        index_type: ``BIN_FLAT`` or ``BIN_IVF_FLAT`` (server only), used when creating.
+        index_type: ``BIN_FLAT`` or ``BIN_IVF_FLAT`` (Milvus server only), used when creating.
         nlist: Clusters of ``BIN_IVF_FLAT``.
         runner: ``"local"`` (in-process) or ``"beam"`` (Apache Beam pipeline; see
             :mod:`hpsh_tf2.index.beam`).
@@ -247,14 +257,14 @@ def build_index(
     workdir = Path(workdir)
     with ExitStack() as stack:
         loading = None
-        if runner == "local" and walk.files and is_local_uri(uri) and not Path(uri).exists():
-            # A new index encodes every file: load the model while Milvus Lite starts.
+        if runner == "local" and walk.files and is_file_uri(uri) and not Path(uri).exists():
+            # A new index encodes every file: load the model while the index opens.
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             loading = pool.submit(_load_encoder, model_dir)
-        store = stack.enter_context(IndexStore(uri, collection))
+        store = stack.enter_context(open_index(backend, uri, collection))
         store.open_for(record, index_type=index_type, nlist=nlist)
         plan = plan_build(walk, store.fingerprints())
-        store.delete(plan.delete)
+        store.remove(plan.delete)
         skipped: list[SkippedFile] = []
         encoder = None
         if runner == "local" and plan.encode:
@@ -298,7 +308,7 @@ def build_index(
         bad_paths = {s.path for s in skipped}
         # A changed file that no longer decodes keeps no stale row.
         stale = [f.path for f in plan.encode if f.path in bad_paths]
-        store.delete(stale)
+        store.remove(stale)
         rows = store.count()
     report = BuildReport(
         images_root=walk.root,
@@ -342,10 +352,12 @@ def search_images(
     *,
     uri: str,
     collection: str = "hpsh",
+    backend: str = "milvus",
     model_dir: str | os.PathLike[str] | None = None,
     top: int = 10,
+    filters: Filters | None = None,
     filter: str = "",
-    nprobe: int = 16,
+    nprobe: int | None = None,
 ) -> list[list[IndexHit]]:
     """Encodes query images with the index's model and returns their nearest indexed images.
 
@@ -353,11 +365,14 @@ def search_images(
         image_paths: Query image files.
         uri: Index URI.
         collection: Collection name.
+        backend: ``index.backend``.
         model_dir: The export to encode with; default the one recorded in the index. Another
             model than the recorded one is refused.
         top: Neighbours per query.
-        filter: Milvus boolean expression on ``class``, ``path``, ``size``, ``mtime_ns``.
-        nprobe: Clusters searched with ``BIN_IVF_FLAT``.
+        filters: Structured filters on ``class``, ``path``, ``size``, ``mtime_ns``
+            (:mod:`hpsh_tf2.index.backend`).
+        filter: Milvus only: a boolean expression written by the user.
+        nprobe: Milvus only: clusters searched with ``BIN_IVF_FLAT`` (default 16).
 
     Returns:
         One list of :class:`IndexHit` per query, nearest first.
@@ -366,7 +381,7 @@ def search_images(
         ModelMismatchError: ``model_dir`` is not the index's model.
         ArchiveIndexError: No index, or an undecodable query image.
     """
-    with IndexStore(uri, collection) as store:
+    with open_index(backend, uri, collection) as store:
         stored = store.record()
         if model_dir is None:
             model_dir = stored.export_path
@@ -375,20 +390,28 @@ def search_images(
     # Encode with no connection open: loading a large export takes longer than the gRPC
     # keep-alive that Milvus tolerates without traffic.
     _, packed = _encode_queries(model_dir, image_paths)
-    with IndexStore(uri, collection) as store:
-        return store.search(packed, top=top, filter=filter, nprobe=nprobe)
+    options: dict[str, Any] = {"filter": filter} if filter else {}
+    if nprobe is not None:
+        options["nprobe"] = nprobe
+    with open_index(backend, uri, collection) as store:
+        return store.search(packed, top=top, filters=filters, **options)
 
 
-def index_info(uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike = ".") -> dict:
+def index_info(
+    uri: str,
+    collection: str = "hpsh",
+    *,
+    backend: str = "milvus",
+    workdir: str | os.PathLike = ".",
+) -> dict:
     """What the index holds: rows, per-class counts, the model record, the last build."""
     import json
 
-    with IndexStore(uri, collection) as store:
+    with open_index(backend, uri, collection) as store:
         record = store.record()
-        classes: dict[str, int] = {}
-        for row in store.iter_rows(("class",)):
-            classes[row["class"]] = classes.get(row["class"], 0) + 1
+        classes = store.class_counts()
         info: dict[str, Any] = {
+            "backend": backend,
             "uri": uri,
             "collection": collection,
             "rows": store.count(),

@@ -19,22 +19,17 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.export import MANIFEST_NAME
 from hpsh_tf2.serving import encode_for_serving, resolve_version_dir
 
 __all__ = [
     "EncodeResult",
-    "ModelMismatchError",
     "ModelRecord",
     "SavedModelEncoder",
     "check_same_model",
     "model_record",
 ]
-
-
-class ModelMismatchError(HPSHError, ValueError):
-    """An index was built with another model than the one given."""
 
 
 @dataclass(frozen=True)

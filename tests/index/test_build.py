@@ -16,9 +16,10 @@ import tensorflow as tf
 
 pytest.importorskip("pymilvus", reason="the index extra is not installed (pip install .[index])")
 
+from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.evaluation.search import search
 from hpsh_tf2.index.build import build_index, index_info, plan_build, search_images
-from hpsh_tf2.index.encoder import ModelMismatchError, SavedModelEncoder
+from hpsh_tf2.index.encoder import SavedModelEncoder
 from hpsh_tf2.index.store import IndexStore
 from hpsh_tf2.index.walk import walk_images
 from hpsh_tf2.serving import encode_for_serving

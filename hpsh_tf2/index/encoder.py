@@ -3,7 +3,7 @@
 The index is filled with exactly the codes TF Serving would return: the bytes of each file go
 through the SavedModel's decode, resize, backbone preprocessing and hash head. TIFF, which the
 SavedModel cannot decode, is converted on the client like
-:func:`hpsh_tf2.serving.encode_for_serving` does. A batch that fails (one undecodable file) is
+:func:`hpsh_tf2.serving.request_image_bytes` does. A batch that fails (one undecodable file) is
 split and retried so that only the bad files are left out, each with its reason.
 """
 
@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.export import MANIFEST_NAME
-from hpsh_tf2.serving import encode_for_serving, resolve_version_dir
+from hpsh_tf2.serving import request_image_bytes, resolve_version_dir
 
 __all__ = [
     "EncodeResult",
@@ -183,7 +183,7 @@ class SavedModelEncoder:
         bad: list[tuple[int, str]] = []
         for position, path in enumerate(paths):
             try:
-                data.append(encode_for_serving(path))
+                data.append(request_image_bytes(path))
                 positions.append(position)
             except (OSError, ValueError) as err:
                 bad.append((position, _error_reason(err)))

@@ -60,6 +60,7 @@ __all__ = [
     "TrainConfig",
     "add_config_arguments",
     "apply_overrides",
+    "apply_values",
     "config_fingerprint",
     "config_to_dict",
     "field_expected",
@@ -319,6 +320,10 @@ class Config:
     def replace(self, overrides: Iterable[str] = (), *, source: str = "--set") -> Config:
         """Returns a copy with dotted-key overrides (``"train.epochs=5"``) applied."""
         return apply_overrides(self, overrides, source=source)
+
+    def with_values(self, values: Mapping[str, Any], *, source: str = "<values>") -> Config:
+        """Returns a copy with dotted keys set to typed values (``{"model.bits": 16}``)."""
+        return apply_values(self, values, source=source)
 
     @property
     def workdir(self) -> Path:
@@ -597,10 +602,28 @@ def apply_overrides(config: Config, overrides: Iterable[str], *, source: str = "
     Raises:
         ConfigError: For unknown keys or invalid values.
     """
+    return apply_values(config, [parse_override(text, source=source) for text in overrides],
+                        source=source)  # fmt: skip
+
+
+def apply_values(
+    config: Config,
+    values: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    *,
+    source: str = "<values>",
+) -> Config:
+    """Sets dotted keys to Python values (``{"model.bits": 16}``) and validates the result.
+
+    The typed twin of :func:`apply_overrides`: code that already holds a value passes it as
+    it is, and it goes through the same checks as a value read from YAML.
+
+    Raises:
+        ConfigError: For unknown keys or invalid values.
+    """
+    pairs = list(values.items()) if isinstance(values, Mapping) else list(values)
     raw = config_to_dict(config)
-    parsed = [parse_override(text, source=source) for text in overrides]
-    _drop_replaced_data_source(raw, {key for key, _ in parsed})
-    for key, value in parsed:
+    _drop_replaced_data_source(raw, {key for key, _ in pairs})
+    for key, value in pairs:
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,16 +78,16 @@ class Cell:
         """Folder name of the cell."""
         return f"bits{self.bits}-{self.sampler}-seed{self.seed}"
 
-    def overrides(self, workdir: Path) -> list[str]:
-        """The dotted-key overrides that make the cell's config."""
-        return [
-            f"model.bits={self.bits}",
-            f"sampler.mode={self.sampler}",
-            f"data.seed={self.seed}",
-            "train.mode=features",
-            "eval.figures=false",
-            f"output.workdir={workdir}",
-        ]
+    def values(self, workdir: Path) -> dict[str, Any]:
+        """The typed config values that make the cell's config (validated by the config)."""
+        return {
+            "model.bits": self.bits,
+            "sampler.mode": self.sampler,
+            "data.seed": self.seed,
+            "train.mode": "features",
+            "eval.figures": False,
+            "output.workdir": str(workdir),
+        }
 
 
 def _all_features(config: Config, prepared: Prepared, layout: RunLayout) -> FeatureSet:
@@ -163,7 +164,7 @@ def knn_reference(prepared: Prepared, *, protocol: str, k: int) -> dict[str, flo
 
 def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayout) -> dict:
     cell_layout = RunLayout(layout.table_cell(cell.name))
-    cell_config = config.replace(cell.overrides(cell_layout.workdir))
+    cell_config = config.with_values(cell.values(cell_layout.workdir), source=f"table {cell.name}")
     cell_layout.workdir.mkdir(parents=True, exist_ok=True)
     prepared = _cell_prepared(cell_config, features, cell_layout)
     start = time.perf_counter()
@@ -239,7 +240,7 @@ def _results_table(config: Config, *, bits, samplers, seeds, echo: Echo) -> Path
     seeds = tuple(seeds) if seeds is not None else tuple(config.data.seed + i for i in range(3))
     cells = _grid(bits, samplers, seeds)
     for cell in cells:  # validate every cell's config before any work
-        config.replace(cell.overrides(Path("cell")))
+        config.with_values(cell.values(Path("cell")), source=f"table {cell.name}")
     layout = RunLayout(config.workdir)
     prepared = prepare(config, echo=logger.info)
     features = _all_features(config, prepared, layout)

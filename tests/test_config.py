@@ -389,3 +389,17 @@ def test_a_command_line_data_source_replaces_the_files_other_one(tmp_path, caplo
         load_config(file, ["data.root=a", "data.features=b.npz"])
     # without an override the file's own source is kept
     assert load_config(file).data.features == "y.npz"
+
+
+def test_typed_values_go_through_the_same_checks():
+    from hpsh_tf2.config import apply_values
+
+    config = Config().with_values({"model.bits": 48, "eval.figures": False}, source="table x")
+    assert (config.model.bits, config.eval.figures) == (48, False)
+    assert apply_values(Config(), [("data.seed", 7)]).data.seed == 7
+    with pytest.raises(ConfigError, match=r"table x: invalid value for 'model\.bits'.*bits=12"):
+        Config().with_values({"model.bits": 12}, source="table x")
+    with pytest.raises(ConfigError, match=r"model\.bits.*bits='16'"):
+        Config().with_values({"model.bits": "16"})  # a string is not parsed again
+    with pytest.raises(ConfigError, match="unknown key 'model.bitz'"):
+        Config().with_values({"model.bitz": 16})

@@ -49,7 +49,7 @@ def test_check_image_bytes_names_the_positions():
     good = _image_bytes("PNG", 8, 8)
     big = _image_bytes("PNG", 50, 40)
     tf.group(check_image_bytes(tf.constant([good, big]), max_pixels=2000))  # 50 x 40 = 2000
-    with pytest.raises(tf.errors.InvalidArgumentError, match="export.max_pixels=1999"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"export\.max_pixels=1999"):
         tf.group(check_image_bytes(tf.constant([good, big]), max_pixels=1999))
     with pytest.raises(tf.errors.InvalidArgumentError, match="TIFF is not supported"):
         tf.group(check_image_bytes(tf.constant([good, b"II*\0rest"]), max_pixels=10**6))

@@ -401,5 +401,5 @@ def test_typed_values_go_through_the_same_checks():
         Config().with_values({"model.bits": 12}, source="table x")
     with pytest.raises(ConfigError, match=r"model\.bits.*bits='16'"):
         Config().with_values({"model.bits": "16"})  # a string is not parsed again
-    with pytest.raises(ConfigError, match="unknown key 'model.bitz'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'model\.bitz'"):
         Config().with_values({"model.bitz": 16})

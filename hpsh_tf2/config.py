@@ -68,6 +68,7 @@ __all__ = [
     "load_config",
     "parse_override",
     "save_config",
+    "valid_bits",
 ]
 
 
@@ -117,7 +118,10 @@ def _fraction(value: Any) -> bool:
     return 0.0 <= value <= 1.0
 
 
-def _valid_bits(value: int) -> bool:
+def valid_bits(value: int) -> bool:
+    """Whether ``value`` is a code length the project supports: a positive multiple of 8
+    (codes are packed into whole bytes). The one definition; ``model.bits`` and
+    :func:`hpsh_tf2.ops.checks.check_bits` use it."""
     return value > 0 and value % 8 == 0
 
 
@@ -166,7 +170,7 @@ class ModelConfig:
     backbone: str = field(default="inception_v3", metadata=_registered(BACKBONES))
     weights: str = "imagenet"
     image_size: int = field(default=299, metadata=_check(lambda v: v >= 32, "an integer >= 32"))
-    bits: int = field(default=32, metadata=_check(_valid_bits, BITS_EXPECTED))
+    bits: int = field(default=32, metadata=_check(valid_bits, BITS_EXPECTED))
     hidden_units: tuple[int, ...] = (1024, 512)
     leaky_relu_slope: float = field(default=0.2, metadata=_check(_non_negative, "a value >= 0"))
     init_seed: int = field(default=123, metadata=_SEED_CHECK)

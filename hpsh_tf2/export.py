@@ -55,6 +55,7 @@ from hpsh_tf2.data import images as image_lib
 from hpsh_tf2.data.image_headers import check_image_bytes
 from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.models.backbone import get_backbone_spec, preprocess_images
+from hpsh_tf2.ops.checks import check_bits
 from hpsh_tf2.ops.codes import binarize, np_pack_codes, pack_codes
 from hpsh_tf2.ops.hamming import hamming_topk
 
@@ -373,8 +374,7 @@ def _validate_args(
     get_backbone_spec(backbone)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"Received: image_size={image_size!r}; expected a positive integer")
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits <= 0 or bits % 8:
-        raise ValueError(f"Received: bits={bits!r}; expected a positive multiple of 8")
+    check_bits(bits)
     out_bits = image_model.output_shape[-1]
     if out_bits != bits:
         raise ModelMismatchError(

@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE before the config is read, so that the samplers, search or index "
+        "backends, strategies and backbones it registers are valid config values (repeatable; "
+        "installed plugins of the 'hpsh_tf2.plugins' entry-point group load by themselves)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     download = verbs.add_parser(
@@ -124,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(demo)
     index_commands.add_parser(verbs)  # issue 13: the index verb
     return parser
+
+
+def _load_plugins(modules: Sequence[str]) -> None:
+    """Installed plugins (entry points), then ``--plugin`` modules: before any config is read."""
+    from hpsh_tf2.registry import load_entry_point_plugins, load_plugins
+
+    load_entry_point_plugins()
+    load_plugins(list(modules))
 
 
 def _load(args) -> object:
@@ -301,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hpsh_tf2.errors import HPSHError
 
     try:
+        _load_plugins([*args.plugins, *getattr(args, "verb_plugins", [])])
         return _run_verb(args)
     except KeyboardInterrupt:
         if args.verbose:

@@ -6,8 +6,14 @@ checked against its declared type and range when the file is loaded; command-lin
 dotted keys (``--set train.epochs=5``) and go through the same checks. Errors name the file, the
 dotted key, the value received and what was expected.
 
+Keys that choose a registered component (``sampler.mode``, ``eval.backend``, ``train.strategy``,
+``model.backbone``, ``index.backend``) are strings checked against their registry in
+:mod:`hpsh_tf2.registry` when the config is validated, so a plugin's registration makes its name
+a valid value.
+
 This module imports only :mod:`hpsh_tf2.errors` (``ConfigError`` lives there and is
-re-exported here) and :mod:`hpsh_tf2.atomic` of the package.
+re-exported here), :mod:`hpsh_tf2.atomic` and :mod:`hpsh_tf2.registry` of the package (the
+registry names its entries by import path: nothing heavy is imported).
 """
 
 from __future__ import annotations
@@ -31,10 +37,17 @@ import yaml
 
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.errors import ConfigError
-from hpsh_tf2.registry import DATA_FORMATS
+from hpsh_tf2.registry import (
+    BACKBONES,
+    DATA_FORMATS,
+    INDEX_BACKENDS,
+    SAMPLERS,
+    SEARCH_BACKENDS,
+    STRATEGIES,
+    Registry,
+)
 
 __all__ = [
-    "BACKBONE_NAMES",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -49,12 +62,15 @@ __all__ = [
     "TrainConfig",
     "add_config_arguments",
     "apply_overrides",
+    "apply_values",
     "config_fingerprint",
     "config_to_dict",
+    "field_expected",
     "fingerprint",
     "load_config",
     "parse_override",
     "save_config",
+    "valid_bits",
 ]
 
 
@@ -69,6 +85,29 @@ def _check(predicate: Callable[[Any], bool], expected: str) -> dict[str, Any]:
     return {"check": predicate, "expected": expected}
 
 
+def _registered(registry: Registry[Any], **extra: Any) -> dict[str, Any]:
+    """Field metadata of a key whose value names an entry of ``registry``.
+
+    The allowed values are read from the registry when a value is validated (plugins loaded
+    before then count), never written here.
+    """
+    return {
+        "check": lambda value: value in registry,
+        "expected": registry.expected,
+        "registry": registry,
+        **extra,
+    }
+
+
+def field_expected(fld: dataclasses.Field) -> str | None:
+    """What a field's range check expects, in words (``None``: only its type is checked).
+
+    For a registry-backed key this lists the names registered *now*.
+    """
+    expected = fld.metadata.get("expected")
+    return expected() if callable(expected) else expected
+
+
 def _positive(value: Any) -> bool:
     return value > 0
 
@@ -81,7 +120,10 @@ def _fraction(value: Any) -> bool:
     return 0.0 <= value <= 1.0
 
 
-def _valid_bits(value: int) -> bool:
+def valid_bits(value: int) -> bool:
+    """Whether ``value`` is a code length the project supports: a positive multiple of 8
+    (codes are packed into whole bytes). The one definition; ``model.bits`` and
+    :func:`hpsh_tf2.ops.checks.check_bits` use it."""
     return value > 0 and value % 8 == 0
 
 
@@ -117,10 +159,6 @@ _SEED_CHECK = _check(_valid_seed, SEED_EXPECTED)
 
 BITS_EXPECTED = "one of 16, 24, 32, 48, 64 or a multiple of 8"
 
-# The names of hpsh_tf2.models.backbone.BACKBONES, spelled out because the config layer sits
-# below models (and imports no TensorFlow); tests/test_config.py keeps the two equal.
-BACKBONE_NAMES = ("inception_v3", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0")
-
 # Deprecated spellings of the compatibility modes: "seed" meant "as the original code does".
 _ORIGINAL_ALIAS = {"aliases": {"seed": "original"}}
 
@@ -150,9 +188,12 @@ class DataConfig:
     manifest: str | None = None
     format: str | None = field(
         default=None,
-        metadata=_check(
-            lambda v: v in DATA_FORMATS,
-            DATA_FORMATS.expected() + " or null (manifest if data.manifest is set, else folders)",
+        metadata=_registered(
+            DATA_FORMATS,
+            expected=lambda: (
+                DATA_FORMATS.expected()
+                + " or null (manifest if data.manifest is set, else folders)"
+            ),
         ),
     )
 
@@ -161,13 +202,10 @@ class DataConfig:
 class ModelConfig:
     """Backbone and hash head."""
 
-    backbone: str = field(
-        default="inception_v3",
-        metadata=_check(lambda v: v in BACKBONE_NAMES, "one of " + ", ".join(BACKBONE_NAMES)),
-    )
+    backbone: str = field(default="inception_v3", metadata=_registered(BACKBONES))
     weights: str = "imagenet"
     image_size: int = field(default=299, metadata=_check(lambda v: v >= 32, "an integer >= 32"))
-    bits: int = field(default=32, metadata=_check(_valid_bits, BITS_EXPECTED))
+    bits: int = field(default=32, metadata=_check(valid_bits, BITS_EXPECTED))
     hidden_units: tuple[int, ...] = (1024, 512)
     leaky_relu_slope: float = field(default=0.2, metadata=_check(_non_negative, "a value >= 0"))
     init_seed: int = field(default=123, metadata=_SEED_CHECK)
@@ -204,7 +242,7 @@ class TrainConfig:
     augment: bool = False
     mixed_precision: bool = False
     jit_compile: bool = False
-    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    strategy: str = field(default="default", metadata=_registered(STRATEGIES))
     collective_timeout_seconds: float | None = field(
         default=None,
         metadata=_check(_positive, "a positive number of seconds or null (no limit)"),
@@ -221,9 +259,7 @@ class TrainConfig:
 class SamplerConfig:
     """Negative sampling inside a P x K batch."""
 
-    mode: Literal["hpsh", "original", "random", "semihard", "hard"] = field(
-        default="hpsh", metadata=_ORIGINAL_ALIAS
-    )
+    mode: str = field(default="hpsh", metadata=_registered(SAMPLERS, **_ORIGINAL_ALIAS))
     cutoff: float = field(default=0.5, metadata=_check(_non_negative, "a value >= 0"))
     nonzero_loss_cutoff: float | None = field(
         default=None,
@@ -254,7 +290,7 @@ class EvalConfig:
     k: int = field(default=20, metadata=_check(_positive, "a positive integer"))
     protocol: Literal["paper", "standard"] = "paper"
     radius: int = field(default=2, metadata=_check(_non_negative, "an integer >= 0"))
-    backend: Literal["tf", "numpy", "faiss"] = "tf"
+    backend: str = field(default="tf", metadata=_registered(SEARCH_BACKENDS))
     ties: Literal["expected", "index"] = "expected"
     figures: bool = True
     interval: int = field(default=100, metadata=_check(_positive, "a positive integer"))
@@ -275,8 +311,14 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """The searchable archive index (Milvus; embedded Milvus Lite by default)."""
+    """The searchable archive index (Milvus, embedded Milvus Lite by default, or in memory).
 
+    ``backend`` chooses the implementation of :class:`hpsh_tf2.index.backend.IndexBackend`;
+    ``uri`` is where it lives (Milvus: a server URL or a Milvus Lite ``.db`` file; memory: an
+    ``.npz`` file). ``index_type``, ``nlist`` and ``nprobe`` are Milvus' own settings.
+    """
+
+    backend: str = field(default="milvus", metadata=_registered(INDEX_BACKENDS))
     uri: str | None = None
     collection: str = field(
         default="hpsh", metadata=_check(_collection_name, COLLECTION_NAME_EXPECTED)
@@ -320,6 +362,10 @@ class Config:
     def replace(self, overrides: Iterable[str] = (), *, source: str = "--set") -> Config:
         """Returns a copy with dotted-key overrides (``"train.epochs=5"``) applied."""
         return apply_overrides(self, overrides, source=source)
+
+    def with_values(self, values: Mapping[str, Any], *, source: str = "<values>") -> Config:
+        """Returns a copy with dotted keys set to typed values (``{"model.bits": 16}``)."""
+        return apply_values(self, values, source=source)
 
     @property
     def workdir(self) -> Path:
@@ -441,9 +487,10 @@ def _validate_value(value: Any, tp: Any, fld: dataclasses.Field, *, key: str, so
     try:
         result = _coerce(value, tp)
     except _Invalid:
+        expected = field_expected(fld) if "registry" in fld.metadata else _describe_type(tp)
         raise ConfigError(
             f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
-            f"expected {_describe_type(tp)}"
+            f"expected {expected}"
         ) from None
     if isinstance(result, float) and not math.isfinite(result):
         raise ConfigError(
@@ -454,7 +501,7 @@ def _validate_value(value: Any, tp: Any, fld: dataclasses.Field, *, key: str, so
     if check is not None and result is not None and not check(result):
         raise ConfigError(
             f"{source}: invalid value for '{key}'. Received: {key.rsplit('.', 1)[-1]}={value!r}; "
-            f"expected {fld.metadata['expected']}"
+            f"expected {field_expected(fld)}"
         )
     return result
 
@@ -508,16 +555,26 @@ def _validate_data_format(data: DataConfig, source: str) -> None:
             f"{source}: set only one of 'data.manifest' (a list of images) and 'data.features' "
             f"(a .npz). Received both: manifest={data.manifest!r}, features={data.features!r}"
         )
-    if data.format == "manifest" and data.manifest is None:
+    if data.format is None:
+        return
+    use = _manifest_use(data.format)
+    if use == "required" and data.manifest is None:
         raise ConfigError(
-            f"{source}: 'data.format: manifest' needs 'data.manifest' (a .csv or .jsonl file). "
-            "Received: manifest=None"
+            f"{source}: 'data.format: {data.format}' needs 'data.manifest' (a .csv or .jsonl "
+            "file). Received: manifest=None"
         )
-    if data.manifest is not None and data.format not in (None, "manifest", "ucmd_multilabel"):
+    if data.manifest is not None and use is None:
+        readers = [n for n in DATA_FORMATS.names() if _manifest_use(n)]
         raise ConfigError(
-            f"{source}: 'data.manifest' is read by data.format 'manifest' (or "
-            f"'ucmd_multilabel': its label table). Received: format={data.format!r}"
+            f"{source}: 'data.manifest' is read by data.format {' or '.join(readers)} only. "
+            f"Received: format={data.format!r}"
         )
+
+
+def _manifest_use(format_name: str) -> str | None:
+    """What the ``data.format`` reader does with ``data.manifest`` (see
+    :mod:`hpsh_tf2.data.formats`): ``required``, ``optional`` or None (ignores it)."""
+    return getattr(DATA_FORMATS.get(format_name), "manifest_use", None)
 
 
 def config_from_dict(raw: Any, *, source: str = "<dict>") -> Config:
@@ -649,10 +706,28 @@ def apply_overrides(config: Config, overrides: Iterable[str], *, source: str = "
     Raises:
         ConfigError: For unknown keys or invalid values.
     """
+    return apply_values(config, [parse_override(text, source=source) for text in overrides],
+                        source=source)  # fmt: skip
+
+
+def apply_values(
+    config: Config,
+    values: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    *,
+    source: str = "<values>",
+) -> Config:
+    """Sets dotted keys to Python values (``{"model.bits": 16}``) and validates the result.
+
+    The typed twin of :func:`apply_overrides`: code that already holds a value passes it as
+    it is, and it goes through the same checks as a value read from YAML.
+
+    Raises:
+        ConfigError: For unknown keys or invalid values.
+    """
+    pairs = list(values.items()) if isinstance(values, Mapping) else list(values)
     raw = config_to_dict(config)
-    parsed = [parse_override(text, source=source) for text in overrides]
-    _drop_replaced_data_source(raw, {key for key, _ in parsed})
-    for key, value in parsed:
+    _drop_replaced_data_source(raw, {key for key, _ in pairs})
+    for key, value in pairs:
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -750,7 +825,7 @@ def config_fingerprint(
 def add_config_arguments(
     parser: argparse.ArgumentParser, *, example: str = "train.epochs=5"
 ) -> None:
-    """Adds ``--config FILE`` and repeatable ``--set KEY=VALUE`` to a command-line parser.
+    """Adds ``--config FILE``, repeatable ``--set KEY=VALUE`` and ``--plugin MODULE`` to a parser.
 
     Args:
         parser: The (sub)parser of a verb.
@@ -764,4 +839,13 @@ def add_config_arguments(
         default=[],
         metavar="KEY=VALUE",
         help=f"override a config key, e.g. --set {example} (repeatable)",
+    )
+    parser.add_argument(
+        "--plugin",
+        dest="verb_plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: its registered components become valid config values "
+        "(repeatable; same as 'hpsh --plugin MODULE VERB')",
     )

@@ -202,6 +202,11 @@ class RunLayout:
         return self.workdir / "index.db"
 
     @property
+    def index_npz(self) -> Path:
+        """``index.npz``: the in-memory archive index's file (``index.backend: memory``)."""
+        return self.workdir / "index.npz"
+
+    @property
     def index_status(self) -> Path:
         """``index_build.json``: the last ``index build`` of a server-side index."""
         return self.workdir / "index_build.json"

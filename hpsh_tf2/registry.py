@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -38,12 +39,15 @@ __all__ = [
     "DATA_FORMATS",
     "INDEX_BACKENDS",
     "LOSSES",
+    "PLUGIN_GROUP",
     "REGISTRIES",
     "SAMPLERS",
     "SEARCH_BACKENDS",
     "STRATEGIES",
     "Registry",
     "RegistryError",
+    "load_entry_point_plugins",
+    "load_plugins",
 ]
 
 T = TypeVar("T")
@@ -132,6 +136,10 @@ class Registry(Generic[T]):
         """The registered names, in registration order."""
         return tuple(self._entries)
 
+    def __getitem__(self, name: str) -> T:
+        """Same as :meth:`get`."""
+        return self.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -207,6 +215,35 @@ def load_plugins(modules: tuple[str, ...] | list[str]) -> None:
             raise RegistryError(f"cannot import plugin module {name!r}: {err}") from None
 
 
+PLUGIN_GROUP = "hpsh_tf2.plugins"
+"""The entry-point group of installed plugins: ``name = "package.module"`` in a package's
+``[options.entry_points]`` (setup.cfg) or ``[project.entry-points."hpsh_tf2.plugins"]``."""
+
+
+def load_entry_point_plugins(group: str = PLUGIN_GROUP) -> tuple[str, ...]:
+    """Imports every installed plugin of the entry-point ``group``, so its registrations run.
+
+    Returns:
+        The entry points' values (module paths), in the order loaded.
+
+    Raises:
+        RegistryError: A plugin cannot be imported; the message names the entry point and its
+            distribution.
+    """
+    loaded = []
+    for entry in sorted(importlib.metadata.entry_points(group=group), key=lambda e: e.name):
+        try:
+            entry.load()
+        except (ImportError, AttributeError) as err:
+            owner = f" of {entry.dist.name}" if entry.dist is not None else ""
+            raise RegistryError(
+                f"cannot load plugin {entry.name!r} ({entry.value}){owner} from the {group!r} "
+                f"entry points: {err}"
+            ) from None
+        loaded.append(entry.value)
+    return tuple(loaded)
+
+
 # ---------------------------------------------------------------------- the registries
 
 LOSSES: Registry[Any] = Registry("loss", "loss.name")
@@ -240,3 +277,26 @@ DATA_FORMATS.register("manifest", "hpsh_tf2.data.formats:read_manifest_format")
 DATA_FORMATS.register("bigearthnet", "hpsh_tf2.data.formats:read_bigearthnet")
 DATA_FORMATS.register("mlrsnet", "hpsh_tf2.data.formats:read_mlrsnet")
 DATA_FORMATS.register("ucmd_multilabel", "hpsh_tf2.data.formats:read_ucmd_multilabel")
+
+SAMPLERS.register("hpsh", "hpsh_tf2.ops.sampling:HPSH")
+SAMPLERS.register("original", "hpsh_tf2.ops.sampling:ORIGINAL")
+SAMPLERS.register("random", "hpsh_tf2.ops.sampling:RANDOM")
+SAMPLERS.register("semihard", "hpsh_tf2.ops.sampling:SEMIHARD")
+SAMPLERS.register("hard", "hpsh_tf2.ops.sampling:HARD")
+
+SEARCH_BACKENDS.register("tf", "hpsh_tf2.evaluation.search:tf_topk")
+SEARCH_BACKENDS.register("numpy", "hpsh_tf2.evaluation.search:numpy_topk")
+SEARCH_BACKENDS.register("faiss", "hpsh_tf2.evaluation.search:faiss_topk")
+
+STRATEGIES.register("default", "hpsh_tf2.training.strategies:DEFAULT")
+STRATEGIES.register("mirrored", "hpsh_tf2.training.strategies:MIRRORED")
+STRATEGIES.register("multi_worker", "hpsh_tf2.training.strategies:MULTI_WORKER")
+
+BACKBONES.register("inception_v3", "hpsh_tf2.models.backbone:INCEPTION_V3")
+BACKBONES.register("resnet50", "hpsh_tf2.models.backbone:RESNET50")
+BACKBONES.register("mobilenet_v2", "hpsh_tf2.models.backbone:MOBILENET_V2")
+BACKBONES.register("densenet121", "hpsh_tf2.models.backbone:DENSENET121")
+BACKBONES.register("efficientnet_b0", "hpsh_tf2.models.backbone:EFFICIENTNET_B0")
+
+INDEX_BACKENDS.register("milvus", "hpsh_tf2.index.store:IndexStore")
+INDEX_BACKENDS.register("memory", "hpsh_tf2.index.memory:MemoryIndex")

@@ -9,8 +9,9 @@ a config and called on every batch,
 
 The maths lives in :func:`hpsh_tf2.ops.sampling.sample_triplets`; this module only holds the
 options, validates them once, and serialises them (``get_config`` / ``from_config``, the
-dataclass's fields). Adding a sampling mode means adding it to ``ops/sampling.py`` and to the
-``sampler.mode`` choices of the config.
+dataclass's fields). Adding a sampling mode is one :class:`hpsh_tf2.ops.sampling.NegativeRule`
+plus one line registering it in :data:`hpsh_tf2.registry.SAMPLERS` (CONTRIBUTING.md); the
+config's ``sampler.mode`` accepts every registered name.
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ from hpsh_tf2.ops.checks import (
     check_positive,
     check_samples_per_class,
 )
-from hpsh_tf2.ops.sampling import EMPTY_ROW_POLICIES, SAMPLER_MODES, sample_triplets
+from hpsh_tf2.ops.sampling import (
+    EMPTY_ROW_POLICIES,
+    ORIGINAL_NONZERO_LOSS_CUTOFF,
+    negative_rule,
+    sample_triplets,
+)
+from hpsh_tf2.registry import SAMPLERS
 
 __all__ = ["ORIGINAL_NONZERO_LOSS_CUTOFF", "TripletSampler", "make_sampler"]
 
-# The original code's distance bound (on its pseudo-distance); the default of mode "original".
-ORIGINAL_NONZERO_LOSS_CUTOFF = 1.4
 # The default bound of the other modes: alpha + beta with the loss's default margins.
 _DEFAULT_NONZERO_LOSS_CUTOFF = 0.9
 
@@ -50,7 +55,7 @@ class TripletSampler:
 
     Attributes:
         samples_per_class: ``K >= 2``, rows per class block.
-        mode: One of :data:`hpsh_tf2.ops.sampling.SAMPLER_MODES`.
+        mode: A name registered in :data:`hpsh_tf2.registry.SAMPLERS`.
         cutoff: Lower clip of the distance before weighting (> 0; ``"hpsh"``/``"original"``).
         nonzero_loss_cutoff: Distances at or beyond are never drawn (> 0). ``None`` resolves
             to 1.4 in mode ``"original"`` (the original's value) and 0.9 (alpha + beta with
@@ -70,12 +75,11 @@ class TripletSampler:
     empty_rows: str = "index0"
 
     def __post_init__(self) -> None:
-        mode = check_choice("mode", self.mode, SAMPLER_MODES, aliases=ORIGINAL_ALIASES)
+        mode = _canonical_mode(self.mode)
+        rule = negative_rule(mode)
         bound = self.nonzero_loss_cutoff
         if bound is None:
-            bound = (
-                ORIGINAL_NONZERO_LOSS_CUTOFF if mode == "original" else _DEFAULT_NONZERO_LOSS_CUTOFF
-            )
+            bound = rule.default_nonzero_loss_cutoff or _DEFAULT_NONZERO_LOSS_CUTOFF
         values = {
             "samples_per_class": check_samples_per_class(self.samples_per_class),
             "mode": mode,
@@ -121,6 +125,11 @@ class TripletSampler:
         return cls(**config)
 
 
+def _canonical_mode(mode: str) -> str:
+    """The registered name of ``mode`` (a deprecated alias mapped to its new name)."""
+    return check_choice("mode", mode, SAMPLERS.names(), aliases=ORIGINAL_ALIASES)
+
+
 def make_sampler(
     config: SamplerConfig, *, samples_per_class: int, default_cutoff: float
 ) -> TripletSampler:
@@ -136,7 +145,7 @@ def make_sampler(
         The sampler.
     """
     bound = config.nonzero_loss_cutoff
-    if bound is None and config.mode not in ("original", "seed"):
+    if bound is None and negative_rule(config.mode).default_nonzero_loss_cutoff is None:
         bound = round(check_positive("default_cutoff", default_cutoff), 10)  # 0.3 + 0.6 -> 0.9
     return TripletSampler(
         samples_per_class=samples_per_class,

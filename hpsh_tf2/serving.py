@@ -36,7 +36,6 @@ from hpsh_tf2.saved_files import READ_ERRORS, saved_model_damage, short_reason
 __all__ = [
     "OUTPUT_DTYPES",
     "Neighbour",
-    "encode_for_serving",
     "format_neighbours",
     "load_exported",
     "make_grpc_request",
@@ -44,6 +43,7 @@ __all__ = [
     "parse_predict_response",
     "predict_rest",
     "query_images",
+    "request_image_bytes",
     "resolve_version_dir",
     "rest_predict_url",
     "save_query_grid",
@@ -140,7 +140,7 @@ class Neighbour:
     index: int = -1
 
 
-def encode_for_serving(path: str | os.PathLike[str]) -> bytes:
+def request_image_bytes(path: str | os.PathLike[str]) -> bytes:
     """Bytes of an image file as the export accepts them.
 
     JPEG, PNG, GIF, BMP and WebP files are sent as they are (the SavedModel decodes them exactly
@@ -211,7 +211,7 @@ def query_images(
         model_dir: Model folder (highest version used), version folder, or an already loaded
             export.
         image_paths: Query image files (JPEG, PNG, GIF, BMP, WebP; TIFF is converted, see
-            :func:`encode_for_serving`).
+            :func:`request_image_bytes`).
         top: Neighbours per query; capped at the export's ``max_k`` (at most the database
             size) when ``model_dir`` is a folder with a manifest.
         batch_size: Images per ``retrieve`` call.
@@ -250,7 +250,7 @@ def query_images(
     k = tf.constant(min(top, max_k) if max_k else top, tf.int32)
     results: list[list[Neighbour]] = []
     for start in range(0, len(image_paths), batch_size):
-        chunk = [encode_for_serving(p) for p in image_paths[start : start + batch_size]]
+        chunk = [request_image_bytes(p) for p in image_paths[start : start + batch_size]]
         raw = loaded.signatures["retrieve"](image_bytes=tf.constant(chunk, tf.string), k=k)
         outputs = {key: value.numpy() for key, value in raw.items()}
         results.extend(_to_neighbours(outputs, row) for row in range(len(chunk)))

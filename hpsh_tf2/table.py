@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from hpsh_tf2.evaluation.plots import save_metric_vs_bits
 from hpsh_tf2.features import FeatureSet, extract_features
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.lock import workdir_lock
+from hpsh_tf2.registry import STRATEGIES
 from hpsh_tf2.workflow import evaluate, prepare, train
 
 __all__ = [
@@ -76,16 +78,16 @@ class Cell:
         """Folder name of the cell."""
         return f"bits{self.bits}-{self.sampler}-seed{self.seed}"
 
-    def overrides(self, workdir: Path) -> list[str]:
-        """The dotted-key overrides that make the cell's config."""
-        return [
-            f"model.bits={self.bits}",
-            f"sampler.mode={self.sampler}",
-            f"data.seed={self.seed}",
-            "train.mode=features",
-            "eval.figures=false",
-            f"output.workdir={workdir}",
-        ]
+    def values(self, workdir: Path) -> dict[str, Any]:
+        """The typed config values that make the cell's config (validated by the config)."""
+        return {
+            "model.bits": self.bits,
+            "sampler.mode": self.sampler,
+            "data.seed": self.seed,
+            "train.mode": "features",
+            "eval.figures": False,
+            "output.workdir": str(workdir),
+        }
 
 
 def _all_features(config: Config, prepared: Prepared, layout: RunLayout) -> FeatureSet:
@@ -162,7 +164,7 @@ def knn_reference(prepared: Prepared, *, protocol: str, k: int) -> dict[str, flo
 
 def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayout) -> dict:
     cell_layout = RunLayout(layout.table_cell(cell.name))
-    cell_config = config.replace(cell.overrides(cell_layout.workdir))
+    cell_config = config.with_values(cell.values(cell_layout.workdir), source=f"table {cell.name}")
     cell_layout.workdir.mkdir(parents=True, exist_ok=True)
     prepared = _cell_prepared(cell_config, features, cell_layout)
     start = time.perf_counter()
@@ -224,7 +226,7 @@ def results_table(
             trainings, each a few seconds on one machine: run the table there).
         WorkdirLockedError: Another command is writing ``output.workdir``.
     """
-    if config.train.strategy == "multi_worker":
+    if getattr(STRATEGIES.get(config.train.strategy), "spans_workers", False):
         raise TableError(
             "Received: train.strategy='multi_worker' for the results table; expected 'default' "
             "or 'mirrored': the table's cells are small features-mode trainings that run on one "
@@ -238,7 +240,7 @@ def _results_table(config: Config, *, bits, samplers, seeds, echo: Echo) -> Path
     seeds = tuple(seeds) if seeds is not None else tuple(config.data.seed + i for i in range(3))
     cells = _grid(bits, samplers, seeds)
     for cell in cells:  # validate every cell's config before any work
-        config.replace(cell.overrides(Path("cell")))
+        config.with_values(cell.values(Path("cell")), source=f"table {cell.name}")
     layout = RunLayout(config.workdir)
     prepared = prepare(config, echo=logger.info)
     features = _all_features(config, prepared, layout)

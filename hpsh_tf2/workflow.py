@@ -54,7 +54,7 @@ from hpsh_tf2.lock import workdir_lock
 from hpsh_tf2.models.backbone import backbone_from_config
 from hpsh_tf2.models.head import build_image_hash_model
 from hpsh_tf2.ops.codes import np_binarize, np_pack_codes
-from hpsh_tf2.serving import encode_for_serving, format_neighbours, load_exported, query_images
+from hpsh_tf2.serving import format_neighbours, load_exported, query_images, request_image_bytes
 from hpsh_tf2.training import TrainResult, fit_hash_model, training_keys
 from hpsh_tf2.training.distributed import (
     broadcast_from_chief,
@@ -535,7 +535,7 @@ def export(config: Config, *, prepared: Prepared | None = None, echo: Echo = pri
     image_model = _image_model(config, layout)
     database = _retrieval_database(config, prepared)
     samples = prepared.subset_paths("train")[: config.export.warmup_requests]
-    warmup = [encode_for_serving(prepared.root / p) for p in samples]  # TIFF -> PNG
+    warmup = [request_image_bytes(prepared.root / p) for p in samples]  # TIFF -> PNG
     version_dir = export_saved_model(
         image_model=image_model,
         backbone=config.model.backbone,

@@ -157,3 +157,17 @@ def synthetic_features_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("features") / "synthetic_features.npz"
     np.savez(path, **synthetic_features())
     return path
+
+
+@pytest.fixture
+def toy_plugin_unloaded():
+    """Removes what ``tests/plugins`` modules register once the test is done (a plugin's
+    registrations otherwise last for the process, as in real use)."""
+    import sys
+
+    yield
+    for name in [m for m in sys.modules if m.startswith("tests.plugins.")]:
+        module = sys.modules.pop(name)
+        for registry, names in getattr(module, "NAMES", {}).items():
+            for entry in names:
+                registry.unregister(entry)

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from hpsh_tf2.config import (
-    BACKBONE_NAMES,
     Config,
     ConfigError,
     apply_overrides,
@@ -186,7 +185,7 @@ def test_float_accepts_int_and_int_rejects_float():
         ("train.foo=1", r"unknown key 'train\.foo'"),
         ("nosuch.key=1", r"unknown key 'nosuch\.key'"),
         ("sampler.mode=fancy", r"sampler\.mode.*one of 'hpsh', 'original'"),
-        ("model.backbone=vgg16", r"model\.backbone.*'vgg16'; expected one of inception_v3"),
+        ("model.backbone=vgg16", r"model\.backbone.*'vgg16'; expected one of 'inception_v3'"),
         ("data.on_bad_image=ignore", r"data\.on_bad_image.*one of 'skip', 'error'"),
         ("train.samples_per_class=1", r"samples_per_class=1; expected an integer >= 2"),
         ("data.split.val=0.3", r"sum to 1"),
@@ -260,11 +259,13 @@ def test_deprecated_seed_spelling_loads_as_original(tmp_path, caplog, key, new):
     assert "deprecated" not in caplog.text
 
 
-def test_backbone_names_match_the_registry():
-    from hpsh_tf2.models.backbone import BACKBONES
+def test_every_registered_backbone_is_a_valid_value():
+    from hpsh_tf2.models.backbone import BackboneSpec
+    from hpsh_tf2.registry import BACKBONES
 
-    assert BACKBONE_NAMES == tuple(BACKBONES)
-    for name in BACKBONE_NAMES:
+    assert len(BACKBONES) >= 5
+    for name in BACKBONES:
+        assert isinstance(BACKBONES.get(name), BackboneSpec)
         assert apply_overrides(Config(), [f"model.backbone={name}"]).model.backbone == name
 
 
@@ -388,3 +389,17 @@ def test_a_command_line_data_source_replaces_the_files_other_one(tmp_path, caplo
         load_config(file, ["data.root=a", "data.features=b.npz"])
     # without an override the file's own source is kept
     assert load_config(file).data.features == "y.npz"
+
+
+def test_typed_values_go_through_the_same_checks():
+    from hpsh_tf2.config import apply_values
+
+    config = Config().with_values({"model.bits": 48, "eval.figures": False}, source="table x")
+    assert (config.model.bits, config.eval.figures) == (48, False)
+    assert apply_values(Config(), [("data.seed", 7)]).data.seed == 7
+    with pytest.raises(ConfigError, match=r"table x: invalid value for 'model\.bits'.*bits=12"):
+        Config().with_values({"model.bits": 12}, source="table x")
+    with pytest.raises(ConfigError, match=r"model\.bits.*bits='16'"):
+        Config().with_values({"model.bits": "16"})  # a string is not parsed again
+    with pytest.raises(ConfigError, match=r"unknown key 'model\.bitz'"):
+        Config().with_values({"model.bitz": 16})

@@ -64,6 +64,7 @@ RUN_FOLDER_NAMES = (
     "results.md",
     "results.png",
     "index.db",
+    "index.npz",
     "index_build.json",
 )
 

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from hpsh_tf2.config import Config, SamplerConfig, apply_overrides
-from hpsh_tf2.ops.sampling import SAMPLER_MODES, sample_triplets
+from hpsh_tf2.ops.sampling import sample_triplets
+from hpsh_tf2.registry import SAMPLERS
 from hpsh_tf2.samplers import TripletSampler, make_sampler
 
 
@@ -32,7 +33,7 @@ def _from(config: Config) -> TripletSampler:
     )
 
 
-@pytest.mark.parametrize("mode", SAMPLER_MODES)
+@pytest.mark.parametrize("mode", SAMPLERS.names())
 def test_call_equals_sample_triplets(mode: str) -> None:
     e, labels = _batch()
     sampler = TripletSampler(samples_per_class=5, mode=mode, cutoff=0.4, nonzero_loss_cutoff=1.3)

@@ -20,7 +20,6 @@ from hpsh_tf2.export import RetrievalDatabase, export_saved_model
 from hpsh_tf2.models.backbone import preprocessor
 from hpsh_tf2.serving import (
     Neighbour,
-    encode_for_serving,
     format_neighbours,
     load_exported,
     make_grpc_request,
@@ -28,6 +27,7 @@ from hpsh_tf2.serving import (
     parse_predict_response,
     predict_rest,
     query_images,
+    request_image_bytes,
     resolve_version_dir,
     rest_predict_url,
     save_query_grid,
@@ -173,17 +173,17 @@ def test_query_image_folder_or_missing_file_is_named(served, tmp_path):
     with pytest.raises(DatasetError, match=r"absent\.jpg' does not exist"):
         query_images(served.model_dir, [tmp_path / "absent.jpg"])
     with pytest.raises(DatasetError, match="is a folder"):
-        encode_for_serving(tmp_path)
+        request_image_bytes(tmp_path)
 
 
 def test_tiff_query_is_converted_on_the_client(served, tmp_path):
     pixels = np.asarray(Image.open(served.queries[0]).convert("RGB"))
     tiff = tmp_path / "query.tif"
     Image.fromarray(pixels).save(tiff, format="TIFF")
-    data = encode_for_serving(tiff)
+    data = request_image_bytes(tiff)
     assert data.startswith(b"\x89PNG")
     np.testing.assert_array_equal(tf.io.decode_png(data).numpy(), pixels)
-    assert encode_for_serving(served.queries[0]) == served.queries[0].read_bytes()
+    assert request_image_bytes(served.queries[0]) == served.queries[0].read_bytes()
     from_tiff = query_images(served.loaded, [tiff], top=5)
     assert from_tiff == query_images(served.loaded, served.queries[:1], top=5)
 

@@ -197,7 +197,7 @@ def config_keys() -> list[KeyDoc]:
         if reg is not None and len(reg):
             allowed = "one of " + _registry_names(reg) + " (registry)"
         else:
-            allowed = fld.metadata.get("expected") or _literal_values(tp)
+            allowed = config.field_expected(fld) or _literal_values(tp)
         aliases = fld.metadata.get("aliases")
         if aliases:
             allowed += "; deprecated: " + ", ".join(

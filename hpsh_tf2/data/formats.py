@@ -527,3 +527,10 @@ def _bigearthnet_scan(
         skipped=tuple(skipped),
         ignored=ignored,
     )
+
+
+# What each reader does with ``data.manifest`` (checked when the config loads): ``required``
+# (the list of images itself), ``optional`` (a label table found next to the images otherwise);
+# a reader without the attribute ignores it, so a config setting both is refused.
+read_manifest_format.manifest_use = "required"  # type: ignore[attr-defined]
+read_ucmd_multilabel.manifest_use = "optional"  # type: ignore[attr-defined]

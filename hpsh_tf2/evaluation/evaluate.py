@@ -28,7 +28,7 @@ from hpsh_tf2.atomic import save_npz_atomic, write_json_atomic
 from hpsh_tf2.config import EvalConfig
 from hpsh_tf2.data.images import load_image_rgb
 from hpsh_tf2.errors import HPSHError
-from hpsh_tf2.evaluation.plots import save_code_embedding, save_pr_curve, save_retrieval_grid
+from hpsh_tf2.evaluation.plots import save_code_projection, save_pr_curve, save_retrieval_grid
 from hpsh_tf2.evaluation.report import compute_report
 from hpsh_tf2.evaluation.search import SearchResult
 
@@ -180,7 +180,7 @@ def save_figures(
         save_pr_curve(path, precision=curve["precision"], recall=curve["recall"])
         written.append(path)
     path = out / "code_embedding.png"
-    save_code_embedding(path, codes=queries.codes, labels=queries.labels, class_names=class_names)
+    save_code_projection(path, codes=queries.codes, labels=queries.labels, class_names=class_names)
     written.append(path)
     if image_root is None:
         return written

@@ -22,8 +22,8 @@ from hpsh_tf2.atomic import atomic_path
 
 __all__ = [
     "EMBEDDING_METHODS",
-    "embed_codes",
-    "save_code_embedding",
+    "project_codes",
+    "save_code_projection",
     "save_pr_curve",
     "save_retrieval_grid",
 ]
@@ -211,8 +211,8 @@ def _tsne_class() -> Any:
         return None
 
 
-def embed_codes(codes: Any, *, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D embedding of binary codes.
+def project_codes(codes: Any, *, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D projection of binary codes (for a picture; not the sampler's embeddings).
 
     Args:
         codes: ``[N, bits]`` codes (0/1 or real-valued scores).
@@ -239,7 +239,7 @@ def embed_codes(codes: Any, *, method: str = "auto", seed: int = 0) -> tuple[np.
     return model.fit_transform(points), "tsne"
 
 
-def save_code_embedding(
+def save_code_projection(
     path: str | os.PathLike[str],
     *,
     codes: Any,
@@ -257,7 +257,7 @@ def save_code_embedding(
         codes: ``[N, bits]`` codes.
         labels: ``[N]`` labels (integer labels index ``class_names``).
         class_names: Optional class names for the legend (shown for up to 30 classes).
-        method: ``"auto"``, ``"pca"`` or ``"tsne"`` (see :func:`embed_codes`).
+        method: ``"auto"``, ``"pca"`` or ``"tsne"`` (see :func:`project_codes`).
         seed: Random state of t-SNE.
         figsize: Figure size in inches; the PNG is ``figsize * dpi`` pixels.
         dpi: Resolution.
@@ -266,7 +266,7 @@ def save_code_embedding(
         The embedding method used (``"pca"`` or ``"tsne"``).
     """
     labels = np.asarray(labels)
-    points, used = embed_codes(codes, method=method, seed=seed)
+    points, used = project_codes(codes, method=method, seed=seed)
     if labels.shape != (points.shape[0],):
         raise ValueError(
             f"Received: labels with shape {labels.shape}; expected ({points.shape[0]},)"

@@ -1,7 +1,10 @@
-"""Exact Hamming k-nearest-neighbour search with three interchangeable backends.
+"""Exact Hamming k-nearest-neighbour search with interchangeable backends (``eval.backend``).
 
-All backends return the same result: neighbours sorted by Hamming distance, ties broken by
-database index (lower first), which is the seed code's stable-sort order.
+A backend is a function registered in :data:`hpsh_tf2.registry.SEARCH_BACKENDS`:
+``(query, db, k, exclude_self, chunk_size) -> (indices, distances)`` on packed ``uint8`` codes
+(see :func:`tf_topk`). All backends return the same result: neighbours sorted by Hamming
+distance, ties broken by database index (lower first), which is the seed code's stable-sort
+order.
 
 * ``"tf"``: :func:`hpsh_tf2.ops.hamming.hamming_topk` (XLA group-minimum pass + ``top_k``).
 * ``"numpy"``: blocked XOR + ``np.bitwise_count`` (a 256-entry lookup table on NumPy < 2),
@@ -19,12 +22,21 @@ from typing import Any
 
 import numpy as np
 
+from hpsh_tf2.errors import ConfigError
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 from hpsh_tf2.ops.hamming import DEFAULT_GROUP_SIZE, hamming_topk
+from hpsh_tf2.registry import SEARCH_BACKENDS
 
-__all__ = ["BACKENDS", "SearchResult", "block_distances", "np_popcount", "search"]
+__all__ = [
+    "SearchResult",
+    "block_distances",
+    "faiss_topk",
+    "np_popcount",
+    "numpy_topk",
+    "search",
+    "tf_topk",
+]
 
-BACKENDS = ("tf", "numpy", "faiss")
 _NUMPY_BLOCK_ENTRIES = 1 << 22
 _POPCOUNT_TABLE = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
@@ -119,7 +131,8 @@ def search(
         db_codes: ``[N, bits]`` 0/1 codes (or packed, as above).
         k: Neighbours per query (``<= N``, or ``<= N - 1`` with ``exclude_self``).
         exclude_self: Query ``i`` is database item ``i`` and is never returned (``Q <= N``).
-        backend: ``"tf"``, ``"numpy"`` or ``"faiss"``.
+        backend: A name registered in :data:`hpsh_tf2.registry.SEARCH_BACKENDS`
+            (``"tf"``, ``"numpy"``, ``"faiss"`` built in).
         chunk_size: Database codes per step for ``"tf"`` and ``"numpy"`` (memory bound;
             default 131072 for ``"tf"``, all of them for ``"numpy"``); ignored by ``"faiss"``.
         packed: Inputs are already packed with :func:`hpsh_tf2.ops.codes.pack_codes`.
@@ -127,8 +140,8 @@ def search(
     Returns:
         :class:`SearchResult` with ``[Q, k]`` arrays sorted by ``(distance, index)``.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"Received: backend={backend!r}; expected one of {BACKENDS}")
+    if backend not in SEARCH_BACKENDS:
+        raise ConfigError(f"Received: backend={backend!r}; expected {SEARCH_BACKENDS.expected()}")
     query = _as_packed(query_codes, "query_codes", packed)
     db = _as_packed(db_codes, "db_codes", packed)
     if query.shape[1] != db.shape[1]:
@@ -139,17 +152,30 @@ def search(
     k = _check_k(k, query.shape[0], db.shape[0], exclude_self)
     if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 1):
         raise ValueError(f"Received: chunk_size={chunk_size!r}; expected a positive int or None")
-    runner = {"tf": _search_tf, "numpy": _search_numpy, "faiss": _search_faiss}[backend]
+    runner = SEARCH_BACKENDS.get(backend)
     indices, distances = runner(query, db, k, exclude_self, chunk_size)
     return SearchResult(
         indices=np.asarray(indices, np.int64), distances=np.asarray(distances, np.int32)
     )
 
 
-def _search_tf(
+def tf_topk(
     query: np.ndarray, db: np.ndarray, k: int, exclude_self: bool, chunk_size: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The TensorFlow backend."""
+    """The TensorFlow backend: :func:`hpsh_tf2.ops.hamming.hamming_topk`.
+
+    Every search backend has this signature.
+
+    Args:
+        query: Packed ``uint8`` ``[Q, bytes]`` query codes.
+        db: Packed ``uint8`` ``[N, bytes]`` database codes (same width).
+        k: Neighbours per query, already checked against ``N`` and ``exclude_self``.
+        exclude_self: Query ``i`` is database item ``i`` and is never returned.
+        chunk_size: Database codes per step, or ``None`` (the backend's default).
+
+    Returns:
+        ``(indices, distances)``, ``[Q, k]`` each, sorted by ``(distance, index)``.
+    """
     if chunk_size is not None:
         chunk_size = -(-int(chunk_size) // DEFAULT_GROUP_SIZE) * DEFAULT_GROUP_SIZE
     indices, distances = hamming_topk(
@@ -176,7 +202,7 @@ def _block_keys(
     return dist * base + ids
 
 
-def _search_numpy(
+def numpy_topk(
     query: np.ndarray, db: np.ndarray, k: int, exclude_self: bool, chunk_size: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The NumPy backend: blocks of queries x database chunks, merged by unique keys."""
@@ -218,7 +244,7 @@ def _drop_self(indices: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.n
     )
 
 
-def _search_faiss(
+def faiss_topk(
     query: np.ndarray, db: np.ndarray, k: int, exclude_self: bool, chunk_size: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The FAISS backend (``IndexBinaryFlat``), re-sorted by ``(distance, index)``."""

@@ -36,17 +36,16 @@ import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.data.scan import SkippedFile
+from hpsh_tf2.index.backend import (
+    ArchiveIndexError,
+    Filters,
+    IndexHit,
+    is_file_uri,
+    open_index,
+)
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
 from hpsh_tf2.index.lock import index_writer_lock
-from hpsh_tf2.index.store import (
-    ArchiveIndexError,
-    IndexHit,
-    IndexStore,
-    disk_full,
-    disk_full_error,
-    is_local_uri,
-    row_id,
-)
+from hpsh_tf2.index.store import disk_full, disk_full_error, row_id
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.serving import Neighbour
@@ -267,7 +266,8 @@ def _load_encoder(model_dir: str | os.PathLike[str]) -> SavedModelEncoder:
 
 
 def status_path(uri: str, workdir: Path) -> Path:
-    if is_local_uri(uri):
+    """Where the last build's counts go: beside a file index, else in the workdir."""
+    if is_file_uri(uri):
         return Path(uri).with_name(Path(uri).name + ".build.json")
     return RunLayout(workdir).index_status
 
@@ -278,6 +278,7 @@ def build_index(
     *,
     uri: str,
     collection: str = "hpsh",
+    backend: str = "milvus",
     batch_size: int = 64,
     index_type: str = "BIN_FLAT",
     nlist: int = 1024,
@@ -294,10 +295,12 @@ def build_index(
     Args:
         model_dir: The export whose ``serving_default`` encodes the images.
         images: Archive folder (any layout; the first sub-folder is the class).
-        uri: Index URI (a Milvus Lite file, or ``http://host:19530``).
+        uri: Index URI (a Milvus Lite file, or ``http://host:19530``; a memory index's
+            ``.npz`` file).
         collection: Collection name.
+        backend: ``index.backend``, a name in :data:`hpsh_tf2.registry.INDEX_BACKENDS`.
         batch_size: Images per SavedModel call and per upsert.
-        index_type: ``BIN_FLAT`` or ``BIN_IVF_FLAT`` (server only), used when creating.
+        index_type: ``BIN_FLAT`` or ``BIN_IVF_FLAT`` (Milvus server only), used when creating.
         nlist: Clusters of ``BIN_IVF_FLAT``.
         runner: ``"local"`` (in-process) or ``"beam"`` (Apache Beam pipeline; see
             :mod:`hpsh_tf2.index.beam`).
@@ -328,7 +331,7 @@ def build_index(
     record = model_record(model_dir)
     with index_writer_lock(uri):
         return _build_locked(
-            model_dir, walk, collided, record, uri=uri, collection=collection,
+            model_dir, walk, collided, record, uri=uri, collection=collection, backend=backend,
             batch_size=batch_size, index_type=index_type, nlist=nlist, runner=runner,
             beam_options=beam_options, workdir=Path(workdir), progress=progress,
             on_batch=on_batch, start=start, prune_rule=(max_remove_fraction, prune),
@@ -343,6 +346,7 @@ def _build_locked(
     *,
     uri: str,
     collection: str,
+    backend: str,
     batch_size: int,
     index_type: str,
     nlist: int,
@@ -357,16 +361,16 @@ def _build_locked(
     """The build itself, under the index's writer lock (see :func:`build_index`)."""
     with ExitStack() as stack:
         loading = None
-        if runner == "local" and walk.files and is_local_uri(uri) and not Path(uri).exists():
-            # A new index encodes every file: load the model while Milvus Lite starts.
+        if runner == "local" and walk.files and is_file_uri(uri) and not Path(uri).exists():
+            # A new index encodes every file: load the model while the index opens.
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
             loading = pool.submit(_load_encoder, model_dir)
-        store = stack.enter_context(IndexStore(uri, collection))
+        store = stack.enter_context(open_index(backend, uri, collection))
         store.open_for(record, index_type=index_type, nlist=nlist)
         indexed = store.fingerprints()
         plan = plan_build(walk, indexed)
         check_prune(plan, walk, len(indexed), max_fraction=prune_rule[0], prune=prune_rule[1])
-        store.delete(plan.delete)
+        store.remove(plan.delete)
         skipped: list[SkippedFile] = list(collided)
         encoder = None
         if runner == "local" and plan.encode:
@@ -410,7 +414,7 @@ def _build_locked(
         bad_paths = {s.path for s in skipped}
         # A changed file that no longer decodes keeps no stale row.
         stale = [f.path for f in plan.encode if f.path in bad_paths]
-        store.delete(stale)
+        store.remove(stale)
         rows = store.count()
         expected = len(indexed) - len(plan.delete) + added - sum(p in plan.replace for p in stale)
         _check_rows(rows, expected, uri)
@@ -446,7 +450,7 @@ def _check_rows(rows: int, expected: int, uri: str) -> None:
     that failed on a full disk with success and only logs the error)."""
     if rows == expected:
         return
-    if is_local_uri(uri) and disk_full(os.path.dirname(uri)):
+    if is_file_uri(uri) and disk_full(os.path.dirname(uri)):
         raise ArchiveIndexError(f"disk full writing {uri}")
     raise ArchiveIndexError(
         f"index {uri} holds {rows} rows after the build; expected {expected}: some writes did "
@@ -473,10 +477,12 @@ def search_images(
     *,
     uri: str,
     collection: str = "hpsh",
+    backend: str = "milvus",
     model_dir: str | os.PathLike[str] | None = None,
     top: int = 10,
+    filters: Filters | None = None,
     filter: str = "",
-    nprobe: int = 16,
+    nprobe: int | None = None,
 ) -> list[list[IndexHit]]:
     """Encodes query images with the index's model and returns their nearest indexed images.
 
@@ -484,11 +490,14 @@ def search_images(
         image_paths: Query image files.
         uri: Index URI.
         collection: Collection name.
+        backend: ``index.backend``.
         model_dir: The export to encode with; default the one recorded in the index. Another
             model than the recorded one is refused.
         top: Neighbours per query.
-        filter: Milvus boolean expression on ``class``, ``path``, ``size``, ``mtime_ns``.
-        nprobe: Clusters searched with ``BIN_IVF_FLAT``.
+        filters: Structured filters on ``class``, ``path``, ``size``, ``mtime_ns``
+            (:mod:`hpsh_tf2.index.backend`).
+        filter: Milvus only: a boolean expression written by the user.
+        nprobe: Milvus only: clusters searched with ``BIN_IVF_FLAT`` (default 16).
 
     Returns:
         One list of :class:`IndexHit` per query, nearest first.
@@ -497,7 +506,7 @@ def search_images(
         ModelMismatchError: ``model_dir`` is not the index's model.
         ArchiveIndexError: No index, or an undecodable query image.
     """
-    with IndexStore(uri, collection, read_only=True) as store:
+    with open_index(backend, uri, collection, read_only=True) as store:
         stored = store.record()
         if model_dir is None:
             model_dir = stored.export_path
@@ -506,20 +515,28 @@ def search_images(
     # Encode with no connection open: loading a large export takes longer than the gRPC
     # keep-alive that Milvus tolerates without traffic.
     _, packed = _encode_queries(model_dir, image_paths)
-    with IndexStore(uri, collection, read_only=True) as store:
-        return store.search(packed, top=top, filter=filter, nprobe=nprobe)
+    options: dict[str, Any] = {"filter": filter} if filter else {}
+    if nprobe is not None:
+        options["nprobe"] = nprobe
+    with open_index(backend, uri, collection, read_only=True) as store:
+        return store.search(packed, top=top, filters=filters, **options)
 
 
-def index_info(uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike = ".") -> dict:
+def index_info(
+    uri: str,
+    collection: str = "hpsh",
+    *,
+    backend: str = "milvus",
+    workdir: str | os.PathLike = ".",
+) -> dict:
     """What the index holds: rows, per-class counts, the model record, the last build."""
     import json
 
-    with IndexStore(uri, collection, read_only=True) as store:
+    with open_index(backend, uri, collection, read_only=True) as store:
         record = store.record()
-        classes: dict[str, int] = {}
-        for row in store.iter_rows(("class",)):
-            classes[row["class"]] = classes.get(row["class"], 0) + 1
+        classes = store.class_counts()
         info: dict[str, Any] = {
+            "backend": backend,
             "uri": uri,
             "collection": collection,
             "rows": store.count(),

@@ -30,16 +30,29 @@ __all__ = [
 def _index_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--uri",
-        help="index URI: a Milvus Lite file or http://host:19530 (default: index.uri of the "
-        "config, else <output.workdir>/index.db)",
+        help="index URI: a Milvus Lite file or http://host:19530, or the .npz file of "
+        "index.backend=memory (default: index.uri of the config, else <output.workdir>/index.db "
+        "or index.npz)",
     )
     parser.add_argument("--collection", help="collection name (default: index.collection)")
+
+
+def _where_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="keep neighbours whose class, path, size or mtime_ns matches: class=Airport, "
+        "class=Beach,Port (any of), size=0..50000 (inclusive range); repeatable (all must "
+        "match); any index.backend",
+    )
 
 
 def add_parser(verbs: Any) -> argparse.ArgumentParser:
     """Adds the ``index`` verb (with ``build``, ``search``, ``info``) to CLI sub-parsers."""
     index = verbs.add_parser(
-        "index", help="archive index (Milvus): build incrementally, search, info"
+        "index", help="archive index (index.backend: milvus or memory): build, search, info"
     )
     actions = index.add_subparsers(dest="index_action", required=True, metavar="ACTION")
 
@@ -76,7 +89,10 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     search = actions.add_parser("search", help="nearest indexed images of a query image")
     search.add_argument("--image", required=True, action="append", help="query (repeatable)")
     search.add_argument("--top", type=int, default=10, help="neighbours (default 10)")
-    search.add_argument("--filter", default="", help="Milvus filter, e.g. 'class == \"Airport\"'")
+    search.add_argument(
+        "--filter", default="", help="Milvus only: a filter expression, e.g. 'class == \"Airport\"'"
+    )
+    _where_option(search)
     search.add_argument("--out", help="save a retrieval grid PNG of the first query here")
     search.add_argument(
         "--model", metavar="EXPORT_DIR", help="encode with this export (default: the index's)"
@@ -101,17 +117,22 @@ def add_query_options(query: argparse.ArgumentParser) -> None:
         action="store_true",
         help="search the archive index (index.uri) instead of the SavedModel's database",
     )
-    query.add_argument("--filter", default="", help="with --index: a Milvus filter expression")
+    query.add_argument(
+        "--filter", default="", help="with --index on Milvus: a Milvus filter expression"
+    )
+    _where_option(query)
     _index_options(query)
 
 
 def resolve(args: argparse.Namespace) -> tuple[Any, str, str]:
     """The config, index URI and collection of parsed arguments."""
     from hpsh_tf2.config import load_config
-    from hpsh_tf2.index.store import resolve_uri
+    from hpsh_tf2.index.backend import resolve_index_uri
 
     config = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
-    uri = resolve_uri(getattr(args, "uri", None) or config.index.uri, config.workdir)
+    uri = resolve_index_uri(
+        config.index.backend, getattr(args, "uri", None) or config.index.uri, config.workdir
+    )
     collection = getattr(args, "collection", None) or config.index.collection
     return config, uri, collection
 
@@ -137,7 +158,9 @@ def query_index(
     *,
     uri: str,
     collection: str = "hpsh",
+    backend: str = "milvus",
     top: int = 10,
+    filters: Any = None,
     filter: str = "",
 ) -> list[list[Any]]:
     """``query --index``: neighbours from the archive index, as :class:`serving.Neighbour` lists.
@@ -148,8 +171,10 @@ def query_index(
         images: Query image files.
         uri: Index URI.
         collection: Collection name.
+        backend: ``index.backend``.
         top: Neighbours per query.
-        filter: Milvus filter expression on the metadata.
+        filters: Structured filters (:func:`hpsh_tf2.index.backend.parse_where`).
+        filter: Milvus only: a filter expression on the metadata.
 
     Returns:
         One list of neighbours per query (``label`` is -1: the index stores class names).
@@ -157,7 +182,14 @@ def query_index(
     from hpsh_tf2.index.build import hits_as_neighbours, search_images
 
     hits = search_images(
-        images, uri=uri, collection=collection, model_dir=model, top=top, filter=filter
+        images,
+        uri=uri,
+        collection=collection,
+        backend=backend,
+        model_dir=model,
+        top=top,
+        filters=filters,
+        filter=filter,
     )
     return [hits_as_neighbours(h) for h in hits]
 
@@ -165,11 +197,19 @@ def query_index(
 def run_query(args: argparse.Namespace) -> int:
     """``query --index``: prints each query's neighbours from the index (and the grid)."""
     from hpsh_tf2.evaluation.code_health import tie_note
+    from hpsh_tf2.index.backend import parse_where
     from hpsh_tf2.serving import format_neighbours, save_query_grid
 
     config, uri, collection = resolve(args)
     results = query_index(
-        args.model, args.image, uri=uri, collection=collection, top=args.top, filter=args.filter
+        args.model,
+        args.image,
+        uri=uri,
+        collection=collection,
+        backend=config.index.backend,
+        top=args.top,
+        filters=parse_where(args.where),
+        filter=args.filter,
     )
     for image, neighbours in zip(args.image, results):
         print(f"query: {image} (index {uri})")
@@ -195,6 +235,7 @@ def _build(args: argparse.Namespace) -> int:
         args.images,
         uri=uri,
         collection=collection,
+        backend=config.index.backend,
         batch_size=config.index.batch_size,
         index_type=config.index.index_type,
         nlist=config.index.nlist,
@@ -219,12 +260,12 @@ def _info(args: argparse.Namespace) -> int:
     from hpsh_tf2.index.build import index_info
 
     config, uri, collection = resolve(args)
-    info = index_info(uri, collection, workdir=config.workdir)
+    info = index_info(uri, collection, backend=config.index.backend, workdir=config.workdir)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
     model = info["model"]
-    print(f"index {uri} (collection {collection!r}): {info['rows']} images")
+    print(f"index {uri} (collection {collection!r}, {info['backend']}): {info['rows']} images")
     print(
         f"  model: {model['model_name']} v{model['version']}, {model['bits']} bits, "
         f"{model['backbone']} at {model['image_size']} px, id {model['model_id']}, "

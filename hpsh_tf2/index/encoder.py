@@ -3,7 +3,7 @@
 The index is filled with exactly the codes TF Serving would return: the bytes of each file go
 through the SavedModel's decode, resize, backbone preprocessing and hash head. TIFF, which the
 SavedModel cannot decode, is converted on the client like
-:func:`hpsh_tf2.serving.encode_for_serving` does. A batch that fails (one undecodable file) is
+:func:`hpsh_tf2.serving.request_image_bytes` does. A batch that fails (one undecodable file) is
 split and retried so that only the bad files are left out, each with its reason.
 """
 
@@ -20,22 +20,17 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.data.images import decode_error
-from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.export import MANIFEST_NAME
-from hpsh_tf2.serving import encode_for_serving, load_exported, resolve_version_dir
+from hpsh_tf2.serving import load_exported, request_image_bytes, resolve_version_dir
 
 __all__ = [
     "EncodeResult",
-    "ModelMismatchError",
     "ModelRecord",
     "SavedModelEncoder",
     "check_same_model",
     "model_record",
 ]
-
-
-class ModelMismatchError(HPSHError, ValueError):
-    """An index was built with another model than the one given."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +192,7 @@ class SavedModelEncoder:
         bad: list[tuple[int, str]] = []
         for position, path in enumerate(paths):
             try:
-                contents = encode_for_serving(path)
+                contents = request_image_bytes(path)
             except (OSError, ValueError) as err:
                 bad.append((position, _error_reason(err)))
                 continue

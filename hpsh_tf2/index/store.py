@@ -9,9 +9,10 @@ No file name, class name or user value is ever spliced into a Milvus expression:
 written, read, deleted and paged through by their integer ``id`` only (an ``in [...]`` list of
 integers is the only expression this module builds). Milvus Lite 2.5 rejects ``filter_params``
 templates, so binding string values is not an option there; integer keys need no escaping.
-The only text expression sent is the user's own ``--filter``. The collection's
-description holds the :class:`hpsh_tf2.index.encoder.ModelRecord` of the model the codes were
-computed with; opening it with another model is refused.
+The other expressions are the user's own ``--filter`` text and the structured ``--where``
+filters, whose values pass through :func:`milvus_literal` (the one escaping helper). The
+collection's description holds the :class:`hpsh_tf2.index.encoder.ModelRecord` of the model
+the codes were computed with; opening it with another model is refused.
 
 The URI selects the deployment: a local file path (default ``<workdir>/index.db``) runs Milvus
 Lite in-process (pip package ``milvus-lite``; ``BIN_FLAT`` only), ``http://host:19530`` talks
@@ -35,13 +36,18 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpsh_tf2.errors import HPSHError
+from hpsh_tf2.index.backend import (
+    ArchiveIndexError,
+    Filters,
+    IndexHit,
+    Range,
+    check_filters,
+)
 from hpsh_tf2.index.encoder import ModelRecord, check_same_model
 from hpsh_tf2.index.walk import MAX_PATH_BYTES
 from hpsh_tf2.layout import RunLayout
@@ -55,6 +61,8 @@ __all__ = [
     "disk_full",
     "disk_full_error",
     "is_local_uri",
+    "milvus_filter",
+    "milvus_literal",
     "resolve_uri",
     "row_id",
 ]
@@ -71,10 +79,6 @@ _LOCAL_CONNECT_ATTEMPTS = 6  # pauses of 1, 2, 4, 8, 8 s
 _LOCAL_OPEN: dict[str, int] = {}  # open IndexStores per Milvus Lite file, in this process
 _INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
 _DISK_FULL_BYTES = 1 << 20  # a failed write with less free space than this: the disk is full
-
-
-class ArchiveIndexError(HPSHError, ValueError):
-    """The index is missing, incompatible or cannot do what was asked."""
 
 
 def row_id(path: str) -> int:
@@ -125,27 +129,6 @@ def resolve_uri(uri: str | None, workdir: str | os.PathLike[str]) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         return str(path)
     return uri
-
-
-@dataclass(frozen=True)
-class IndexHit:
-    """One search result.
-
-    Attributes:
-        rank: 1-based position.
-        distance: Hamming distance to the query code.
-        path: Relative path of the item (the primary key).
-        class_name: The item's class (``""`` if none).
-        size: File size when indexed.
-        mtime_ns: Modification time when indexed.
-    """
-
-    rank: int
-    distance: int
-    path: str
-    class_name: str
-    size: int = 0
-    mtime_ns: int = 0
 
 
 class _DropClientTimestampNotice(logging.Filter):
@@ -552,6 +535,7 @@ class IndexStore:
         top: int = 10,
         filter: str = "",
         nprobe: int = 16,
+        filters: Filters | None = None,
     ) -> list[list[IndexHit]]:
         """The ``top`` nearest rows of each query code (Hamming), nearest first.
 
@@ -561,8 +545,11 @@ class IndexStore:
         Args:
             packed: ``uint8 [Q, bits / 8]`` packed query codes.
             top: Neighbours per query (at most 16384, Milvus' limit).
-            filter: Milvus boolean expression on the metadata, e.g. ``class == "Airport"``.
+            filter: Milvus boolean expression on the metadata, e.g. ``class == "Airport"``
+                (written by the user: ``--filter``).
             nprobe: Clusters searched per query with ``BIN_IVF_FLAT``.
+            filters: Structured filters (:mod:`hpsh_tf2.index.backend`), each value escaped
+                by :func:`milvus_literal`; combined with ``filter`` by ``and``.
 
         Raises:
             ArchiveIndexError: Codes of another length, or ``top`` out of range.
@@ -580,6 +567,9 @@ class IndexStore:
             )
         if packed.shape[0] == 0:
             return []
+        structured = milvus_filter(filters)
+        if structured:
+            filter = f"({filter}) and ({structured})" if filter else structured
         try:
             results = self._client.search(
                 self.collection,
@@ -623,3 +613,54 @@ class IndexStore:
         if self.exists():
             self._client.drop_collection(self.collection)
         self._record = None
+
+    # ----------------------------------------------------------------- IndexBackend
+
+    resolve_uri = staticmethod(resolve_uri)
+
+    def remove(self, paths: Sequence[str]) -> int:
+        """:meth:`delete` under the :class:`hpsh_tf2.index.backend.IndexBackend` name."""
+        return self.delete(paths)
+
+    def class_counts(self) -> dict[str, int]:
+        """Rows per class (``""``: no class), read with a query iterator."""
+        counts: dict[str, int] = {}
+        for row in self.iter_rows((CLASS_FIELD,)):
+            counts[row[CLASS_FIELD]] = counts.get(row[CLASS_FIELD], 0) + 1
+        return counts
+
+
+def milvus_literal(value: str | int) -> str:
+    """A filter value as a Milvus expression literal: an integer, or a double-quoted string
+    with ``\\`` and ``"`` escaped, so the value can never end the literal early.
+
+    The one place where a value becomes expression text (Milvus Lite rejects
+    ``filter_params`` templates, so binding is not available there).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ArchiveIndexError(f"Received: filter value {value!r}; expected a string or an int")
+    if isinstance(value, int):
+        return str(int(value))
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def milvus_filter(filters: Filters | None) -> str:
+    """Structured filters as a Milvus boolean expression (``""`` for none).
+
+    ``{"class": "Airport", "size": Range(0, 9)}`` gives ``'class == "Airport" and size >= 0
+    and size <= 9'``. Field names come from the fixed list of
+    :data:`hpsh_tf2.index.backend.FILTER_FIELDS` (:func:`check_filters`); every value goes
+    through :func:`milvus_literal`.
+    """
+    parts: list[str] = []
+    for name, condition in check_filters(filters).items():
+        if isinstance(condition, Range):
+            if condition.low is not None:
+                parts.append(f"{name} >= {milvus_literal(condition.low)}")
+            if condition.high is not None:
+                parts.append(f"{name} <= {milvus_literal(condition.high)}")
+        elif isinstance(condition, tuple):
+            parts.append(f"{name} in [{', '.join(milvus_literal(v) for v in condition)}]")
+        else:
+            parts.append(f"{name} == {milvus_literal(condition)}")
+    return " and ".join(parts)

@@ -20,9 +20,15 @@ import tensorflow as tf
 
 from hpsh_tf2.config import ModelConfig
 from hpsh_tf2.errors import ConfigError, HPSHError
+from hpsh_tf2.registry import BACKBONES
 
 __all__ = [
     "BACKBONES",
+    "DENSENET121",
+    "EFFICIENTNET_B0",
+    "INCEPTION_V3",
+    "MOBILENET_V2",
+    "RESNET50",
     "BackboneSpec",
     "WeightsError",
     "backbone_from_config",
@@ -41,6 +47,9 @@ class WeightsError(HPSHError, ValueError):
 class BackboneSpec:
     """How to build one ``keras.applications`` backbone.
 
+    A backbone is one of these registered in :data:`hpsh_tf2.registry.BACKBONES` (re-exported
+    here); ``model.backbone`` accepts every registered name.
+
     Attributes:
         constructor: Name of the ``keras.applications`` function.
         preprocessing: ``"tf"`` (x / 127.5 - 1), ``"torch"`` (ImageNet mean/std on x / 255),
@@ -58,25 +67,28 @@ class BackboneSpec:
     feature_dim: int
 
 
-BACKBONES: dict[str, BackboneSpec] = {
-    "inception_v3": BackboneSpec(
-        "InceptionV3", "tf", 75, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048
-    ),
-    "resnet50": BackboneSpec(
-        "ResNet50", "caffe", 32, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048
-    ),
-    "mobilenet_v2": BackboneSpec(
-        "MobileNetV2",
-        "tf",
-        32,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        1280,
-    ),
-    "densenet121": BackboneSpec(
-        "DenseNet121", "torch", 32, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", 1024
-    ),
-    "efficientnet_b0": BackboneSpec("EfficientNetB0", "none", 32, "efficientnetb0_notop.h5", 1280),
-}
+INCEPTION_V3 = BackboneSpec(
+    "InceptionV3", "tf", 75, "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048
+)
+"""InceptionV3 (the paper's backbone)."""
+RESNET50 = BackboneSpec(
+    "ResNet50", "caffe", 32, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048
+)
+"""ResNet-50."""
+MOBILENET_V2 = BackboneSpec(
+    "MobileNetV2",
+    "tf",
+    32,
+    "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    1280,
+)
+"""MobileNetV2 (width 1.0)."""
+DENSENET121 = BackboneSpec(
+    "DenseNet121", "torch", 32, "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5", 1024
+)
+"""DenseNet-121."""
+EFFICIENTNET_B0 = BackboneSpec("EfficientNetB0", "none", 32, "efficientnetb0_notop.h5", 1280)
+"""EfficientNet-B0 (normalises its input internally)."""
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,13 +96,15 @@ _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
-    """Looks up a backbone by name, with an error listing the known names."""
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ConfigError(
-            f"Received: model.backbone={name!r}; expected one of {', '.join(sorted(BACKBONES))}"
-        ) from None
+    """Looks up a backbone in :data:`hpsh_tf2.registry.BACKBONES`.
+
+    Raises:
+        ConfigError: An unregistered name; the message names ``model.backbone`` and lists the
+            registered backbones.
+    """
+    if name not in BACKBONES:
+        raise ConfigError(f"Received: model.backbone={name!r}; expected {BACKBONES.expected()}")
+    return BACKBONES.get(name)
 
 
 def preprocess_images(images: tf.Tensor, backbone: str) -> tf.Tensor:
@@ -98,7 +112,7 @@ def preprocess_images(images: tf.Tensor, backbone: str) -> tf.Tensor:
 
     Args:
         images: Float tensor [..., H, W, 3], RGB, values in [0, 255].
-        backbone: A name from :data:`BACKBONES`.
+        backbone: A name registered in :data:`BACKBONES`.
 
     Returns:
         The normalised float32 tensor, same shape.
@@ -179,7 +193,7 @@ def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123)
     """Builds a pooled feature extractor ``images [b, S, S, 3] -> features [b, D]``.
 
     Args:
-        name: A name from :data:`BACKBONES` (default of the project: ``inception_v3``).
+        name: A name registered in :data:`BACKBONES` (default of the project: ``inception_v3``).
         weights: ``"imagenet"``, ``"none"`` or a local ``.h5`` path of no-top weights.
         image_size: Input side S.
         seed: With ``weights="none"``, the seed of the random initialisation, so that every

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from hpsh_tf2.ops.checks import ORIGINAL_ALIASES, check_choice, check_int
+from hpsh_tf2.ops.checks import ORIGINAL_ALIASES, check_bits, check_choice, check_int
 
 __all__ = [
     "HEAD_INITS",
@@ -106,8 +106,7 @@ class HashHead(keras.layers.Layer):
             raise ValueError("Received: seed=None with init='original'; expected an integer")
         if seed is not None:
             seed = check_int("seed", seed)
-        if not isinstance(bits, int) or bits <= 0 or bits % 8:
-            raise ValueError(f"Received: bits={bits!r}; expected a positive multiple of 8")
+        bits = check_bits(bits)
         hidden_units = tuple(int(u) for u in hidden_units)
         if any(u <= 0 for u in hidden_units):
             raise ValueError(f"Received: hidden_units={hidden_units}; expected positive integers")

@@ -16,8 +16,11 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.config import valid_bits
+
 __all__ = [
     "ORIGINAL_ALIASES",
+    "check_bits",
     "check_bool",
     "check_choice",
     "check_finite",
@@ -118,6 +121,18 @@ def check_choice(
     if value not in choices:
         raise ValueError(f"Received: {name}={value!r}; expected one of {choices}.")
     return value
+
+
+def check_bits(bits: object, name: str = "bits") -> int:
+    """A code length (:func:`hpsh_tf2.config.valid_bits`: a positive multiple of 8) as an int.
+
+    Raises:
+        ValueError: Not an integer, or not a positive multiple of 8.
+    """
+    shown = int(bits) if _is_int(bits) else bits
+    if not _is_int(bits) or not valid_bits(int(bits)):
+        raise ValueError(f"Received: {name}={shown!r}; expected a positive multiple of 8")
+    return int(bits)
 
 
 def check_samples_per_class(samples_per_class: int) -> int:

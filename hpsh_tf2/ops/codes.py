@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from hpsh_tf2.ops.checks import check_int
+from hpsh_tf2.ops.checks import check_bits, check_int
 
 __all__ = [
     "binarize",
@@ -36,14 +36,6 @@ __all__ = [
 
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
 _CODE_DTYPES = (tf.bool, tf.uint8, tf.int8, tf.int16, tf.int32, tf.int64, tf.uint16)
-
-
-def _check_bits(bits: object, name: str = "bits") -> int:
-    """Returns ``bits`` as an int after checking it is a positive multiple of 8."""
-    bits = check_int(name, bits)
-    if bits <= 0 or bits % 8:
-        raise ValueError(f"Received: {name}={bits}; expected a positive multiple of 8")
-    return int(bits)
 
 
 def _static_last_dim(tensor: tf.Tensor, name: str) -> int:
@@ -67,7 +59,7 @@ def word_dtype(bits: int) -> tf.DType:
     Returns:
         ``tf.uint32`` for ``bits <= 32``, else ``tf.uint64``.
     """
-    return tf.uint32 if _check_bits(bits) <= 32 else tf.uint64
+    return tf.uint32 if check_bits(check_int("bits", bits)) <= 32 else tf.uint64
 
 
 def binarize(scores: tf.Tensor, threshold: float = 0.5) -> tf.Tensor:
@@ -113,7 +105,7 @@ def pack_codes(codes: tf.Tensor) -> tf.Tensor:
             f"Received: codes with dtype {codes.dtype.name}; expected bool or an integer dtype "
             "holding 0/1"
         )
-    bits = _check_bits(_static_last_dim(codes, "codes"), "codes.shape[-1]")
+    bits = check_bits(_static_last_dim(codes, "codes"), "codes.shape[-1]")
     ones = tf.cast(tf.not_equal(codes, tf.zeros([], codes.dtype)), tf.int32)
     grouped = tf.reshape(ones, [-1, bits // 8, 8])
     weights = tf.constant(_BIT_WEIGHTS, tf.int32)
@@ -130,7 +122,7 @@ def unpack_codes(packed: tf.Tensor, bits: int) -> tf.Tensor:
     Returns:
         ``uint8`` tensor ``[N, bits]`` of 0/1 values.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(check_int("bits", bits))
     packed = tf.convert_to_tensor(packed)
     if packed.dtype != tf.uint8:
         raise TypeError(f"Received: packed with dtype {packed.dtype.name}; expected uint8")
@@ -156,13 +148,13 @@ def np_pack_codes(codes: np.ndarray) -> np.ndarray:
         )
     if codes.ndim != 2:
         raise ValueError(f"Received: codes with shape {codes.shape}; expected rank 2 [N, bits]")
-    _check_bits(codes.shape[1], "codes.shape[-1]")
+    check_bits(codes.shape[1], "codes.shape[-1]")
     return np.packbits(codes != 0, axis=-1, bitorder="big")
 
 
 def np_unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
     """NumPy twin of :func:`unpack_codes`."""
-    bits = _check_bits(bits)
+    bits = check_bits(check_int("bits", bits))
     packed = np.asarray(packed)
     if packed.dtype != np.uint8:
         raise TypeError(f"Received: packed with dtype {packed.dtype}; expected uint8")

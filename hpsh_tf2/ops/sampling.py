@@ -12,6 +12,9 @@ differentiable: indices are returned and the embeddings are read through ``stop_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import tensorflow as tf
 
@@ -24,17 +27,27 @@ from hpsh_tf2.ops.checks import (
     label_vector,
 )
 from hpsh_tf2.ops.distances import original_pseudo_distances, pairwise_distances
+from hpsh_tf2.registry import SAMPLERS
 
 __all__ = [
     "EMPTY_ROW_POLICIES",
-    "SAMPLER_MODES",
+    "HARD",
+    "HPSH",
+    "ORIGINAL",
+    "ORIGINAL_NONZERO_LOSS_CUTOFF",
+    "RANDOM",
+    "SEMIHARD",
+    "NegativeRule",
+    "TripletBatch",
     "hpsh_negative_probabilities",
+    "negative_rule",
     "original_negative_probabilities",
     "sample_triplets",
 ]
 
-SAMPLER_MODES = ("hpsh", "original", "random", "semihard", "hard")
 EMPTY_ROW_POLICIES = ("index0", "error")
+# The original code's distance bound (on its pseudo-distance); the default of mode "original".
+ORIGINAL_NONZERO_LOSS_CUTOFF = 1.4
 
 # Floor of 1 - D^2/4 before its log: keeps the weights finite when D reaches 2.
 _LOG_ARG_FLOOR = 1e-12
@@ -268,20 +281,118 @@ def _draw(logits: tf.Tensor, num: int, seed: tf.Tensor | None) -> tf.Tensor:
     return tf.reshape(draws, [-1])
 
 
-def _negative_logits(
-    e: tf.Tensor,
-    labels: tf.Tensor,
-    mode: str,
-    k: int,
-    cutoff: float,
-    nonzero_loss_cutoff: float,
-    empty_rows: str,
-) -> tf.Tensor:
-    if mode == "hpsh":
-        return _hpsh_logits(e, labels, cutoff, nonzero_loss_cutoff)
-    if mode == "original":
-        return _original_logits(e, k, cutoff, nonzero_loss_cutoff, empty_rows)
-    return _uniform_negative_logits(labels, e.dtype)
+@dataclass(frozen=True)
+class TripletBatch:
+    """What a negative rule sees of one P x K batch (built by :func:`sample_triplets`).
+
+    Attributes:
+        embeddings: Float ``[n, d]`` embeddings, detached from the gradient tape.
+        labels: Integer labels ``[n]``, constant within blocks of ``samples_per_class`` rows.
+        anchors: int32 ``[T]`` anchor rows, ``T = n * (K - 1)``.
+        positives: int32 ``[T]`` positive rows.
+        samples_per_class: ``K``.
+        cutoff: Lower clip of the distance before weighting.
+        nonzero_loss_cutoff: Distances at or beyond are never drawn.
+        empty_rows: ``"index0"`` or ``"error"`` (the original sampler's empty rows).
+        seed: ``None`` (stateful draws) or an int32 ``[2]`` seed (stateless draws).
+    """
+
+    embeddings: tf.Tensor
+    labels: tf.Tensor
+    anchors: tf.Tensor
+    positives: tf.Tensor
+    samples_per_class: int
+    cutoff: float
+    nonzero_loss_cutoff: float
+    empty_rows: str
+    seed: tf.Tensor | None
+
+    def draw(self, logits: tf.Tensor) -> tf.Tensor:
+        """``K - 1`` categorical draws per row of ``[n, n]`` logits, flattened to ``[T]``."""
+        return _draw(logits, self.samples_per_class - 1, self.seed)
+
+
+@dataclass(frozen=True)
+class NegativeRule:
+    """How one ``sampler.mode`` picks the negative of each triplet (a ``SAMPLERS`` entry).
+
+    Attributes:
+        select: ``TripletBatch -> int32 [T]`` negative rows, triplet ``t`` pairs
+            ``anchors[t]`` with the returned row ``t``.
+        needs_two_classes: The batch must hold at least two labels (every mode that draws
+            different-label negatives; the original sampler masks by block instead).
+        default_nonzero_loss_cutoff: The distance bound when ``sampler.nonzero_loss_cutoff`` is
+            null; ``None`` means ``loss.alpha + loss.beta``.
+    """
+
+    select: Callable[[TripletBatch], tf.Tensor]
+    needs_two_classes: bool = True
+    default_nonzero_loss_cutoff: float | None = None
+
+    def __call__(self, batch: TripletBatch) -> tf.Tensor:
+        return self.select(batch)
+
+
+def _hpsh_select(batch: TripletBatch) -> tf.Tensor:
+    return batch.draw(
+        _hpsh_logits(batch.embeddings, batch.labels, batch.cutoff, batch.nonzero_loss_cutoff)
+    )
+
+
+def _original_select(batch: TripletBatch) -> tf.Tensor:
+    logits = _original_logits(
+        batch.embeddings,
+        batch.samples_per_class,
+        batch.cutoff,
+        batch.nonzero_loss_cutoff,
+        batch.empty_rows,
+    )
+    return batch.draw(logits)
+
+
+def _random_select(batch: TripletBatch) -> tf.Tensor:
+    return batch.draw(_uniform_negative_logits(batch.labels, batch.embeddings.dtype))
+
+
+def _semihard_select(batch: TripletBatch) -> tf.Tensor:
+    dist = pairwise_distances(batch.embeddings)
+    different = _different_labels(batch.labels)
+    return _semihard_negatives(dist, different, batch.anchors, batch.positives)
+
+
+def _hard_select(batch: TripletBatch) -> tf.Tensor:
+    dist = pairwise_distances(batch.embeddings)
+    different = _different_labels(batch.labels)
+    return _hard_negatives(dist, different, batch.samples_per_class)
+
+
+HPSH = NegativeRule(_hpsh_select)
+"""Distance-weighted draws on true distances (the fixed HPSH sampler)."""
+ORIGINAL = NegativeRule(
+    _original_select,
+    needs_two_classes=False,
+    default_nonzero_loss_cutoff=ORIGINAL_NONZERO_LOSS_CUTOFF,
+)
+"""The original code's sampler, as implemented (spec 4.2-4.5)."""
+RANDOM = NegativeRule(_random_select)
+"""Uniform draws over different-label rows (MHCLN-style)."""
+SEMIHARD = NegativeRule(_semihard_select)
+"""FaceNet semi-hard negatives (deterministic)."""
+HARD = NegativeRule(_hard_select)
+"""The closest different-label row (deterministic)."""
+
+
+def negative_rule(mode: str) -> NegativeRule:
+    """The registered rule of ``sampler.mode`` (a deprecated alias is mapped with a warning).
+
+    A plain function registered in ``SAMPLERS`` is wrapped as ``NegativeRule(function)``.
+
+    Raises:
+        ValueError: ``mode`` is not registered; the message lists the registered modes.
+    """
+    mode = check_choice("mode", mode, SAMPLERS.names(), aliases=ORIGINAL_ALIASES)
+    rule = SAMPLERS.get(mode)
+    return rule if isinstance(rule, NegativeRule) else NegativeRule(rule)
 
 
 def sample_triplets(
@@ -332,7 +443,7 @@ def sample_triplets(
         labels: Integer labels ``[n]`` or ``[n, 1]``, constant within consecutive blocks of
             ``samples_per_class`` rows.
         samples_per_class: ``K >= 2``; ``n`` must be a multiple of it.
-        mode: One of ``SAMPLER_MODES``.
+        mode: A name registered in :data:`hpsh_tf2.registry.SAMPLERS` (``sampler.mode``).
         cutoff: Lower clip of the distance before weighting (> 0).
         nonzero_loss_cutoff: Rows at distance ``>= nonzero_loss_cutoff`` get weight 0 (> 0).
         seed: ``None`` for the stateful ``tf.random`` generator, or an integer tensor of shape
@@ -351,24 +462,26 @@ def sample_triplets(
         TypeError: On arguments of the wrong type.
     """
     k = check_samples_per_class(samples_per_class)
-    mode = check_choice("mode", mode, SAMPLER_MODES, aliases=ORIGINAL_ALIASES)
+    rule = negative_rule(mode)
     check_choice("empty_rows", empty_rows, EMPTY_ROW_POLICIES)
     cutoff = check_positive("cutoff", cutoff)
     nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     seed = _prepare_seed(seed)
-    e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=mode != "original")
+    e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=rule.needs_two_classes)
     with tf.control_dependencies(checks):
         anchors, positives = _anchor_positive_indices(tf.shape(e)[0], k)
-        if mode in ("hard", "semihard"):
-            dist = pairwise_distances(e)
-            different = _different_labels(y)
-            if mode == "hard":
-                negatives = _hard_negatives(dist, different, k)
-            else:
-                negatives = _semihard_negatives(dist, different, anchors, positives)
-        else:
-            logits = _negative_logits(e, y, mode, k, cutoff, nonzero_loss_cutoff, empty_rows)
-            negatives = _draw(logits, k - 1, seed)
+        batch = TripletBatch(
+            embeddings=e,
+            labels=y,
+            anchors=anchors,
+            positives=positives,
+            samples_per_class=k,
+            cutoff=cutoff,
+            nonzero_loss_cutoff=nonzero_loss_cutoff,
+            empty_rows=empty_rows,
+            seed=seed,
+        )
+        negatives = rule(batch)
     return anchors, positives, negatives
 
 

@@ -72,6 +72,7 @@ import tensorflow as tf
 from hpsh_tf2.config import Config
 from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.layout import RunLayout
+from hpsh_tf2.registry import STRATEGIES
 from hpsh_tf2.training.callbacks import RetrievalValidation
 from hpsh_tf2.training.checkpoints import ResumeState
 
@@ -232,7 +233,8 @@ def lock_identity(config: Config, environ: Mapping[str, str] | None = None):
         ClusterError: ``TF_CONFIG`` is set but malformed.
     """
     environ = os.environ if environ is None else environ
-    if config.train.strategy != "multi_worker" or not environ.get("TF_CONFIG", "").strip():
+    spans_workers = getattr(STRATEGIES.get(config.train.strategy), "spans_workers", False)
+    if not spans_workers or not environ.get("TF_CONFIG", "").strip():
         return None
     role = read_tf_config(environ)
     digest = hashlib.sha256(json.dumps(list(role.addresses)).encode("utf-8")).hexdigest()[:12]
@@ -404,9 +406,10 @@ def start_multi_worker(config: Config) -> tf.distribute.Strategy | None:
     Returns:
         The strategy, or ``None`` for the other strategies.
     """
-    if config.train.strategy != "multi_worker":
+    entry = STRATEGIES.get(config.train.strategy)
+    if not getattr(entry, "spans_workers", False):
         return None
-    return multi_worker_strategy(
+    return entry(
         config.train.collective_timeout_seconds, config.train.cluster_start_timeout_seconds
     )
 

@@ -256,7 +256,9 @@ def _build(
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.train.seed)
     strategy = make_strategy(
-        config.train.strategy, collective_timeout_seconds=config.train.collective_timeout_seconds
+        config.train.strategy,
+        collective_timeout_seconds=config.train.collective_timeout_seconds,
+        cluster_start_timeout_seconds=config.train.cluster_start_timeout_seconds,
     )
     sampler = ClassBalancedSampler(
         train_inputs.labels,

@@ -23,7 +23,7 @@ from hpsh_tf2.losses import LossWeights, hpsh_loss
 from hpsh_tf2.models.backbone import backbone_from_config
 from hpsh_tf2.models.head import build_hash_model, build_image_hash_model
 from hpsh_tf2.samplers import TripletSampler, make_sampler
-from hpsh_tf2.training.distributed import multi_worker_strategy
+from hpsh_tf2.training.strategies import make_strategy
 
 __all__ = [
     "HashTrainer",
@@ -36,8 +36,6 @@ __all__ = [
     "make_strategy",
     "triplet_sampler",
 ]
-
-_STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 @contextlib.contextmanager
@@ -56,28 +54,6 @@ def dtype_policy_scope(mixed_precision: bool) -> Iterator[None]:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-def make_strategy(
-    name: str, *, collective_timeout_seconds: float | None = None
-) -> tf.distribute.Strategy:
-    """``"default"`` (one device), ``"mirrored"`` (all local GPUs, or logical CPUs) or
-    ``"multi_worker"`` (workers from ``TF_CONFIG``; see :mod:`hpsh_tf2.training.distributed`).
-
-    Args:
-        name: ``train.strategy``.
-        collective_timeout_seconds: ``multi_worker`` only: limit of one collective operation.
-
-    Raises:
-        HPSHError: For another name (``ClusterError`` for a bad ``TF_CONFIG``).
-    """
-    if name == "multi_worker":
-        return multi_worker_strategy(collective_timeout_seconds)
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "default":
-        return tf.distribute.get_strategy()
-    raise HPSHError(f"Received: train.strategy={name!r}; expected one of {_STRATEGIES}")
 
 
 def triplet_sampler(config: Config) -> TripletSampler:

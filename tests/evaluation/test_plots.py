@@ -107,7 +107,7 @@ def test_pca_embedding_separates_clusters():
     centers = np.array([[0] * 16, [1] * 16], np.uint8)
     labels = np.repeat([0, 1], 20)
     codes = centers[labels] ^ (rng.random((40, 16)) < 0.05).astype(np.uint8)
-    points, used = P.embed_codes(codes, method="pca")
+    points, used = P.project_codes(codes, method="pca")
     assert used == "pca" and points.shape == (40, 2)
     # The first principal axis separates the two clusters (reference: sign of the centroid gap).
     first = points[:, 0]
@@ -120,7 +120,7 @@ def test_code_embedding_png_and_methods(tmp_path):
     rng = np.random.default_rng(1)
     codes = rng.integers(0, 2, (60, 16), dtype=np.uint8)
     labels = np.repeat(np.arange(3), 20)
-    used = P.save_code_embedding(
+    used = P.save_code_projection(
         tmp_path / "emb.png",
         codes=codes,
         labels=labels,
@@ -137,12 +137,12 @@ def test_code_embedding_png_and_methods(tmp_path):
         has_sklearn = True
     except ImportError:
         has_sklearn = False
-    auto = P.save_code_embedding(tmp_path / "auto.png", codes=codes, labels=labels, dpi=30)
+    auto = P.save_code_projection(tmp_path / "auto.png", codes=codes, labels=labels, dpi=30)
     assert auto == ("tsne" if has_sklearn else "pca")
     if not has_sklearn:
         with pytest.raises(ImportError, match="pip install scikit-learn"):
-            P.embed_codes(codes, method="tsne")
+            P.project_codes(codes, method="tsne")
     with pytest.raises(ValueError, match="method='umap'"):
-        P.embed_codes(codes, method="umap")
+        P.project_codes(codes, method="umap")
     with pytest.raises(ValueError, match=r"expected \(60,\)"):
-        P.save_code_embedding(tmp_path / "bad.png", codes=codes, labels=labels[:5])
+        P.save_code_projection(tmp_path / "bad.png", codes=codes, labels=labels[:5])

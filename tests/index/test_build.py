@@ -16,12 +16,13 @@ import tensorflow as tf
 
 pytest.importorskip("pymilvus", reason="the index extra is not installed (pip install .[index])")
 
+from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.evaluation.search import search
 from hpsh_tf2.index.build import build_index, index_info, plan_build, search_images
-from hpsh_tf2.index.encoder import ModelMismatchError, SavedModelEncoder
+from hpsh_tf2.index.encoder import SavedModelEncoder
 from hpsh_tf2.index.store import IndexStore
 from hpsh_tf2.index.walk import walk_images
-from hpsh_tf2.serving import encode_for_serving
+from hpsh_tf2.serving import request_image_bytes
 from tests.conftest import REPO_ROOT
 from tests.index.conftest import export_tiny
 from tests.index.test_store import assert_same_as_reference
@@ -33,7 +34,7 @@ def _signature_codes(version_dir, files) -> np.ndarray:
     serve = loaded.signatures["serving_default"]
     return np.concatenate(
         [
-            serve(image_bytes=tf.constant([encode_for_serving(f)]))["packed_codes"].numpy()
+            serve(image_bytes=tf.constant([request_image_bytes(f)]))["packed_codes"].numpy()
             for f in files
         ]
     )

@@ -13,8 +13,9 @@ import pytest
 
 pytest.importorskip("pymilvus", reason="the index extra is not installed (pip install .[index])")
 
+from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.evaluation.search import search
-from hpsh_tf2.index.encoder import ModelMismatchError, ModelRecord
+from hpsh_tf2.index.encoder import ModelRecord
 from hpsh_tf2.index.store import ArchiveIndexError, IndexStore, resolve_uri
 from hpsh_tf2.ops.codes import np_pack_codes
 from tests.index.conftest import random_codes

@@ -222,3 +222,4 @@ REGISTRIES: dict[str, Registry[Any]] = {
 
 # Built-in entries: one line each, by import path (imported on first use). Keep each block in
 # the order the reference documentation should list it.
+LOSSES.register("hpsh", "hpsh_tf2.losses.hpsh:HPSHHashLoss")

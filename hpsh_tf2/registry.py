@@ -223,3 +223,10 @@ REGISTRIES: dict[str, Registry[Any]] = {
 # Built-in entries: one line each, by import path (imported on first use). Keep each block in
 # the order the reference documentation should list it.
 LOSSES.register("hpsh", "hpsh_tf2.losses.hpsh:HPSHHashLoss")
+LOSSES.register("dpsh", "hpsh_tf2.losses.dpsh:DPSHLoss")
+LOSSES.register("dsh", "hpsh_tf2.losses.dsh:DSHLoss")
+LOSSES.register("hashnet", "hpsh_tf2.losses.hashnet:HashNetLoss")
+LOSSES.register("dch", "hpsh_tf2.losses.dch:DCHLoss")
+LOSSES.register("csq", "hpsh_tf2.losses.csq:CSQLoss")
+LOSSES.register("greedyhash", "hpsh_tf2.losses.greedyhash:GreedyHashLoss")
+LOSSES.register("dtsh", "hpsh_tf2.losses.dtsh:DTSHLoss")

@@ -293,7 +293,9 @@ def test_loss_weights_from_config_and_deprecated_variant() -> None:
     weights = make_loss_weights(section)
     assert weights == LossWeights(alpha=0.2, beta=0.5, push_weight=0.0, variant="original")
     assert LossWeights.from_config(weights.get_config()) == weights
-    hpsh_keys = {k: v for k, v in dataclasses.asdict(section).items() if k not in ("name", "options")}
+    hpsh_keys = {
+        k: v for k, v in dataclasses.asdict(section).items() if k not in ("name", "options")
+    }
     assert weights.get_config() == hpsh_keys  # the loss section's HPSH keys, key for key
     with pytest.warns(DeprecationWarning, match="variant='seed' is deprecated"):
         assert LossWeights(variant="seed").variant == "original"

@@ -87,3 +87,22 @@ def test_pairwise_losses_need_similarity_triplet_losses_triplets():
     assert flags["hpsh"] == (False, True) and flags["dtsh"] == (False, True)
     assert all(flags[name] == (True, False) for name in ("dpsh", "dsh", "hashnet", "dch"))
     assert flags["csq"] == flags["greedyhash"] == (False, False)
+
+
+@pytest.mark.parametrize("name", ["dpsh", "dsh", "hashnet", "dch"])
+def test_pairwise_gradients_are_finite_and_move_similar_codes_together(name, int_labels):
+    # Two classes, codes at random: one gradient step must lower the loss.
+    rng = np.random.default_rng(3)
+    scores = tf.Variable(rng.uniform(0.3, 0.7, (12, 16)).astype(np.float32))
+    loss = build(name)
+    s = similarity_matrix(int_labels)
+
+    def value():
+        return loss.terms(scores, labels=int_labels, similarity=s, step=tf.constant(0))["loss"]
+
+    with tf.GradientTape() as tape:
+        before = value()
+    grad = tape.gradient(before, scores)
+    assert np.isfinite(grad.numpy()).all() and np.abs(grad.numpy()).sum() > 0
+    scores.assign_sub(1e-3 * grad / tf.norm(grad))
+    assert float(value()) < float(before)

@@ -1,5 +1,4 @@
-"""CSQ (hash centres), GreedyHash (straight-through sign, with its gradient) and DTSH (triplets)
-against NumPy written from the papers' formulas."""
+"""GreedyHash against NumPy written from Su et al. 2018, with the straight-through gradient."""
 
 from __future__ import annotations
 
@@ -7,63 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hpsh_tf2.errors import ConfigError
-from hpsh_tf2.losses.csq import hadamard, hash_centres
 from hpsh_tf2.losses.greedyhash import straight_through_sign
 from tests.losses.conftest import build
-
-
-# ---------------------------------------------------------------------------- CSQ
-def test_hadamard_rows_are_orthogonal():
-    for order in (1, 2, 16, 64):
-        h = hadamard(order).astype(np.int64)
-        np.testing.assert_array_equal(h @ h.T, order * np.eye(order, dtype=np.int64))
-    with pytest.raises(ValueError, match="power of two"):
-        hadamard(24)
-
-
-def test_hash_centres_are_far_apart():
-    centres = hash_centres(30, 16)  # 30 <= 2K: rows of H and -H
-    distances = (16 - centres @ centres.T) / 2  # Hamming distances
-    off = distances[~np.eye(30, dtype=bool)]
-    assert set(np.unique(off)) <= {8.0, 16.0}
-    random = hash_centres(30, 24, seed=5)  # 24 bits: Bernoulli centres, seeded
-    assert set(np.unique(random)) == {-1.0, 1.0}
-    np.testing.assert_array_equal(random, hash_centres(30, 24, seed=5))
-
-
-def _np_csq(scores, centres, lam):
-    s = scores.astype(np.float64)
-    t = (centres + 1) / 2
-    bce = -(t * np.log(s) + (1 - t) * np.log(1 - s))
-    h = 2 * s - 1
-    quant = np.log(np.cosh(np.abs(h) - 1))
-    return {"central": bce.mean(), "quantization": lam * quant.mean()}
-
-
-def test_csq_single_label_matches_numpy(scores, int_labels):
-    loss = build("csq", "loss.options.quantization_weight=0.5")
-    centres = hash_centres(4, 16)[int_labels]
-    got = loss.terms(tf.constant(scores), labels=tf.constant(int_labels))
-    for key, value in _np_csq(scores, centres, 0.5).items():
-        np.testing.assert_allclose(float(got[key]), value, rtol=1e-5)
-
-
-def test_csq_multi_label_centre_is_the_sign_of_the_mean(scores, multi_hot):
-    loss = build("csq", num_classes=5)
-    table = hash_centres(5, 16)
-    mean = multi_hot @ table / multi_hot.sum(1, keepdims=True)
-    tie = loss.tie_break.numpy()
-    centres = np.where(mean == 0, tie[None, :], np.sign(mean))
-    assert (mean == 0).any()  # the fixture exercises the tie-break
-    got = loss.terms(tf.constant(scores), labels=tf.constant(multi_hot))
-    expected = _np_csq(scores, centres, loss.options.quantization_weight)
-    np.testing.assert_allclose(float(got["central"]), expected["central"], rtol=1e-5)
-
-
-def test_csq_needs_classes():
-    with pytest.raises(ConfigError, match="needs the number of classes"):
-        build("csq", num_classes=None)
 
 
 # ---------------------------------------------------------------------------- GreedyHash
@@ -148,19 +92,3 @@ def test_greedyhash_classifier_is_trained_with_the_trainer(scores, int_labels):
     logs = trainer.train_on_batch(x, int_labels, return_dict=True)
     assert np.isfinite(logs["loss"])
     assert not np.allclose(loss.code_classifier.get_weights()[0], before)
-
-
-# ---------------------------------------------------------------------------- DTSH
-def test_dtsh_matches_numpy(scores):
-    loss = build("dtsh", "loss.options.margin_per_bit=0.25", "loss.options.quantization_weight=0.2")
-    a, p, n = np.array([0, 3, 6, 9]), np.array([1, 4, 7, 10]), np.array([5, 8, 11, 2])
-    got = loss.terms(tf.constant(scores), labels=None, triplets=(a, p, n))
-    u = 2 * scores.astype(np.float64) - 1
-    margin = 0.25 * 16
-    nll = []
-    for i, j, k in zip(a, p, n):
-        x = 0.5 * u[i] @ u[j] - 0.5 * u[i] @ u[k] - margin
-        nll.append(-(x - np.log1p(np.exp(x))))  # -log sigma(x), eq. 3
-    quant = np.mean(np.sum((np.where(u > 0, 1.0, -1.0) - u) ** 2, axis=1))
-    np.testing.assert_allclose(float(got["likelihood"]), np.mean(nll), rtol=1e-5)
-    np.testing.assert_allclose(float(got["quantization"]), 0.2 * quant, rtol=1e-5)

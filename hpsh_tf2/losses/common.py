@@ -38,9 +38,13 @@ from hpsh_tf2.errors import ConfigError
 from hpsh_tf2.ops.checks import float_matrix
 from hpsh_tf2.registry import LOSSES
 
+Triplets = tuple[tf.Tensor, tf.Tensor, tf.Tensor]
+"""(anchors, positives, negatives) row indices from a triplet sampler."""
+
 __all__ = [
     "HashLoss",
     "NoOptions",
+    "Triplets",
     "balanced_pair_weights",
     "code_signs",
     "label_count",
@@ -276,7 +280,7 @@ class HashLoss(keras.layers.Layer):
         *,
         labels: tf.Tensor,
         similarity: tf.Tensor | None = None,
-        triplets: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+        triplets: Triplets | None = None,
         step: tf.Tensor | None = None,
         logits: tf.Tensor | None = None,
     ) -> dict[str, tf.Tensor]:

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from hpsh_tf2.config import LossConfig
 from hpsh_tf2.errors import ConfigError
-from hpsh_tf2.losses.common import HashLoss, log_cosh, non_negative, total, unit_range
+from hpsh_tf2.losses.common import HashLoss, Triplets, log_cosh, non_negative, total, unit_range
 from hpsh_tf2.ops.checks import float_matrix
 
 __all__ = ["CSQLoss", "CSQOptions", "csq_terms", "hadamard", "hash_centres", "label_centres"]
@@ -126,7 +126,16 @@ class CSQLoss(HashLoss):
         self.centres = tf.constant(centres)
         self.tie_break = tf.constant(tie_break)
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """CSQ terms of one batch (reads ``labels``)."""
         centres = label_centres(labels, self.centres, self.tie_break)
         return total(

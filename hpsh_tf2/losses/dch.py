@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from hpsh_tf2.losses.common import (
     HashLoss,
+    Triplets,
     balanced_pair_weights,
     non_negative,
     positive,
@@ -96,7 +97,16 @@ class DCHLoss(HashLoss):
     uses_similarity = True
     term_names = ("cauchy", "quantization")
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """DCH terms of one batch (needs ``similarity``)."""
         return total(
             dch_terms(

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from hpsh_tf2.losses.common import (
     HashLoss,
+    Triplets,
     code_signs,
     non_negative,
     off_diagonal,
@@ -76,6 +77,15 @@ class DPSHLoss(HashLoss):
     uses_similarity = True
     term_names = ("likelihood", "quantization")
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """DPSH terms of one batch (needs ``similarity``)."""
         return total(dpsh_terms(unit_range(scores), similarity, eta=self.options.eta))

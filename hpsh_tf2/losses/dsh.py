@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import tensorflow as tf
 
-from hpsh_tf2.losses.common import HashLoss, non_negative, positive, total, unit_range
+from hpsh_tf2.losses.common import HashLoss, Triplets, non_negative, positive, total, unit_range
 
 __all__ = ["DSHLoss", "DSHOptions", "dsh_terms"]
 
@@ -77,7 +77,16 @@ class DSHLoss(HashLoss):
     uses_similarity = True
     term_names = ("contrastive", "regularizer")
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """DSH terms of one batch (needs ``similarity``)."""
         margin = self.options.margin_per_bit * self.bits
         return total(

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 import tensorflow as tf
 
-from hpsh_tf2.losses.common import HashLoss, code_signs, non_negative, total, unit_range
+from hpsh_tf2.losses.common import HashLoss, Triplets, code_signs, non_negative, total, unit_range
 
 __all__ = ["DTSHLoss", "DTSHOptions", "dtsh_terms"]
 
@@ -75,7 +75,16 @@ class DTSHLoss(HashLoss):
         """The L2-normalised ``u`` (distances between codes)."""
         return tf.math.l2_normalize(unit_range(scores), axis=1, epsilon=1e-12)
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """DTSH terms of one batch (needs ``triplets``)."""
         if triplets is None:
             raise ValueError("the DTSH loss needs the sampler's triplets")

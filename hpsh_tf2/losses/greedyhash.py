@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from hpsh_tf2.config import LossConfig
 from hpsh_tf2.errors import ConfigError
-from hpsh_tf2.losses.common import HashLoss, non_negative, total, unit_range
+from hpsh_tf2.losses.common import HashLoss, Triplets, non_negative, total, unit_range
 
 __all__ = ["GreedyHashLoss", "GreedyHashOptions", "cubic_penalty", "straight_through_sign"]
 
@@ -89,7 +89,16 @@ class GreedyHashLoss(HashLoss):
         )
         self.code_classifier.build((None, self.bits))
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """GreedyHash terms of one batch (reads ``labels``)."""
         h = unit_range(scores)
         code_logits = self.code_classifier(straight_through_sign(h))

@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 import tensorflow as tf
 
-from hpsh_tf2.losses.common import HashLoss, balanced_pair_weights, positive, total
+from hpsh_tf2.losses.common import HashLoss, Triplets, balanced_pair_weights, positive, total
 from hpsh_tf2.ops.checks import float_matrix
 
 __all__ = ["HashNetLoss", "HashNetOptions", "continuation_beta", "hashnet_terms"]
@@ -93,7 +93,16 @@ class HashNetLoss(HashLoss):
     uses_similarity = True
     term_names = ("likelihood",)
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """HashNet's loss of one batch at training step ``step`` (needs ``similarity``)."""
         step = tf.zeros([], tf.int64) if step is None else step
         beta = continuation_beta(step, gamma=self.options.beta_gamma, power=self.options.beta_power)

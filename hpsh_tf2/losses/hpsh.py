@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.config import LossConfig
-from hpsh_tf2.losses.common import HashLoss, log_cosh, total
+from hpsh_tf2.losses.common import HashLoss, Triplets, log_cosh, total
 from hpsh_tf2.ops.checks import (
     ORIGINAL_ALIASES,
     check_bool,
@@ -61,9 +61,8 @@ HPSH_VARIANTS = ("fixed", "original")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 _PAIR_EPS = 1e-8  # d = sqrt(||a - b||^2 + 1e-8), as in the original margin loss
 
-# (anchors, positives, negatives) row indices, and what produces them from
-# (embeddings, labels, seed): a TripletSampler or any callable with that signature.
-Triplets = tuple[tf.Tensor, tf.Tensor, tf.Tensor]
+# What produces triplets (hpsh_tf2.losses.common.Triplets) from (embeddings, labels, seed): a
+# TripletSampler or any callable with that signature.
 Sampler = Callable[[tf.Tensor, tf.Tensor, "tf.Tensor | None"], Triplets]
 
 
@@ -664,7 +663,16 @@ class HPSHHashLoss(HashLoss):
         """``e = s / sqrt(max(||s||^2, 1e-10))``: the sampler measures distances on these."""
         return l2_normalize_embeddings(float_matrix(scores, "scores"))
 
-    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
         """HPSH terms of one batch (the same numbers as :func:`hpsh_loss` with these
         triplets)."""
         if triplets is None:

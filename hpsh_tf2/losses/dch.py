@@ -59,7 +59,9 @@ def dch_terms(
 
     * cauchy ``= 1 / |S| sum_{i != j} w_ij [s_ij log(1 + d_ij / gamma) +
       (1 - s_ij) log(1 + gamma / d_ij)]`` (eq. 6 rewritten: for ``s = 1``,
-      ``log(d / gamma) + log(1 + gamma / d) = log(1 + d / gamma)``), ``d_ij + 1e-6``;
+      ``log(d / gamma) + log(1 + gamma / d) = log(1 + d / gamma)``), with
+      ``d_ij = max(d_ij, 0) + 1e-6`` (rounding can make ``1 - cos`` slightly negative for
+      equal codes, and ``log1p(gamma / d)`` would then be NaN);
     * quantization ``= lambda * mean_i log(1 + d(|h_i|, 1) / gamma)`` (eq. 7).
 
     Args:
@@ -71,7 +73,7 @@ def dch_terms(
     Returns:
         ``{"cauchy", "quantization"}``.
     """
-    d = cauchy_distance(h, h) + _DIST_EPS
+    d = tf.maximum(cauchy_distance(h, h), 0.0) + _DIST_EPS  # 1 - cos can round below 0
     per_pair = similarity * tf.math.log1p(d / gamma) + (1.0 - similarity) * tf.math.log1p(gamma / d)
     n = tf.cast(tf.shape(h)[0], h.dtype)
     pairs = tf.maximum(n * (n - 1.0), 1.0)
@@ -80,7 +82,7 @@ def dch_terms(
     cos_to_ones = tf.reduce_sum(tf.abs(h), axis=1) / (
         tf.sqrt(bits) * tf.maximum(tf.norm(h, axis=1), 1e-12)
     )
-    d_quant = 0.5 * bits * (1.0 - cos_to_ones)
+    d_quant = tf.maximum(0.5 * bits * (1.0 - cos_to_ones), 0.0)
     quantization = quantization_weight * tf.reduce_mean(tf.math.log1p(d_quant / gamma))
     return {"cauchy": cauchy, "quantization": quantization}
 

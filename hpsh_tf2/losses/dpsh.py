@@ -73,7 +73,7 @@ class DPSHLoss(HashLoss):
     """
 
     Options = DPSHOptions
-    preset = MappingProxyType({"eta": 0.1})
+    preset = MappingProxyType({"eta": 0.01})
     uses_similarity = True
     term_names = ("likelihood", "quantization")
 

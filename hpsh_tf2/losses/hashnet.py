@@ -89,7 +89,7 @@ class HashNetLoss(HashLoss):
     """
 
     Options = HashNetOptions
-    preset = MappingProxyType({"alpha": 0.1, "beta_gamma": 0.005, "beta_power": 0.5})
+    preset = MappingProxyType({"alpha": 0.3, "beta_gamma": 0.005, "beta_power": 0.5})
     uses_similarity = True
     term_names = ("likelihood",)
 

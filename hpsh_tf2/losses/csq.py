@@ -111,7 +111,7 @@ class CSQLoss(HashLoss):
     """
 
     Options = CSQOptions
-    preset = MappingProxyType({"quantization_weight": 1e-4})
+    preset = MappingProxyType({"quantization_weight": 0.0001})
     term_names = ("central", "quantization")
 
     def __init__(self, config: LossConfig, **kwargs: Any) -> None:

@@ -95,7 +95,7 @@ class DCHLoss(HashLoss):
     """
 
     Options = DCHOptions
-    preset = MappingProxyType({"gamma": 20.0, "quantization_weight": 0.1})
+    preset = MappingProxyType({"gamma": 80.0, "quantization_weight": 0.1})
     uses_similarity = True
     term_names = ("cauchy", "quantization")
 

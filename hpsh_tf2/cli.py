@@ -94,16 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     table = verbs.add_parser(
-        "table", help="results table: bits x sampler x split seeds (features mode), resumable"
+        "table", help="results table: bits x methods x split seeds (features mode), resumable"
     )
     table.add_argument(
         "--bits", type=_int_list, default=None, help="code lengths (default 16,32,64)"
     )
     table.add_argument(
+        "--methods",
+        type=_str_list,
+        default=None,
+        help="methods (default hpsh,random,semihard): a sampler mode = the HPSH loss with that "
+        "sampler; a loss name (dpsh, dsh, hashnet, dch, csq, greedyhash, dtsh) = that loss "
+        "with its preset",
+    )
+    table.add_argument(
         "--samplers",
         type=_str_list,
         default=None,
-        help="sampler.mode values (default hpsh,random,semihard)",
+        help="deprecated: sampler.mode values trained with the config's loss (use --methods)",
     )
     table.add_argument(
         "--seeds",
@@ -184,12 +192,13 @@ def _run_verb(args) -> int:
     elif args.verb == "run":
         workflow.run(config)
     elif args.verb == "table":
-        from hpsh_tf2.table import DEFAULT_BITS, DEFAULT_SAMPLERS, results_table
+        from hpsh_tf2.table import DEFAULT_BITS, results_table
 
         results_table(
             config,
             bits=args.bits or DEFAULT_BITS,
-            samplers=args.samplers or DEFAULT_SAMPLERS,
+            methods=args.methods,
+            samplers=args.samplers,
             seeds=args.seeds,
         )
     return 0

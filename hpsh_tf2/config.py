@@ -41,6 +41,7 @@ from hpsh_tf2.registry import (
     BACKBONES,
     DATA_FORMATS,
     INDEX_BACKENDS,
+    LOSSES,
     SAMPLERS,
     SEARCH_BACKENDS,
     STRATEGIES,
@@ -270,8 +271,18 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """HPSH loss weights and margins."""
+    """The training loss: ``name`` (registry ``LOSSES``), its ``options``, and HPSH's weights.
 
+    ``alpha`` ... ``classification_weight`` are the HPSH loss's (``name: hpsh``); the other
+    methods take their hyper-parameters from ``options`` on top of their preset
+    (docs/how-to/baselines.md), validated when the config is loaded.
+    """
+
+    name: str = field(
+        default="hpsh",
+        metadata={"check": lambda v: v in LOSSES, "expected": LOSSES.expected},
+    )
+    options: dict[str, bool | int | float | str] = field(default_factory=dict)
     variant: Literal["fixed", "original"] = field(default="fixed", metadata=_ORIGINAL_ALIAS)
     alpha: float = field(default=0.3, metadata=_check(_non_negative, "a value >= 0"))
     beta: float = field(default=0.6, metadata=_check(_non_negative, "a value >= 0"))
@@ -386,6 +397,8 @@ def _describe_type(tp: Any) -> str:
         return " or ".join(parts) + " or null"
     if origin is tuple:
         return f"a list of {_describe_type(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of names to {_describe_type(typing.get_args(tp)[1])}"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
         tp, getattr(tp, "__name__", str(tp))
     )
@@ -419,6 +432,13 @@ def _coerce(value: Any, tp: Any) -> Any:
             raise _Invalid
         (item_type, *_) = typing.get_args(tp)
         return tuple(_coerce(v, item_type) for v in value)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _Invalid
+        _, item_type = typing.get_args(tp)
+        return {k: _coerce(v, item_type) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -538,6 +558,7 @@ def _validate_cross_field(config: Config, *, source: str) -> None:
             f"{config.train.early_stopping_patience}, val={split.val}"
         )
     _validate_data_format(config.data, source)
+    _validate_loss_options(config, source=source)
     if config.data.root is None and config.data.features is None:
         return
     if config.data.root is not None and config.data.features is not None:
@@ -736,15 +757,43 @@ def apply_values(
                 where = ".".join(parts[: depth + 1])
                 raise ConfigError(f"{source}: unknown key '{key}' ('{where}' is not a section)")
             node = child
-        if parts[-1] not in node:
+        if parts[-1] not in node and not _is_free_mapping(parts[:-1]):
             raise ConfigError(
                 f"{source}: unknown key '{key}'. Expected one of: "
                 + ", ".join(".".join([*parts[:-1], name]) for name in node)
             )
-        if isinstance(node[parts[-1]], dict):
+        if isinstance(node.get(parts[-1]), dict) and not _is_free_mapping(parts):
             raise ConfigError(f"{source}: '{key}' is a section; set one of its keys instead")
         node[parts[-1]] = value
     return config_from_dict(raw, source=source)
+
+
+def _is_free_mapping(parts: list[str]) -> bool:
+    """Whether the dotted key ``parts`` names a mapping field with free keys (``loss.options``)."""
+    tp: Any = Config
+    for part in parts:
+        if not dataclasses.is_dataclass(tp):
+            return False
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return False
+        tp = hints[part]
+    return typing.get_origin(tp) is dict
+
+
+def _validate_loss_options(config: Config, *, source: str) -> None:
+    """``loss.options`` against the chosen method's option keys (imports the method's module,
+    so only when options are given)."""
+    if not config.loss.options:
+        return
+    method = LOSSES.get(config.loss.name)
+    check = getattr(method, "check_options", None)
+    if check is None:
+        return
+    try:
+        check(config.loss.options, method=config.loss.name)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 _DATA_SOURCES = ("root", "features")

@@ -300,3 +300,12 @@ BACKBONES.register("efficientnet_b0", "hpsh_tf2.models.backbone:EFFICIENTNET_B0"
 
 INDEX_BACKENDS.register("milvus", "hpsh_tf2.index.store:IndexStore")
 INDEX_BACKENDS.register("memory", "hpsh_tf2.index.memory:MemoryIndex")
+
+LOSSES.register("hpsh", "hpsh_tf2.losses.hpsh:HPSHHashLoss")
+LOSSES.register("dpsh", "hpsh_tf2.losses.dpsh:DPSHLoss")
+LOSSES.register("dsh", "hpsh_tf2.losses.dsh:DSHLoss")
+LOSSES.register("hashnet", "hpsh_tf2.losses.hashnet:HashNetLoss")
+LOSSES.register("dch", "hpsh_tf2.losses.dch:DCHLoss")
+LOSSES.register("csq", "hpsh_tf2.losses.csq:CSQLoss")
+LOSSES.register("greedyhash", "hpsh_tf2.losses.greedyhash:GreedyHashLoss")
+LOSSES.register("dtsh", "hpsh_tf2.losses.dtsh:DTSHLoss")

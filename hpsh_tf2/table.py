@@ -1,15 +1,19 @@
-"""The results table: code lengths x samplers x split seeds, trained and evaluated in one go.
+"""The results table: code lengths x methods x split seeds, trained and evaluated in one go.
 
-:func:`results_table` runs a grid of cells from one config. Backbone features are computed (or
+:func:`results_table` runs a grid of cells from one config. A *method* is a training loss with
+its sampler and preset: a sampler mode (``hpsh``, ``random``, ``semihard``, ...) means the HPSH
+loss with that sampler, a loss name (``dpsh``, ``csq``, ...; registry ``LOSSES``) that loss with
+its preset hyper-parameters (docs/how-to/baselines.md). Backbone features are computed (or
 loaded) once for every image; each cell then makes its split (``data.seed``), trains the hash
 head in features mode, and evaluates with the config's protocol. A cell's finished row is
 written atomically, so a rerun (also after ``kill -9``) skips finished cells and resumes an
 interrupted one from its epoch checkpoints. The float-feature cosine kNN on the same queries is
 the reference row.
 
-Outputs (``table/`` of the run folder): ``results.csv`` (one row per cell), ``results.md`` (mean
-+- std over seeds per code length and sampler) and ``results.png`` (mAP vs bits, one line per
-sampler, error bars).
+Outputs (``table/`` of the run folder): ``results.csv`` (one row per cell), ``results.md``
+(methods ranked per code length by mean mAP@k, mean +- std over seeds, and whether each is
+within the seed spread of the best) and ``results.png`` (mAP vs bits, one line per method,
+error bars).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import csv
 import io
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,21 +42,29 @@ from hpsh_tf2.evaluation.plots import save_metric_vs_bits
 from hpsh_tf2.features import FeatureSet, extract_features
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.lock import workdir_lock
-from hpsh_tf2.registry import STRATEGIES
+from hpsh_tf2.registry import LOSSES, SAMPLERS, STRATEGIES
 from hpsh_tf2.workflow import evaluate, prepare, train
 
 __all__ = [
+    "ALL_METHODS",
     "DEFAULT_BITS",
+    "DEFAULT_METHODS",
     "DEFAULT_SAMPLERS",
     "Cell",
+    "Method",
     "TableError",
     "knn_reference",
+    "resolve_methods",
     "results_table",
+    "summary_markdown",
 ]
 
 logger = logging.getLogger(__name__)
 DEFAULT_BITS = (16, 32, 64)
-DEFAULT_SAMPLERS = ("hpsh", "random", "semihard")
+DEFAULT_METHODS = ("hpsh", "random", "semihard")
+DEFAULT_SAMPLERS = DEFAULT_METHODS
+ALL_METHODS = ("hpsh", "semihard", "random", "dpsh", "dsh", "hashnet", "dch", "csq", "greedyhash")
+"""The methods table of docs/how-to/baselines.md."""
 Echo = Callable[[str], None]
 
 
@@ -60,29 +73,87 @@ class TableError(HPSHError, ValueError):
 
 
 @dataclass(frozen=True)
+class Method:
+    """A row of the table: a training loss with its sampler (and the loss's preset).
+
+    Attributes:
+        name: The name in ``--methods`` (and in the cell folders and rows).
+        loss: ``loss.name``.
+        sampler: ``sampler.mode``, or ``None`` to keep the config's (a loss without triplets).
+    """
+
+    name: str
+    loss: str
+    sampler: str | None
+
+    def values(self, config: Config) -> dict[str, Any]:
+        """Typed ``loss.name`` / ``sampler.mode`` values; ``loss.options`` of the config are
+        kept only for its own loss (another method starts from its preset)."""
+        values: dict[str, Any] = {"loss.name": self.loss}
+        if self.loss != config.loss.name:
+            values["loss.options"] = {}
+        if self.sampler is not None:
+            values["sampler.mode"] = self.sampler
+        return values
+
+
+def resolve_methods(
+    methods: Sequence[str] | None, samplers: Sequence[str] | None, config: Config
+) -> list[Method]:
+    """The methods of a grid from ``--methods`` (or the deprecated ``--samplers``).
+
+    A method name that is a sampler mode is the HPSH loss with that sampler; a name in
+    ``LOSSES`` is that loss (triplet losses keep the config's ``sampler.mode``). ``samplers``
+    (deprecated) are sampler modes trained with the config's own loss, as before ``--methods``.
+
+    Raises:
+        TableError: Both or neither given, or an unknown name (the message lists the names).
+    """
+    if methods is not None and samplers is not None:
+        raise TableError("Received both --methods and --samplers; use --methods only")
+    if samplers is not None:
+        logger.warning("--samplers is deprecated; use --methods (a sampler name = HPSH with it)")
+        return [Method(str(s), config.loss.name, str(s)) for s in samplers]
+    resolved = []
+    for name in DEFAULT_METHODS if methods is None else methods:
+        name = str(name)
+        if name in SAMPLERS:
+            resolved.append(Method(name, "hpsh", name))
+        elif name in LOSSES:
+            resolved.append(Method(name, name, None))
+        else:
+            raise TableError(
+                f"Received: --methods {name!r}; expected a sampler mode "
+                f"({', '.join(SAMPLERS.names())}: HPSH with that sampler) or a loss "
+                f"({', '.join(LOSSES.names())})"
+            )
+    return resolved
+
+
+@dataclass(frozen=True)
 class Cell:
     """One run of the grid.
 
     Attributes:
         bits: Code length.
-        sampler: ``sampler.mode``.
+        method: The method (loss, sampler).
         seed: Split seed (``data.seed``).
     """
 
     bits: int
-    sampler: str
+    method: Method
     seed: int
 
     @property
     def name(self) -> str:
         """Folder name of the cell."""
-        return f"bits{self.bits}-{self.sampler}-seed{self.seed}"
+        return f"bits{self.bits}-{self.method.name}-seed{self.seed}"
 
-    def values(self, workdir: Path) -> dict[str, Any]:
+    def values(self, config: Config, workdir: Path) -> dict[str, Any]:
         """The typed config values that make the cell's config (validated by the config)."""
         return {
             "model.bits": self.bits,
-            "sampler.mode": self.sampler,
+            **self.method.values(config),
             "data.seed": self.seed,
             "train.mode": "features",
             "eval.figures": False,
@@ -164,7 +235,9 @@ def knn_reference(prepared: Prepared, *, protocol: str, k: int) -> dict[str, flo
 
 def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayout) -> dict:
     cell_layout = RunLayout(layout.table_cell(cell.name))
-    cell_config = config.with_values(cell.values(cell_layout.workdir), source=f"table {cell.name}")
+    cell_config = config.with_values(
+        cell.values(config, cell_layout.workdir), source=f"table {cell.name}"
+    )
     cell_layout.workdir.mkdir(parents=True, exist_ok=True)
     prepared = _cell_prepared(cell_config, features, cell_layout)
     start = time.perf_counter()
@@ -172,9 +245,12 @@ def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayou
     trained = time.perf_counter()
     report = evaluate(cell_config, prepared=prepared, echo=lambda _: None)
     k = config.eval.k
+    uses_triplets = LOSSES.get(cell_config.loss.name).uses_triplets
     row = {
         "bits": cell.bits,
-        "sampler": cell.sampler,
+        "method": cell.method.name,
+        "loss": cell_config.loss.name,
+        "sampler": cell_config.sampler.mode if uses_triplets else "",
         "seed": cell.seed,
         f"map@{k}": report[f"map@{k}"],
         f"map@{k}_index": report.get(f"map@{k}_index", report[f"map@{k}"]),
@@ -191,30 +267,33 @@ def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayou
     return row
 
 
-def _grid(bits: Sequence[int], samplers: Sequence[str], seeds: Sequence[int]) -> list[Cell]:
-    if not bits or not samplers or not seeds:
+def _grid(bits: Sequence[int], methods: Sequence[Method], seeds: Sequence[int]) -> list[Cell]:
+    if not bits or not methods or not seeds:
         raise TableError(
-            f"Received: bits={list(bits)}, samplers={list(samplers)}, seeds={list(seeds)}; "
-            "expected at least one of each"
+            f"Received: bits={list(bits)}, methods={[m.name for m in methods]}, "
+            f"seeds={list(seeds)}; expected at least one of each"
         )
-    return [Cell(int(b), str(m), int(s)) for s in seeds for b in bits for m in samplers]
+    return [Cell(int(b), m, int(s)) for s in seeds for b in bits for m in methods]
 
 
 def results_table(
     config: Config,
     *,
     bits: Sequence[int] = DEFAULT_BITS,
-    samplers: Sequence[str] = DEFAULT_SAMPLERS,
+    methods: Sequence[str] | None = None,
+    samplers: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     echo: Echo = print,
 ) -> Path:
     """Trains and evaluates every cell of the grid and writes the results table.
 
     Args:
-        config: The base config (data, schedule, loss, ...); each cell overrides ``model.bits``,
-            ``sampler.mode``, ``data.seed``, ``train.mode=features`` and its workdir.
+        config: The base config (data, schedule, ...); each cell overrides ``model.bits``,
+            ``loss.name`` and ``sampler.mode`` (its method), ``data.seed``,
+            ``train.mode=features`` and its workdir.
         bits: Code lengths.
-        samplers: Sampler modes.
+        methods: Method names (:func:`resolve_methods`); default ``DEFAULT_METHODS``.
+        samplers: Deprecated: sampler modes trained with the config's loss.
         seeds: Split seeds; default ``data.seed``, ``data.seed + 1``, ``data.seed + 2``.
         echo: Progress lines.
 
@@ -222,8 +301,9 @@ def results_table(
         The ``table/`` folder.
 
     Raises:
-        TableError: ``train.strategy=multi_worker`` (the grid's cells are small features-mode
-            trainings, each a few seconds on one machine: run the table there).
+        TableError: An unknown method, an empty grid, or ``train.strategy=multi_worker`` (the
+            grid's cells are small features-mode trainings, each a few seconds on one machine:
+            run the table there).
         WorkdirLockedError: Another command is writing ``output.workdir``.
     """
     if getattr(STRATEGIES.get(config.train.strategy), "spans_workers", False):
@@ -232,15 +312,16 @@ def results_table(
             "or 'mirrored': the table's cells are small features-mode trainings that run on one "
             "machine (use multi_worker for 'train' or 'run')"
         )
+    resolved = resolve_methods(methods, samplers, config)
     with workdir_lock(config.workdir):
-        return _results_table(config, bits=bits, samplers=samplers, seeds=seeds, echo=echo)
+        return _results_table(config, bits=bits, methods=resolved, seeds=seeds, echo=echo)
 
 
-def _results_table(config: Config, *, bits, samplers, seeds, echo: Echo) -> Path:
+def _results_table(config: Config, *, bits, methods, seeds, echo: Echo) -> Path:
     seeds = tuple(seeds) if seeds is not None else tuple(config.data.seed + i for i in range(3))
-    cells = _grid(bits, samplers, seeds)
+    cells = _grid(bits, methods, seeds)
     for cell in cells:  # validate every cell's config before any work
-        config.with_values(cell.values(Path("cell")), source=f"table {cell.name}")
+        config.with_values(cell.values(config, Path("cell")), source=f"table {cell.name}")
     layout = RunLayout(config.workdir)
     prepared = prepare(config, echo=logger.info)
     features = _all_features(config, prepared, layout)
@@ -257,8 +338,9 @@ def _results_table(config: Config, *, bits, samplers, seeds, echo: Echo) -> Path
         rows.append(row)
         k = config.eval.k
         echo(
-            f"[{number}/{len(cells)}] bits={cell.bits} sampler={cell.sampler} seed={cell.seed}: "
-            f"mAP@{k} {row[f'map@{k}']:.4f} (kNN {row[f'knn_map@{k}']:.4f}; {status})"
+            f"[{number}/{len(cells)}] bits={cell.bits} method={cell.method.name} "
+            f"seed={cell.seed}: mAP@{k} {row[f'map@{k}']:.4f} (kNN {row[f'knn_map@{k}']:.4f}; "
+            f"{status})"
         )
     _write_outputs(layout, rows, config.eval.k, echo)
     return layout.table_dir
@@ -278,39 +360,71 @@ def _write_outputs(layout: RunLayout, rows: list[dict], k: int, echo: Echo) -> N
     echo(f"wrote {layout.table_csv}, {layout.table_md} and {layout.table_png}")
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def _method(row: dict) -> str:
+    """A row's method (rows written before ``--methods`` name only their sampler)."""
+    return str(row.get("method") or row["sampler"])
+
+
+def _stats(values: Sequence[float]) -> tuple[float, float]:
     array = np.asarray(values, np.float64)
-    std = array.std(ddof=1) if array.size > 1 else 0.0
-    return f"{array.mean():.4f} ± {std:.4f}"
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    mean, std = _stats(values)
+    return f"{mean:.4f} ± {std:.4f}"
 
 
 def summary_markdown(rows: Sequence[dict], k: int) -> str:
-    """Mean ± sample std over seeds per (bits, sampler), and the kNN reference per bits."""
+    """Methods ranked per code length by mean mAP@k: mean ± sample std over seeds, and the
+    gap to the best method of that code length.
+
+    The gap is marked ``≈`` when it is within the seed spread, ``|gap| <=
+    sqrt(std_best^2 + std_method^2)`` (one standard deviation of the difference of two
+    independent seed means' draws); such a method is not distinguishable from the best with
+    these seeds. The float-feature cosine kNN (mean over split seeds) closes the table.
+    """
     keys = (f"map@{k}", "map@r", f"precision@{k}")
-    header = "| bits | method | seeds | " + " | ".join(f"{key}" for key in keys) + " |"
-    lines = [header, "|---:|---|---:|" + "---:|" * len(keys)]
-    groups: dict[tuple[int, str], list[dict]] = {}
+    header = "| bits | rank | method | seeds | " + " | ".join(keys) + f" | Δ map@{k} vs best |"
+    lines = [header, "|---:|---:|---|---:|" + "---:|" * len(keys) + "---|"]
+    groups: dict[int, dict[str, list[dict]]] = {}
     for row in rows:
-        groups.setdefault((int(row["bits"]), str(row["sampler"])), []).append(row)
-    for (bits, sampler), group in sorted(groups.items()):
-        cells = " | ".join(_mean_std([r[key] for r in group]) for key in keys)
-        lines.append(f"| {bits} | {sampler} | {len(group)} | {cells} |")
+        groups.setdefault(int(row["bits"]), {}).setdefault(_method(row), []).append(row)
+    for bits, by_method in sorted(groups.items()):
+        stats = {m: _stats([r[keys[0]] for r in group]) for m, group in by_method.items()}
+        order = sorted(stats, key=lambda m: (-stats[m][0], m))
+        best_mean, best_std = stats[order[0]]
+        for rank, method in enumerate(order, 1):
+            group = by_method[method]
+            cells = " | ".join(_mean_std([r[key] for r in group]) for key in keys)
+            mean, std = stats[method]
+            gap = mean - best_mean
+            if rank == 1:
+                mark = "best"
+            elif abs(gap) <= math.sqrt(best_std**2 + std**2):
+                mark = f"{gap:+.4f} ≈"
+            else:
+                mark = f"{gap:+.4f}"
+            lines.append(f"| {bits} | {rank} | {method} | {len(group)} | {cells} | {mark} |")
     by_seed = {int(row["seed"]): row for row in rows}
     knn = " | ".join(_mean_std([r[f"knn_{key}"] for r in by_seed.values()]) for key in keys)
-    lines.append(f"| float | cosine kNN (reference) | {len(by_seed)} | {knn} |")
-    return "\n".join(lines) + "\n"
+    lines.append(f"| float | | cosine kNN (reference) | {len(by_seed)} | {knn} | |")
+    note = (
+        "\nRanked per code length by mean "
+        f"map@{k} over split seeds (± sample std); ≈: within the seed spread of the best "
+        "(|Δ| <= sqrt(std_best² + std²)).\n"
+    )
+    return "\n".join(lines) + "\n" + note
 
 
 def _plot(path: Path, rows: Sequence[dict], k: int) -> None:
     key = f"map@{k}"
     series = {}
-    for sampler in sorted({str(r["sampler"]) for r in rows}):
-        bits = sorted({int(r["bits"]) for r in rows if r["sampler"] == sampler})
-        values = [
-            [r[key] for r in rows if r["sampler"] == sampler and r["bits"] == b] for b in bits
-        ]
+    for method in sorted({_method(r) for r in rows}):
+        bits = sorted({int(r["bits"]) for r in rows if _method(r) == method})
+        values = [[r[key] for r in rows if _method(r) == method and r["bits"] == b] for b in bits]
         means = [float(np.mean(v)) for v in values]
         stds = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
-        series[sampler] = (bits, means, stds)
+        series[method] = (bits, means, stds)
     reference = float(np.mean([r[f"knn_{key}"] for r in rows]))
     save_metric_vs_bits(path, series=series, reference=reference, ylabel=key)

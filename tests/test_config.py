@@ -109,7 +109,7 @@ def test_default_configs_differ_from_the_paper_only_by_the_recipe(name):
 def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
     keys = []
     for name, value in tree.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping (loss.options) is a key
             keys += _leaf_keys(value, f"{prefix}{name}.")
         else:
             keys.append(f"{prefix}{name}")

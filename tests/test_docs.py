@@ -222,9 +222,9 @@ def test_own_images_tutorial_index_runs(tmp_path):
 
 
 def test_documented_table_cell_folder_is_the_one_table_writes():
-    from hpsh_tf2.table import Cell
+    from hpsh_tf2.table import Cell, Method
 
-    name = Cell(bits=16, sampler="hpsh", seed=42).name
+    name = Cell(bits=16, method=Method("hpsh", "hpsh", "hpsh"), seed=42).name
     for page in ("reference/outputs.md", "tutorials/aid-table.md"):
         assert f"`{name}/`" in (DOCS / page).read_text(encoding="utf-8"), page
 
@@ -257,8 +257,36 @@ def test_readme_headline_table_is_the_stored_table_output():
     found = {}
     for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and "±" in line:
+        if len(cells) == 5 and "±" in line and cells[0] in ("16", "32", "64", "float"):
             found[(cells[0], cells[1].split()[0])] = cells[2:]
+    assert found == expected
+
+
+def test_readme_methods_table_is_the_stored_methods_output():
+    """The README's baselines table: means ± std of the stored 32-bit methods grid, ranked."""
+    import csv
+
+    import numpy as np
+
+    groups: dict[str, list[dict[str, str]]] = {}
+    csv_path = REPO_ROOT / "bench" / "results" / "table_aid_dev_methods_32.csv"
+    for row in csv.DictReader(csv_path.open(encoding="utf-8")):
+        groups.setdefault(row["method"], []).append(row)
+
+    def cell(group, metric):
+        values = np.asarray([float(r[metric]) for r in group])
+        return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+    ranked = sorted(groups, key=lambda m: -np.mean([float(r["map@20"]) for r in groups[m]]))
+    expected = [
+        [str(rank), name, cell(groups[name], "map@20"), cell(groups[name], "map@r")]
+        for rank, name in enumerate(ranked, 1)
+    ]
+    found = []
+    for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and "±" in line and cells[0].isdigit() and int(cells[0]) < 16:
+            found.append([cells[0], cells[1].split()[0].strip("*"), *cells[2:4]])
     assert found == expected
 
 

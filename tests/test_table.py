@@ -62,7 +62,7 @@ def test_table_grid_writes_csv_markdown_png_and_resumes(features_npz, tmp_path):
     config = _config(features_npz, tmp_path)
     lines: list[str] = []
     out = results_table(
-        config, bits=(16, 32), samplers=("hpsh", "random"), seeds=(1, 2), echo=lines.append
+        config, bits=(16, 32), methods=("hpsh", "random"), seeds=(1, 2), echo=lines.append
     )
     rows = _rows(out / "results.csv")
     assert len(rows) == 8
@@ -71,23 +71,26 @@ def test_table_grid_writes_csv_markdown_png_and_resumes(features_npz, tmp_path):
     }
     for row in rows:
         assert 0.0 <= float(row["map@5"]) <= 1.0 and 0.0 <= float(row["knn_map@5"]) <= 1.0
-    # The markdown summary is the mean +- sample std of the CSV, per (bits, sampler).
+    assert {r["method"] for r in rows} == {"hpsh", "random"} and {r["loss"] for r in rows} == {
+        "hpsh"
+    }
+    # The markdown summary is the mean +- sample std of the CSV, per (bits, method).
     markdown = (out / "results.md").read_text()
-    group = [float(r["map@5"]) for r in rows if r["bits"] == "32" and r["sampler"] == "random"]
+    group = [float(r["map@5"]) for r in rows if r["bits"] == "32" and r["method"] == "random"]
     expected = f"{np.mean(group):.4f} ± {np.std(group, ddof=1):.4f}"
-    line = next(x for x in markdown.splitlines() if x.startswith("| 32 | random |"))
+    line = next(x for x in markdown.splitlines() if x.startswith("| 32 |") and "| random |" in x)
     assert expected in line
     assert "cosine kNN (reference)" in markdown
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     progress = [x for x in lines if x.startswith("[")]
-    assert len(progress) == 8 and progress[0].startswith("[1/8] bits=16 sampler=hpsh seed=1")
+    assert len(progress) == 8 and progress[0].startswith("[1/8] bits=16 method=hpsh seed=1")
 
     # A rerun skips finished cells; a cell whose row is missing (killed) runs again.
     killed = out / "cells" / "bits32-random-seed2" / "row.json"
     before = json.loads(killed.read_text())
     killed.unlink()
     lines.clear()
-    results_table(
+    results_table(  # the deprecated --samplers spelling names the same cells
         config, bits=(16, 32), samplers=("hpsh", "random"), seeds=(1, 2), echo=lines.append
     )
     progress = [x for x in lines if x.startswith("[")]
@@ -102,6 +105,8 @@ def test_table_rejects_bad_grids_before_any_work(features_npz, tmp_path):
         results_table(config, bits=(), samplers=("hpsh",), seeds=(1,))
     with pytest.raises(ConfigError, match=r"sampler\.mode"):
         results_table(config, bits=(16,), samplers=("nope",), seeds=(1,))
+    with pytest.raises(TableError, match=r"--methods 'nope'.*dpsh"):
+        results_table(config, bits=(16,), methods=("nope",), seeds=(1,))
     with pytest.raises(ConfigError, match=r"model\.bits"):
         results_table(config, bits=(12,), samplers=("hpsh",), seeds=(1,))
     assert not (tmp_path / "table").exists()
@@ -148,17 +153,43 @@ def test_summary_markdown_single_seed_has_zero_std():
         },
     ]
     text = summary_markdown(rows, 5)
-    assert "| 16 | hpsh | 1 | 0.5000 ± 0.0000 | 0.4000 ± 0.0000 | 0.3000 ± 0.0000 |" in text
-    assert "| float | cosine kNN (reference) | 1 | 0.6000 ± 0.0000" in text
+    assert (
+        "| 16 | 1 | hpsh | 1 | 0.5000 ± 0.0000 | 0.4000 ± 0.0000 | 0.3000 ± 0.0000 | best |" in text
+    )
+    assert "| float | | cosine kNN (reference) | 1 | 0.6000 ± 0.0000" in text
+
+
+def test_summary_markdown_ranks_methods_and_marks_the_seed_spread():
+    def row(method, seed, value):
+        return {
+            "bits": 32,
+            "method": method,
+            "sampler": "",
+            "seed": seed,
+            "map@5": value,
+            "map@r": value,
+            "precision@5": value,
+            "knn_map@5": 0.5,
+            "knn_map@r": 0.4,
+            "knn_precision@5": 0.3,
+        }
+
+    values = {"a": (0.80, 0.82, 0.84), "b": (0.81, 0.83, 0.85), "c": (0.60, 0.61, 0.62)}
+    rows = [row(m, s, v) for m, vs in values.items() for s, v in enumerate(vs)]
+    lines = [x for x in summary_markdown(rows, 5).splitlines() if x.startswith("| 32 |")]
+    assert [x.split(" | ")[2] for x in lines] == ["b", "a", "c"]  # ranked by mean
+    assert lines[0].endswith("| best |")
+    # a: gap -0.01, stds 0.02 each -> within sqrt(2) * 0.02; c: gap -0.22 -> outside
+    assert lines[1].endswith("| -0.0100 ≈ |") and lines[2].endswith("| -0.2200 |")
 
 
 def test_cli_table_verb(features_npz, tmp_path, capsys):
-    argv = ["table", "--bits", "16", "--samplers", "random", "--seeds", "7"]
+    argv = ["table", "--bits", "16", "--methods", "random", "--seeds", "7"]
     for item in (*FAST, f"data.features={features_npz}", f"output.workdir={tmp_path}"):
         argv += ["--set", item]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "[1/1] bits=16 sampler=random seed=7" in out
+    assert "[1/1] bits=16 method=random seed=7" in out
     assert len(_rows(tmp_path / "table" / "results.csv")) == 1
 
 
@@ -167,3 +198,15 @@ def test_cli_table_rejects_a_malformed_list(capsys):
         cli.main(["table", "--bits", "16,x"])
     assert exit_info.value.code == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_table_methods_train_baselines_with_their_presets(features_npz, tmp_path):
+    config = _config(features_npz, tmp_path)
+    out = results_table(
+        config, bits=(16,), methods=("csq", "greedyhash"), seeds=(3,), echo=lambda _: None
+    )
+    rows = {r["method"]: r for r in _rows(out / "results.csv")}
+    assert set(rows) == {"csq", "greedyhash"}
+    assert rows["csq"]["loss"] == "csq" and rows["csq"]["sampler"] == ""
+    for row in rows.values():
+        assert 0.0 <= float(row["map@5"]) <= 1.0

@@ -222,7 +222,7 @@ def _shipped_values() -> dict[str, dict[str, Any]]:
 def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in raw.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping (loss.options) is a value
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value

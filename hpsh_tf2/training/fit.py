@@ -1,9 +1,10 @@
 """One training run: build -> resume -> fit -> finish.
 
-:func:`fit_hash_model` runs ``keras.Model.fit`` on the infinite P x K pipeline with the HPSH
-sampler and loss (:class:`~hpsh_tf2.training.trainer.HashTrainer`) and writes ``model/`` of the
-run folder. Model selection uses the validation split (mAP@k of validation queries against the
-training set); with no validation split the final epoch is kept. The test split is never
+:func:`fit_hash_model` runs ``keras.Model.fit`` on the infinite P x K pipeline with the
+selected training loss (``loss.name``) and, for triplet losses, the sampler
+(:class:`~hpsh_tf2.training.trainer.HashTrainer`) and writes ``model/`` of the run folder.
+Model selection uses the validation split (mAP@k of validation queries against the training
+set); with no validation split the final epoch is kept. The test split is never
 looked at.
 """
 
@@ -30,7 +31,7 @@ from hpsh_tf2.data.pipeline import (
 from hpsh_tf2.dataset import SubsetInputs
 from hpsh_tf2.errors import BadImageError, HPSHError, RunFailedError
 from hpsh_tf2.layout import RunLayout
-from hpsh_tf2.losses import make_loss_weights
+from hpsh_tf2.losses.common import label_count
 from hpsh_tf2.models.backbone import preprocessor
 from hpsh_tf2.training import distributed
 from hpsh_tf2.training.callbacks import RetrievalValidation, build_callbacks, validation_callback
@@ -46,6 +47,7 @@ from hpsh_tf2.training.trainer import (
     TrainedModels,
     build_models,
     dtype_policy_scope,
+    loss_from_config,
     make_optimizer,
     make_strategy,
     triplet_sampler,
@@ -210,6 +212,8 @@ def _checkpointed(session: _Session) -> dict:
         parts["head_state"] = state
     if session.trainer.classifier is not None:
         parts["classifier"] = session.trainer.classifier
+    if session.trainer.hash_loss.weights:  # a loss with weights of its own (GreedyHash)
+        parts["loss"] = session.trainer.hash_loss
     return parts
 
 
@@ -285,12 +289,13 @@ def _build(
         models = build_models(config, feature_dim)
         if config.model.input_norm == "standardize":
             models.hash_model.get_layer("hash_head").set_input_statistics(train_inputs.features)
+        num_classes = label_count(train_inputs.labels)
         trainer = HashTrainer(
             models.fit_model,
             sampler=triplet_sampler(config),
-            weights=make_loss_weights(config.loss),
+            loss=loss_from_config(config, num_classes),
             seed=config.train.seed,
-            num_classes=int(train_inputs.labels.max()) + 1,
+            num_classes=num_classes,
         )
         trainer.compile(optimizer=make_optimizer(config), jit_compile=config.train.jit_compile)
         trainer.optimizer.build(trainer.trainable_variables)

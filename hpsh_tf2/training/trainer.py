@@ -1,12 +1,14 @@
 """The model being trained and its training step.
 
 ``HashTrainer`` wraps the model being trained (the hash head on cached features, or backbone +
-head on images) and overrides ``train_step``: forward, sample triplets inside the batch, HPSH
-loss (plus, with ``loss.classification_weight > 0``, the cross-entropy of a linear softmax
-classifier on the scores; the classifier is trained with the head but is not part of the hash
-model, so it is neither selected, saved with the model nor exported), Adam update. The
-sampler's randomness is stateless and keyed by ``(train.seed, optimizer step, replica)``, so a
-resumed run draws exactly what an uninterrupted one would.
+head on images) and overrides ``train_step``: forward, the selected training loss
+(``loss.name``; a :class:`hpsh_tf2.losses.common.HashLoss`) called through its one interface
+with what the method reads (the batch's label-similarity matrix, or triplets sampled inside the
+batch), Adam update. HPSH's optional auxiliary term (``loss.classification_weight > 0``) is the
+cross-entropy of a linear softmax classifier on the scores; the classifier is trained with the
+head but is not part of the hash model, so it is neither selected, saved with the model nor
+exported. The sampler's randomness is stateless and keyed by ``(train.seed, optimizer step,
+replica)``, so a resumed run draws exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-from hpsh_tf2.config import Config
+from hpsh_tf2.config import Config, LossConfig
 from hpsh_tf2.errors import HPSHError
-from hpsh_tf2.losses import LossWeights, hpsh_loss
+from hpsh_tf2.losses.common import HashLoss, make_loss, similarity_matrix
+from hpsh_tf2.losses.hpsh import HPSHHashLoss, LossWeights
 from hpsh_tf2.models.backbone import backbone_from_config
 from hpsh_tf2.models.head import build_hash_model, build_image_hash_model
 from hpsh_tf2.samplers import TripletSampler, make_sampler
@@ -32,6 +35,7 @@ __all__ = [
     "dtype_policy_scope",
     "head_options",
     "learning_rate",
+    "loss_from_config",
     "make_optimizer",
     "make_strategy",
     "triplet_sampler",
@@ -79,18 +83,26 @@ def head_options(config: Config) -> dict:
     }
 
 
+def loss_from_config(config: Config, num_classes: int | None) -> HashLoss:
+    """The training loss ``loss.name`` selects, for ``model.bits``-bit codes."""
+    return make_loss(config.loss, bits=config.model.bits, num_classes=num_classes)
+
+
 class HashTrainer(keras.Model):
-    """Trains ``model`` (inputs -> sigmoid scores) with the HPSH sampler and loss.
+    """Trains ``model`` (inputs -> sigmoid scores) with the selected training loss.
 
     Args:
         model: The model being trained; its output is the [n, bits] sigmoid scores.
         sampler: The triplet sampler (:func:`triplet_sampler`, or any
-            :class:`hpsh_tf2.samplers.TripletSampler`).
-        weights: The loss weights (:func:`hpsh_tf2.losses.make_loss_weights`).
+            :class:`hpsh_tf2.samplers.TripletSampler`); used when the loss reads triplets.
+        loss: The training loss (:func:`loss_from_config`); ``None``: the HPSH loss with
+            ``weights``.
+        weights: HPSH loss weights (:func:`hpsh_tf2.losses.make_loss_weights`), when ``loss``
+            is not given.
         seed: Base seed of the triplet sampler.
         num_classes: Classes of the auxiliary classifier; it is built (a float32
             ``Dense(num_classes)`` on the scores, attribute ``classifier``) only when this is
-            given and ``weights.classification_weight > 0``.
+            given, the loss takes it (HPSH) and ``classification_weight > 0``.
     """
 
     def __init__(
@@ -98,19 +110,28 @@ class HashTrainer(keras.Model):
         model: keras.Model,
         *,
         sampler: TripletSampler,
-        weights: LossWeights,
         seed: int,
+        loss: HashLoss | None = None,
+        weights: LossWeights | None = None,
         num_classes: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.model = model
         self.triplet_sampler = sampler
-        self.hpsh_weights = weights
+        if loss is None:
+            weights = LossWeights() if weights is None else weights
+            loss = HPSHHashLoss(
+                LossConfig(**weights.get_config()),
+                bits=model.output_shape[-1],
+                num_classes=num_classes,
+            )
+        self.hash_loss = loss
         self.sampler_seed = int(seed)
         self.classifier = None
-        names = ["loss", "margin", "quantization", "push", "balance"]
-        if num_classes is not None and weights.classification_weight > 0:
+        names = ["loss", *loss.term_names]
+        weight = getattr(loss, "loss_weights", LossWeights()).classification_weight
+        if num_classes is not None and loss.takes_logits and weight > 0:
             if int(num_classes) < 2:
                 raise HPSHError(f"Received: num_classes={num_classes}; expected an int >= 2")
             self.classifier = keras.layers.Dense(
@@ -134,26 +155,35 @@ class HashTrainer(keras.Model):
         base = tf.constant(self.sampler_seed, tf.int64) * 1000 + tf.cast(replica_id, tf.int64)
         return tf.stack([base, step])
 
+    def loss_terms(self, scores: tf.Tensor, labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The loss of one batch through the loss's interface: ``{"loss": total, ...terms}``."""
+        loss = self.hash_loss
+        logits = None if self.classifier is None else self.classifier(scores)
+        similarity = similarity_matrix(labels) if loss.uses_similarity else None
+        triplets = None
+        if loss.uses_triplets:
+            embeddings = loss.sampling_embeddings(scores)
+            triplets = self.triplet_sampler(embeddings, labels, self._step_seed())
+        return loss.terms(
+            scores,
+            labels=labels,
+            similarity=similarity,
+            triplets=triplets,
+            step=self.optimizer.iterations,
+            logits=logits,
+        )
+
     def train_step(self, data):
         inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             scores = self(inputs, training=True)
-            logits = None if self.classifier is None else self.classifier(scores)
-            loss, parts = hpsh_loss(
-                labels,
-                scores,
-                sampler=self.triplet_sampler,
-                weights=self.hpsh_weights,
-                seed=self._step_seed(),
-                logits=logits,
-                return_components=True,
-            )
+            parts = self.loss_terms(scores, labels)
+            loss = parts["loss"]
             scaled = self.optimizer.scale_loss(loss / replicas)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
-        self.trackers["loss"].update_state(loss)
         for name, value in parts.items():
             if name in self.trackers:
                 self.trackers[name].update_state(value)

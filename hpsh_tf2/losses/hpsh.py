@@ -1,4 +1,4 @@
-"""HPSH loss and triplet semi-hard / hard losses.
+"""HPSH loss and triplet semi-hard / hard losses (``loss.name: hpsh``).
 
 Pure functions (``hpsh_triplet_loss`` on sampled triplets, ``hpsh_loss`` = sampler + loss for
 one batch, ``triplet_semihard_loss``, ``triplet_hard_loss``) and thin ``keras.losses.Loss``
@@ -13,7 +13,6 @@ float64) and return a scalar.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.config import LossConfig
+from hpsh_tf2.losses.common import HashLoss, Triplets, log_cosh, total
 from hpsh_tf2.ops.checks import (
     ORIGINAL_ALIASES,
     check_bool,
@@ -42,6 +42,7 @@ from hpsh_tf2.samplers import TripletSampler
 __all__ = [
     "DISTANCE_METRICS",
     "HPSH_VARIANTS",
+    "HPSHHashLoss",
     "HPSHLoss",
     "LossWeights",
     "TripletHardLoss",
@@ -60,28 +61,14 @@ HPSH_VARIANTS = ("fixed", "original")
 DISTANCE_METRICS = ("L2", "squared-L2", "angular")
 _PAIR_EPS = 1e-8  # d = sqrt(||a - b||^2 + 1e-8), as in the original margin loss
 
-# (anchors, positives, negatives) row indices, and what produces them from
-# (embeddings, labels, seed): a TripletSampler or any callable with that signature.
-Triplets = tuple[tf.Tensor, tf.Tensor, tf.Tensor]
+# What produces triplets (hpsh_tf2.losses.common.Triplets) from (embeddings, labels, seed): a
+# TripletSampler or any callable with that signature.
 Sampler = Callable[[tf.Tensor, tf.Tensor, "tf.Tensor | None"], Triplets]
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def log_cosh(x: tf.Tensor) -> tf.Tensor:
-    """Overflow-free ``log(cosh(x)) = |x| + softplus(-2 |x|) - log(2)``.
-
-    Args:
-        x: Any float tensor.
-
-    Returns:
-        ``log(cosh(x))`` element-wise.
-    """
-    ax = tf.abs(x)
-    return ax + tf.nn.softplus(-2.0 * ax) - tf.constant(math.log(2.0), x.dtype)
 
 
 def _binarize(x: tf.Tensor) -> tf.Tensor:
@@ -193,8 +180,11 @@ class LossWeights:
 
 
 def make_loss_weights(config: LossConfig) -> LossWeights:
-    """The loss weights of a config's ``loss`` section."""
-    return LossWeights.from_config(dataclasses.asdict(config))
+    """The HPSH loss weights of a config's ``loss`` section (its HPSH keys)."""
+    names = {f.name for f in dataclasses.fields(LossWeights)}
+    return LossWeights.from_config(
+        {k: v for k, v in dataclasses.asdict(config).items() if k in names}
+    )
 
 
 def _hpsh_terms(
@@ -648,3 +638,59 @@ class TripletHardLoss(keras.losses.Loss):
             "soft": self.soft,
             "distance_metric": self.distance_metric,
         }
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer's interface
+# --------------------------------------------------------------------------------------------
+class HPSHHashLoss(HashLoss):
+    """HPSH (docs/method.md section 6): margin + push + balance + quantisation on the
+    sampler's triplets (:func:`hpsh_triplet_loss`), plus the optional auxiliary classification
+    term on the trainer's classifier logits (:func:`classification_loss`).
+
+    Its hyper-parameters are the ``loss`` section's own keys (``alpha``, ``beta``,
+    ``quantization_weight``, ``push_weight``, ``balance_weight``, ``variant``,
+    ``classification_weight``); it has no ``loss.options``. The sampler (``sampler.mode``)
+    draws the triplets on the L2-normalised scores (:meth:`sampling_embeddings`).
+    """
+
+    uses_triplets = True
+    takes_logits = True
+    term_names = ("margin", "quantization", "push", "balance")
+
+    def __init__(
+        self, config: LossConfig, *, bits: int, num_classes: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(config, bits=bits, num_classes=num_classes, **kwargs)
+        self.loss_weights = make_loss_weights(config)
+
+    def sampling_embeddings(self, scores: tf.Tensor) -> tf.Tensor:
+        """``e = s / sqrt(max(||s||^2, 1e-10))``: the sampler measures distances on these."""
+        return l2_normalize_embeddings(float_matrix(scores, "scores"))
+
+    def terms(
+        self,
+        scores: tf.Tensor,
+        *,
+        labels: tf.Tensor,
+        similarity: tf.Tensor | None = None,
+        triplets: Triplets | None = None,
+        step: tf.Tensor | None = None,
+        logits: tf.Tensor | None = None,
+    ) -> dict[str, tf.Tensor]:
+        """HPSH terms of one batch (the same numbers as :func:`hpsh_loss` with these
+        triplets)."""
+        if triplets is None:
+            raise ValueError("the HPSH loss needs the sampler's triplets")
+        s = float_matrix(scores, "scores")
+        e = l2_normalize_embeddings(s)
+        parts = _hpsh_terms(s, e, tuple(triplets), self.loss_weights)
+        if logits is not None:
+            parts["classification"] = classification_loss(
+                labels, logits, weight=self.loss_weights.classification_weight
+            )
+        return total(parts)
+
+    def describe(self) -> dict[str, Any]:
+        """The method name and the HPSH weights."""
+        return {"name": self.method, **self.loss_weights.get_config()}

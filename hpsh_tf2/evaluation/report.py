@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hpsh_tf2.evaluation import metrics
+from hpsh_tf2.evaluation import metrics, relevance
 from hpsh_tf2.evaluation import ties as tie_metrics
 from hpsh_tf2.evaluation.search import SearchResult, block_distances, search
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
@@ -32,21 +32,20 @@ HEADLINE_KEYS = ("map@{k}", "map@{k}_min_k_r", "precision@{k}", "recall@{k}", "m
 
 
 def _labels(labels: Any, name: str, rows: int) -> np.ndarray:
-    """Validates a ``[rows]`` label array."""
+    """Validates a ``[rows]`` (class indices) or ``[rows, C]`` (multi-hot) label array."""
     array = np.asarray(labels)
-    if array.shape != (rows,):
-        raise ValueError(f"Received: {name} with shape {array.shape}; expected ({rows},)")
-    return array
+    if array.shape[:1] != (rows,) or array.ndim not in (1, 2):
+        raise ValueError(
+            f"Received: {name} with shape {array.shape}; expected ({rows},) or ({rows}, C)"
+        )
+    return relevance.check_labels(array, name) if relevance.is_multi_hot(array) else array
 
 
 def _num_relevant(
     query_labels: np.ndarray, db_labels: np.ndarray, exclude_self: bool
 ) -> np.ndarray:
-    """``R_q``: database items sharing the query's label (minus the query itself)."""
-    classes, counts = np.unique(db_labels, return_counts=True)
-    position = np.minimum(np.searchsorted(classes, query_labels), classes.size - 1)
-    relevant = np.where(classes[position] == query_labels, counts[position], 0)
-    return relevant.astype(np.int64) - int(exclude_self)
+    """``R_q``: database items relevant to the query (minus the query itself)."""
+    return relevance.num_relevant(query_labels, db_labels, exclude_self=exclude_self)
 
 
 def _blocked_pass(

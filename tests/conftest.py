@@ -32,6 +32,7 @@ TEST_DATA = REPO_ROOT / "tests" / "data"
 SHARED = Path(os.environ.get("HPSH_SHARED") or REPO_ROOT.parent / "shared")
 AID_SAMPLE = SHARED / "data" / "aid_sample"
 AID_FEATURES = SHARED / "data" / "aid_sample_effnet_lite0.npz"
+AID_MULTILABEL = SHARED / "data" / "aid_multilabel_dev_effnet_lite0.npz"
 GOLDEN_TRIPLET = TEST_DATA / "tfa_triplet_losses.json"
 
 SCENE_CLASSES = 16
@@ -81,6 +82,13 @@ def aid_features_path() -> Path:
     """Pretrained EfficientNet-Lite0 features of the AID sample (bring-your-own); else skip."""
     _skip_without_shared(AID_FEATURES, "the AID sample's pretrained features")
     return AID_FEATURES
+
+
+@pytest.fixture(scope="session")
+def aid_multilabel_path() -> Path:
+    """The multi-label AID mosaics' features (multi-hot labels [1212, 30]); else skip."""
+    _skip_without_shared(AID_MULTILABEL, "the multi-label AID mosaic features")
+    return AID_MULTILABEL
 
 
 @pytest.fixture(scope="session")

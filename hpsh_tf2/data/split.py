@@ -38,6 +38,7 @@ __all__ = [
     "load_split",
     "make_split",
     "prepare_split",
+    "random_split_indices",
     "save_split",
     "split_counts",
     "split_table",
@@ -479,3 +480,54 @@ def split_table(split: Split, scan: ScanResult | None = None) -> str:
 
     rule = "-" * len(fmt(cells[0]))
     return "\n".join([fmt(cells[0]), rule, *map(fmt, cells[1:-1]), rule, fmt(cells[-1])])
+
+
+# --------------------------------------------------------------------------- random split
+
+
+def random_split_indices(
+    paths: Sequence[str], *, train: float, val: float, test: float, seed: int
+) -> dict[str, np.ndarray]:
+    """A seeded random train/val/test split that ignores labels (any label form).
+
+    The multi-label development protocol (a "60/40 random split"): with ``N`` items,
+    ``n_trainval = ceil((train + val) * N - 1e-9)``, ``n_val = floor(val * N + 0.5 + 1e-9)``
+    carved from it, the rest is test (the per-class rounding of :func:`make_split`, applied to
+    the whole set). The items are sorted by path, permuted with
+    ``np.random.default_rng(seed)`` and cut in that order: train, val, test, so the result
+    depends only on the set of paths and the seed, not on their order.
+
+    Args:
+        paths: Item paths, unique.
+        train, val, test: Fractions summing to 1 (``val`` may be 0).
+        seed: Split seed (>= 0).
+
+    Returns:
+        ``{"train", "val", "test"}``: int64 row indices into ``paths``, each sorted by path.
+
+    Raises:
+        DatasetError: If train or test would be empty.
+        ValueError: On bad fractions, a bad seed or duplicate paths.
+    """
+    fractions = _validate_fractions(train, val, test)
+    seed = _validate_seed(seed)
+    path_list = [str(p) for p in paths]
+    if len(set(path_list)) != len(path_list):
+        raise ValueError("Received: duplicate paths; expected each item path once")
+    count = len(path_list)
+    n_trainval = math.ceil((fractions["train"] + fractions["val"]) * count - _EDGE)
+    n_val = math.floor(fractions["val"] * count + 0.5 + _EDGE)
+    n_train = n_trainval - n_val
+    if n_train < 1 or count - n_trainval < 1:
+        raise DatasetError(
+            f"A {train}/{val}/{test} random split of {count} item(s) leaves "
+            f"{n_train} train and {count - n_trainval} test item(s); expected at least one each"
+        )
+    names = np.asarray(path_list, dtype=object)
+    by_path = np.argsort(names, kind="stable")
+    permuted = by_path[np.random.default_rng(seed).permutation(count)]
+    parts = np.split(permuted.astype(np.int64), [n_train, n_trainval])
+    return {
+        name: part[np.argsort(names[part], kind="stable")]
+        for name, part in zip(SUBSET_NAMES, parts)
+    }

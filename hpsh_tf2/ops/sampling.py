@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.evaluation.relevance import tf_relevant
 from hpsh_tf2.ops.checks import (
     ORIGINAL_ALIASES,
     check_choice,
@@ -66,8 +67,49 @@ def _prepare_seed(seed: tf.Tensor | None) -> tf.Tensor | None:
     return tf.cast(s, tf.int32)  # XLA's stateless kernels take int32 seeds
 
 
+def _is_multi_hot(labels: tf.Tensor) -> bool:
+    """Multi-hot ``[n, C]`` labels (rank 2, more than one column) rather than class indices."""
+    return labels.shape.rank == 2 and labels.shape[1] != 1
+
+
+def _multi_hot(labels: tf.Tensor, n: int | None) -> tf.Tensor:
+    """Multi-hot labels ``[n, C]`` as int32 (one row per embedding)."""
+    if not (labels.dtype.is_integer or labels.dtype.is_floating or labels.dtype == tf.bool):
+        raise TypeError(f"Received: labels of dtype {labels.dtype.name}; expected 0/1 multi-hot.")
+    if n is not None and labels.shape[0] is not None and labels.shape[0] != n:
+        raise ValueError(
+            f"Received: labels with {labels.shape[0]} rows for {n} embeddings; "
+            "expected one label row per embedding row."
+        )
+    return tf.cast(labels, tf.int32)
+
+
+def _eager_multi_hot_checks(y: np.ndarray, k: int, need_negatives: bool) -> None:
+    n = y.shape[0]
+    if n % k != 0 or n == 0:
+        raise ValueError(
+            f"Received: a batch of {n} rows with samples_per_class={k}; expected a positive "
+            "multiple of samples_per_class (P blocks of K rows)."
+        )
+    common = y.reshape(-1, k, y.shape[1]).min(axis=1)  # labels every row of a block carries
+    if not common.any(axis=1).all():
+        bad = int(np.argmin(common.any(axis=1)))
+        raise ValueError(
+            f"Received: multi-hot labels in block {bad} with no label shared by all "
+            f"samples_per_class={k} rows; expected each block to carry a common label."
+        )
+    if need_negatives and ((y @ y.T) > 0).all():
+        raise ValueError(
+            "Received: multi-hot labels where every pair of rows shares a label; expected at "
+            "least one pair sharing none so that an anchor has a negative."
+        )
+
+
 def _eager_batch_checks(labels: tf.Tensor, k: int, need_negatives: bool) -> None:
     y = labels.numpy()
+    if y.ndim == 2:
+        _eager_multi_hot_checks(y, k, need_negatives)
+        return
     n = y.shape[0]
     if n % k != 0 or n == 0:
         raise ValueError(
@@ -95,6 +137,24 @@ def _graph_batch_checks(labels: tf.Tensor, k: int, need_negatives: bool) -> list
             n % k, 0, message=f"batch size must be a multiple of samples_per_class={k}"
         )
     ]
+    if labels.shape.rank == 2:
+        common = tf.reduce_min(tf.reshape(labels, [-1, k, tf.shape(labels)[1]]), axis=1)
+        ops.append(
+            tf.debugging.assert_equal(
+                tf.reduce_all(tf.reduce_any(common > 0, axis=1)),
+                True,
+                message=f"each block of samples_per_class={k} rows must share a label",
+            )
+        )
+        if need_negatives:
+            ops.append(
+                tf.debugging.assert_equal(
+                    tf.reduce_all(tf_relevant(labels)),
+                    False,
+                    message="multi-hot labels must hold a pair of rows sharing no label",
+                )
+            )
+        return ops
     blocks = tf.reshape(labels, [-1, k])
     ops.append(
         tf.debugging.assert_equal(
@@ -124,7 +184,8 @@ def _prepare_batch(
             f"Received: a batch of {n_static} rows with samples_per_class={k}; expected a "
             "positive multiple of samples_per_class (P blocks of K rows)."
         )
-    y = label_vector(labels, n_static)
+    raw = tf.convert_to_tensor(labels)
+    y = _multi_hot(raw, n_static) if _is_multi_hot(raw) else label_vector(raw, n_static)
     if tf.executing_eagerly():
         _eager_batch_checks(y, k, need_negatives)
         return e, y, []
@@ -152,7 +213,8 @@ def _neg_inf_like(x: tf.Tensor) -> tf.Tensor:
 
 
 def _different_labels(labels: tf.Tensor) -> tf.Tensor:
-    return tf.not_equal(labels[:, None], labels[None, :])
+    """Eligible negatives: rows sharing no label with the anchor (not relevant to it)."""
+    return tf.logical_not(tf_relevant(labels))
 
 
 def _sphere_log_weights(dist: tf.Tensor, exponent: tf.Tensor, dim: tf.Tensor) -> tf.Tensor:
@@ -326,11 +388,20 @@ def sample_triplets(
 
     ``cutoff`` and ``nonzero_loss_cutoff`` are used by ``"hpsh"`` and ``"original"`` only.
 
+    Multi-label batches (multi-hot ``[n, C]`` labels, every block of ``K`` rows carrying a
+    common label, e.g. from a label-balanced batch sampler): a positive is a block mate (it
+    shares at least that label) and a negative must share no label with the anchor
+    (:func:`hpsh_tf2.evaluation.relevance.tf_relevant` replaces label inequality in every
+    mode's mask, and the weighting over the eligible negatives is unchanged). An anchor that
+    shares a label with every row of the batch has no negative; its triplets take the anchor
+    itself as the negative, whose margin term ``[beta - d_aa + alpha]_+`` is a constant with
+    zero gradient. ``"original"`` masks by block only and refuses multi-hot labels.
+
     Args:
         embeddings: ``[n, d]`` embeddings (HPSH: the L2-normalised sigmoid outputs). Read
             through ``stop_gradient``; float16/bfloat16 are computed in float32.
         labels: Integer labels ``[n]`` or ``[n, 1]``, constant within consecutive blocks of
-            ``samples_per_class`` rows.
+            ``samples_per_class`` rows; or multi-hot ``[n, C]`` whose blocks share a label.
         samples_per_class: ``K >= 2``; ``n`` must be a multiple of it.
         mode: One of ``SAMPLER_MODES``.
         cutoff: Lower clip of the distance before weighting (> 0).
@@ -357,6 +428,11 @@ def sample_triplets(
     nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     seed = _prepare_seed(seed)
     e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=mode != "original")
+    if mode == "original" and y.shape.rank == 2:
+        raise ValueError(
+            "Received: mode='original' with multi-hot labels; the original sampler masks by "
+            "class block only, expected single-label [n] labels (use mode='hpsh')."
+        )
     with tf.control_dependencies(checks):
         anchors, positives = _anchor_positive_indices(tf.shape(e)[0], k)
         if mode in ("hard", "semihard"):
@@ -368,8 +444,17 @@ def sample_triplets(
                 negatives = _semihard_negatives(dist, different, anchors, positives)
         else:
             logits = _negative_logits(e, y, mode, k, cutoff, nonzero_loss_cutoff, empty_rows)
+            if y.shape.rank == 2:  # a row without any negative draws uniformly, then is fixed
+                logits = tf.where(_has_negative(y), logits, tf.zeros_like(logits))
             negatives = _draw(logits, k - 1, seed)
+        if y.shape.rank == 2:
+            negatives = tf.where(tf.gather(_has_negative(y)[:, 0], anchors), negatives, anchors)
     return anchors, positives, negatives
+
+
+def _has_negative(labels: tf.Tensor) -> tf.Tensor:
+    """``[n, 1]``: whether a row has any row sharing no label with it in the batch."""
+    return tf.reduce_any(_different_labels(labels), axis=1, keepdims=True)
 
 
 def hpsh_negative_probabilities(

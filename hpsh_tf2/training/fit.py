@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.atomic import write_text_atomic
@@ -287,11 +288,17 @@ def _build(
             sampler=triplet_sampler(config),
             weights=make_loss_weights(config.loss),
             seed=config.train.seed,
-            num_classes=int(train_inputs.labels.max()) + 1,
+            num_classes=_num_classes(train_inputs.labels),
         )
         trainer.compile(optimizer=make_optimizer(config), jit_compile=config.train.jit_compile)
         trainer.optimizer.build(trainer.trainable_variables)
     return _Session(models, trainer, sampler, strategy)
+
+
+def _num_classes(labels: np.ndarray) -> int:
+    """Classes of the auxiliary classifier: the columns of multi-hot labels, else max + 1."""
+    labels = np.asarray(labels)
+    return int(labels.shape[1]) if labels.ndim == 2 else int(labels.max()) + 1
 
 
 def _training_dataset(config, inputs: SubsetInputs, sampler, initial_epoch: int, rows=None):

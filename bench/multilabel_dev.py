@@ -166,7 +166,9 @@ def summary(path: Path) -> str:
     for row in rows:
         groups.setdefault((row["phase"], row["variant"], row["bits"]), []).append(row)
     lines = [
-        "| phase | variant | bits | seeds | " + " | ".join(KEYS[:4]) + " | kNN mAP@20 | kNN NDCG@20 |",
+        "| phase | variant | bits | seeds | "
+        + " | ".join(KEYS[:4])
+        + " | kNN mAP@20 | kNN NDCG@20 |",
         "|---|---|---:|---|" + "---:|" * 6,
     ]
     for (phase, variant, bits), group in sorted(groups.items()):

@@ -84,7 +84,7 @@ def _multi_hot(labels: tf.Tensor, n: int | None) -> tf.Tensor:
     return tf.cast(labels, tf.int32)
 
 
-def _eager_multi_hot_checks(y: np.ndarray, k: int, need_negatives: bool) -> None:
+def _eager_multi_hot_checks(y: np.ndarray, k: int) -> None:
     n = y.shape[0]
     if n % k != 0 or n == 0:
         raise ValueError(
@@ -98,17 +98,12 @@ def _eager_multi_hot_checks(y: np.ndarray, k: int, need_negatives: bool) -> None
             f"Received: multi-hot labels in block {bad} with no label shared by all "
             f"samples_per_class={k} rows; expected each block to carry a common label."
         )
-    if need_negatives and ((y @ y.T) > 0).all():
-        raise ValueError(
-            "Received: multi-hot labels where every pair of rows shares a label; expected at "
-            "least one pair sharing none so that an anchor has a negative."
-        )
 
 
 def _eager_batch_checks(labels: tf.Tensor, k: int, need_negatives: bool) -> None:
     y = labels.numpy()
     if y.ndim == 2:
-        _eager_multi_hot_checks(y, k, need_negatives)
+        _eager_multi_hot_checks(y, k)
         return
     n = y.shape[0]
     if n % k != 0 or n == 0:
@@ -146,15 +141,7 @@ def _graph_batch_checks(labels: tf.Tensor, k: int, need_negatives: bool) -> list
                 message=f"each block of samples_per_class={k} rows must share a label",
             )
         )
-        if need_negatives:
-            ops.append(
-                tf.debugging.assert_equal(
-                    tf.reduce_all(tf_relevant(labels)),
-                    False,
-                    message="multi-hot labels must hold a pair of rows sharing no label",
-                )
-            )
-        return ops
+        return ops  # an anchor without a negative is handled by the sampler (self-negative)
     blocks = tf.reshape(labels, [-1, k])
     ops.append(
         tf.debugging.assert_equal(

@@ -120,6 +120,7 @@ def _cell_prepared(config: Config, features: FeatureSet, cell_layout: RunLayout)
         val=fractions.val,
         test=fractions.test,
         seed=config.data.seed,
+        method=fractions.method,
     )
     return Prepared(scan, split, created, features)
 

@@ -31,6 +31,7 @@ from hpsh_tf2.data.scan import ScanResult
 from hpsh_tf2.errors import DatasetError
 
 __all__ = [
+    "SPLIT_METHODS",
     "SUBSET_NAMES",
     "Split",
     "Subset",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 SUBSET_NAMES: tuple[str, ...] = ("train", "val", "test")
+SPLIT_METHODS: tuple[str, ...] = ("stratified", "random")
 _SUM_TOLERANCE = 1e-6
 _EDGE = 1e-9
 _EXAMPLES = 3
@@ -94,12 +96,14 @@ class Split:
         subsets: ``{"train": Subset, "val": Subset, "test": Subset}`` (val may be empty).
         fractions: The requested ``{"train", "val", "test"}`` fractions.
         seed: The seed the split was drawn with.
+        method: ``"stratified"`` (per class) or ``"random"`` (:func:`random_split_indices`).
     """
 
     class_names: tuple[str, ...]
     subsets: dict[str, Subset]
     fractions: dict[str, float]
     seed: int
+    method: str = "stratified"
 
     def __post_init__(self) -> None:
         if set(self.subsets) != set(SUBSET_NAMES):
@@ -190,8 +194,12 @@ def make_split(
     val: float = 0.0,
     test: float = 0.4,
     seed: int,
+    method: str = "stratified",
 ) -> Split:
     """Split images per class into train, val and test (stratified, seeded).
+
+    ``method="random"`` ignores the labels instead: :func:`random_split_indices` (the
+    multi-label development protocol's seeded random split).
 
     Args:
         paths: Image paths (relative to the dataset root), unique.
@@ -209,6 +217,10 @@ def make_split(
         ValueError: For invalid fractions, seed or inputs.
         DatasetError: If a class would get no train or no test image.
     """
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"Received: method={method!r}; expected one of {SPLIT_METHODS}")
+    if method == "random":
+        return _random_split(paths, labels, class_names, train, val, test, seed)
     fractions = _validate_fractions(train, val, test)
     seed = _validate_seed(seed)
     path_list, label_array = _validate_inputs(paths, labels, class_names)
@@ -240,10 +252,12 @@ def make_split(
 
 
 def _split_to_json(split: Split) -> dict[str, Any]:
+    method = {} if split.method == "stratified" else {"method": split.method}
     return {
         "class_names": list(split.class_names),
         "fractions": {name: split.fractions[name] for name in SUBSET_NAMES},
         "seed": split.seed,
+        **method,  # absent for the stratified split: that format is unchanged
         "subsets": {
             name: {
                 "paths": list(split.subsets[name].paths),
@@ -315,7 +329,10 @@ def _parse_split(raw: Any, path: Path) -> Split:
     all_paths = [p for s in subsets.values() for p in s.paths]
     if len(set(all_paths)) != len(all_paths):
         raise _malformed(path, "a path appears more than once (subsets must not overlap)")
-    return Split(tuple(class_names), subsets, fractions, seed)
+    method = raw.get("method", "stratified")
+    if method not in SPLIT_METHODS:
+        raise _malformed(path, f"method must be one of {list(SPLIT_METHODS)}, not {method!r}")
+    return Split(tuple(class_names), subsets, fractions, seed, method)
 
 
 def load_split(path: str | os.PathLike[str]) -> Split:
@@ -402,6 +419,7 @@ def prepare_split(
     val: float = 0.0,
     test: float = 0.4,
     seed: int,
+    method: str = "stratified",
 ) -> tuple[Split, bool]:
     """Load and check an existing ``split.json``, or make and save a new one.
 
@@ -412,6 +430,7 @@ def prepare_split(
         val: See :func:`make_split`.
         test: See :func:`make_split`.
         seed: See :func:`make_split`.
+        method: See :func:`make_split` (``data.split.method``).
 
     Returns:
         ``(split, created)``; ``created`` is True when a new split was written.
@@ -425,7 +444,14 @@ def prepare_split(
     target = Path(split_path)
     if not target.exists():
         split = make_split(
-            scan.paths, scan.labels, scan.class_names, train=train, val=val, test=test, seed=seed
+            scan.paths,
+            scan.labels,
+            scan.class_names,
+            train=train,
+            val=val,
+            test=test,
+            seed=seed,
+            method=method,
         )
         save_split(split, target)
         return split, True
@@ -436,6 +462,11 @@ def prepare_split(
             f"Split file {str(target)!r} was made with fractions {split.fractions} and "
             f"seed={split.seed}; requested {requested} and seed={seed}. Delete it to re-split "
             "or use another workdir."
+        )
+    if split.method != method:
+        raise DatasetError(
+            f"Split file {str(target)!r} was made with data.split.method={split.method!r}; "
+            f"requested {method!r}. Delete it to re-split or use another workdir."
         )
     check_split_matches(split, scan)
     return split, False
@@ -531,3 +562,26 @@ def random_split_indices(
         name: part[np.argsort(names[part], kind="stable")]
         for name, part in zip(SUBSET_NAMES, parts)
     }
+
+
+def _random_split(paths, labels, class_names, train, val, test, seed) -> Split:
+    """:func:`make_split` with ``method="random"``: :func:`random_split_indices` subsets."""
+    path_list = [str(p) for p in paths]
+    label_array = np.asarray(labels)
+    if label_array.shape[:1] != (len(path_list),):
+        raise ValueError(
+            f"Received: labels of shape {label_array.shape} for {len(path_list)} paths; "
+            "expected one label (row) per path"
+        )
+    parts = random_split_indices(path_list, train=train, val=val, test=test, seed=seed)
+    subsets = {
+        name: Subset(paths=tuple(path_list[i] for i in rows), labels=label_array[rows])
+        for name, rows in parts.items()
+    }
+    return Split(
+        class_names=tuple(class_names),
+        subsets=subsets,
+        fractions=_validate_fractions(train, val, test),
+        seed=_validate_seed(seed),
+        method="random",
+    )

@@ -44,3 +44,25 @@ def test_the_draw_is_a_plain_permutation_of_the_sorted_paths():
 def test_an_empty_test_part_is_refused():
     with pytest.raises(DatasetError, match="expected at least one each"):
         random_split_indices(_paths(1), train=0.6, val=0.0, test=0.4, seed=0)
+
+
+def test_make_split_random_method_round_trips_through_split_json(tmp_path):
+    from hpsh_tf2.data.scan import ScanResult
+    from hpsh_tf2.data.split import load_split, make_split, prepare_split
+
+    paths = [f"c{i % 3}/img_{i:03d}.jpg" for i in range(30)]
+    labels = np.arange(30) % 3
+    split = make_split(paths, labels, ("a", "b", "c"), seed=42, method="random")
+    parts = random_split_indices(paths, train=0.6, val=0.0, test=0.4, seed=42)
+    assert split.method == "random"
+    assert split.subsets["test"].paths == tuple(paths[i] for i in parts["test"])
+    np.testing.assert_array_equal(split.subsets["test"].labels, labels[parts["test"]])
+    scan = ScanResult(
+        root=str(tmp_path), class_names=("a", "b", "c"), paths=tuple(paths), labels=labels
+    )
+    made, created = prepare_split(scan, tmp_path / "split.json", seed=42, method="random")
+    assert created and load_split(tmp_path / "split.json").method == "random"
+    again, created = prepare_split(scan, tmp_path / "split.json", seed=42, method="random")
+    assert not created and again.subsets["test"].paths == made.subsets["test"].paths
+    with pytest.raises(DatasetError, match=r"data\.split\.method='random'"):
+        prepare_split(scan, tmp_path / "split.json", seed=42)

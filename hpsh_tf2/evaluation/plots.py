@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hpsh_tf2.atomic import atomic_path
+from hpsh_tf2.evaluation import relevance
 
 __all__ = [
     "EMBEDDING_METHODS",
@@ -66,7 +67,9 @@ def _framed(image: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
 
 
 def _class_name(label: Any, class_names: Sequence[str] | None) -> str:
-    """Human-readable class name of a label."""
+    """Human-readable class name of a label (a multi-hot row: its names joined by ``;``)."""
+    if class_names is not None and np.ndim(label) == 1:
+        return relevance.label_text(label, class_names)
     if class_names is not None and isinstance(label, (int, np.integer)):
         if 0 <= int(label) < len(class_names):
             return str(class_names[int(label)])
@@ -88,14 +91,15 @@ def save_retrieval_grid(
 ) -> Path:
     """Saves a query and its ranked results as a grid (like MHCLN's 5 x 4 grids).
 
-    The query comes first with a blue frame; each result is framed green when its label equals
-    the query's and red otherwise, and titled with its rank, class and Hamming distance.
+    The query comes first with a blue frame; each result is framed green when it is relevant to
+    the query (:func:`hpsh_tf2.evaluation.relevance.item_relevant`: same class, or at least one
+    shared label) and red otherwise, and titled with its rank, labels and Hamming distance.
 
     Args:
         path: Output PNG path (parent folders are created).
         query_image: ``uint8`` ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``.
         retrieved_images: Sequence of ``uint8`` images, nearest first.
-        query_label: Label of the query.
+        query_label: Label of the query: a class index, a multi-hot row or label text.
         retrieved_labels: Labels of the results (same length as ``retrieved_images``).
         class_names: Optional names indexed by integer label.
         distances: Optional Hamming distances of the results.
@@ -126,7 +130,7 @@ def save_retrieval_grid(
         )
     ]
     for rank, (image, label) in enumerate(zip(retrieved_images, retrieved_labels), start=1):
-        color = _GREEN if label == query_label else _RED
+        color = _GREEN if relevance.item_relevant(query_label, label) else _RED
         title = f"{rank}: {_class_name(label, class_names)}"
         if distances is not None:
             title += f" (d={int(distances[rank - 1])})"
@@ -250,7 +254,8 @@ def save_code_embedding(
     Args:
         path: Output PNG path.
         codes: ``[N, bits]`` codes.
-        labels: ``[N]`` labels (integer labels index ``class_names``).
+        labels: ``[N]`` labels (integer labels index ``class_names``), or multi-hot
+            ``[N, C]`` (each point coloured by its first label).
         class_names: Optional class names for the legend (shown for up to 30 classes).
         method: ``"auto"``, ``"pca"`` or ``"tsne"`` (see :func:`embed_codes`).
         seed: Random state of t-SNE.
@@ -261,6 +266,8 @@ def save_code_embedding(
         The embedding method used (``"pca"`` or ``"tsne"``).
     """
     labels = np.asarray(labels)
+    if relevance.is_multi_hot(labels):  # coloured by each item's first label
+        labels = np.argmax(labels, axis=1)
     points, used = embed_codes(codes, method=method, seed=seed)
     if labels.shape != (points.shape[0],):
         raise ValueError(

@@ -32,6 +32,7 @@ __all__ = [
     "check_labels",
     "gain",
     "is_multi_hot",
+    "item_relevant",
     "label_text",
     "num_relevant",
     "ranked_shared",
@@ -184,6 +185,20 @@ def label_text(labels: Any, class_names: Sequence[str]) -> str:
     array = np.asarray(labels)
     indices = [int(array)] if array.ndim == 0 else np.flatnonzero(array).tolist()
     return ";".join(str(class_names[i]) if 0 <= i < len(class_names) else str(i) for i in indices)
+
+
+def item_relevant(query_label: Any, label: Any) -> bool:
+    """Relevance of one result to one query, for labels in any of their three forms.
+
+    Class indices (``==``), multi-hot rows ``[C]`` (at least one shared label) or label text
+    (``"Forest;River"``, as served and indexed: at least one shared name).
+    """
+    if isinstance(query_label, str) or isinstance(label, str):
+        return bool(set(str(query_label).split(";")) & set(str(label).split(";")) - {""})
+    query, item = np.asarray(query_label), np.asarray(label)
+    if query.ndim == 1 and item.ndim == 1:
+        return bool(shared(query[None], item[None])[0, 0] >= 1)
+    return bool(query == item)
 
 
 def tf_relevant(labels: tf.Tensor) -> tf.Tensor:

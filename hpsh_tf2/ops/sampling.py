@@ -462,14 +462,19 @@ def hpsh_negative_probabilities(
         nonzero_loss_cutoff: Upper distance bound for eligible negatives.
 
     Returns:
-        Float ``[n, n]`` probabilities ``P[i, j]`` of drawing row ``j`` for anchor ``i``.
+        Float ``[n, n]`` probabilities ``P[i, j]`` of drawing row ``j`` for anchor ``i``
+        (multi-hot labels: an anchor without any negative row draws itself, ``P[i, i] = 1``).
     """
     k = check_samples_per_class(samples_per_class)
     cutoff = check_positive("cutoff", cutoff)
     nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=True)
     with tf.control_dependencies(checks):
-        return tf.nn.softmax(_hpsh_logits(e, y, cutoff, nonzero_loss_cutoff), axis=1)
+        probs = tf.nn.softmax(_hpsh_logits(e, y, cutoff, nonzero_loss_cutoff), axis=1)
+        if y.shape.rank == 2:  # no negative: the sampler takes the anchor itself
+            own = tf.eye(tf.shape(e)[0], dtype=probs.dtype)
+            probs = tf.where(_has_negative(y), probs, own)
+        return probs
 
 
 def original_negative_probabilities(

@@ -94,6 +94,11 @@ def test_an_anchor_sharing_a_label_with_every_row_takes_itself_as_negative():
     )
     anchors, negatives = anchors.numpy(), negatives.numpy()
     np.testing.assert_array_equal(negatives[anchors == 0], 0)
+    probs = hpsh_negative_probabilities(
+        tf.constant(e), tf.constant(labels), samples_per_class=K
+    ).numpy()
+    np.testing.assert_allclose(probs[0], np.eye(len(labels))[0])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     shared = labels @ labels.T
     assert (shared[anchors[anchors != 0], negatives[anchors != 0]] == 0).all()
 

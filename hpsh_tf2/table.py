@@ -199,6 +199,21 @@ def _graded_reference(query_labels, db_labels, retrieved, exclude_self: bool, k:
     }
 
 
+def report_columns(report: dict, k: int) -> dict[str, float]:
+    """The metric columns of a cell's row: mAP@k (also in index order), MAP@R, P@k, R@k, and
+    for multi-label reports NDCG@k, ACG@k and WAP@k."""
+    columns = {
+        f"map@{k}": report[f"map@{k}"],
+        f"map@{k}_index": report.get(f"map@{k}_index", report[f"map@{k}"]),
+        "map@r": report["map@r"],
+        f"precision@{k}": report[f"precision@{k}"],
+        f"recall@{k}": report[f"recall@{k}"],
+    }
+    graded = (key.format(k=k) for key in _GRADED_KEYS)
+    columns.update({name: report[name] for name in graded if name in report})
+    return columns
+
+
 def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayout) -> dict:
     cell_layout = RunLayout(layout.table_cell(cell.name))
     cell_config = config.replace(cell.overrides(cell_layout.workdir))
@@ -213,12 +228,7 @@ def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayou
         "bits": cell.bits,
         "sampler": cell.sampler,
         "seed": cell.seed,
-        f"map@{k}": report[f"map@{k}"],
-        f"map@{k}_index": report.get(f"map@{k}_index", report[f"map@{k}"]),
-        "map@r": report["map@r"],
-        f"precision@{k}": report[f"precision@{k}"],
-        f"recall@{k}": report[f"recall@{k}"],
-        **{key: report[key.format(k=k)] for key in _GRADED_KEYS if key.format(k=k) in report},
+        **report_columns(report, k),
         "best_val_map": result.best_val_map,
         "selected_epoch": result.selected_epoch,
         "train_seconds": round(trained - start, 2),

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from hpsh_tf2.table import knn_metrics, summary_markdown
+from hpsh_tf2.evaluation.report import compute_report
+from hpsh_tf2.table import knn_metrics, report_columns, summary_markdown
 
 
 def _ref(query_labels, db_labels, query, database, k):
@@ -67,3 +68,24 @@ def test_summary_has_the_multi_label_columns():
     )
     assert "| 32 | hpsh | 2 | 0.5000 ± 0.0000 | 0.6000 ± 0.1414 |" in text
     assert "| float | cosine kNN (reference) | 2 | 0.2500 ± 0.0000 |" in text
+
+
+def test_report_columns_of_a_multi_label_report_feed_the_summary():
+    rng = np.random.default_rng(2)
+    labels = (rng.random((40, 4)) < 0.4).astype(np.uint8)
+    labels[np.arange(40), rng.integers(0, 4, 40)] = 1
+    codes = rng.integers(0, 2, (40, 16)).astype(np.uint8)
+    report, _ = compute_report(
+        query_codes=codes,
+        query_labels=labels,
+        db_codes=codes,
+        db_labels=labels,
+        k=5,
+        exclude_self=True,
+    )
+    columns = report_columns(report, 5)
+    assert {"map@5", "ndcg@5", "acg@5", "wap@5"} <= set(columns)
+    assert columns["ndcg@5"] == report["ndcg@5"]
+    row = {"bits": 16, "sampler": "hpsh", "seed": 1, **columns}
+    row.update({f"knn_{key}": 0.0 for key in columns})
+    assert "| ndcg@5 |" in summary_markdown([row], 5)

@@ -168,10 +168,12 @@ class ClassBalancedSampler:
 
 def _drawable_multi_hot(labels: np.ndarray, class_names: Sequence[str] | None) -> np.ndarray:
     """Validates multi-hot labels; warns about the labels too rare to be drawn."""
-    if labels.shape[0] == 0 or not np.isin(labels, (0, 1)).all():
+    if labels.shape[0] == 0 or not np.isin(labels, (0, 1)).all() or not labels.any(axis=1).all():
         raise ValueError(
-            "multi-hot labels must be a non-empty 0/1 array [N, C]. Received: "
-            f"shape={labels.shape}, values {np.unique(labels)[:5].tolist()}"
+            "labels must be a non-empty 1-D integer array or a 0/1 multi-hot array [N, C] "
+            f"with a label in every row. Received: shape={labels.shape}, "
+            f"{int((labels.sum(axis=1) == 0).sum())} row(s) without a label, "
+            f"values {np.unique(labels)[:5].tolist()}"
         )
     labels = labels.astype(np.int64)
     rare = np.flatnonzero(labels.sum(axis=0) == 1)

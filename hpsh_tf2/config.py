@@ -168,11 +168,16 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Per-class split fractions; val is carved out of the training part."""
+    """Per-class split fractions; val is carved out of the training part.
+
+    ``method``: ``stratified`` (per class; today's split) or ``random`` (seeded, labels
+    ignored: the multi-label development protocol's random split).
+    """
 
     train: float = field(default=0.6, metadata=_check(_fraction, "a fraction in [0, 1]"))
     val: float = field(default=0.0, metadata=_check(_fraction, "a fraction in [0, 1]"))
     test: float = field(default=0.4, metadata=_check(_fraction, "a fraction in [0, 1]"))
+    method: Literal["stratified", "random"] = "stratified"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ Signatures (all take a batch; an empty batch gives empty outputs):
 * ``retrieve`` (when a database is embedded): ``image_bytes`` ``[b]`` and ``k`` int32 scalar
   (``1 <= k <= max_k``, fixed at export) -> ``indices``, ``labels``, ``distances`` (int32) and
   ``class_names``, ``paths`` (tf.string), all ``[b, k]``: the k nearest database items by Hamming
-  distance, ties broken by database index (lower first).
+  distance, ties broken by database index (lower first). ``class_names`` is the item's label
+  names joined by ``;`` (``"Forest;River"`` for a multi-label item, whose ``labels`` is -1).
 
 Decoding, resizing and the backbone's normalisation run inside the graph and are the functions
 of the training pipeline (:mod:`hpsh_tf2.data.images`, :mod:`hpsh_tf2.models.backbone`), so a
@@ -54,6 +55,7 @@ from hpsh_tf2.config import fingerprint
 from hpsh_tf2.data import images as image_lib
 from hpsh_tf2.data.image_headers import check_image_bytes
 from hpsh_tf2.errors import ModelMismatchError
+from hpsh_tf2.evaluation import relevance
 from hpsh_tf2.models.backbone import get_backbone_spec, preprocess_images
 from hpsh_tf2.ops.checks import check_bits
 from hpsh_tf2.ops.codes import binarize, np_pack_codes, pack_codes
@@ -94,9 +96,14 @@ class RetrievalDatabase:
 
     Attributes:
         packed_codes: uint8 ``[N, bits/8]``, codes packed MSB first (``np.packbits`` order).
-        labels: int32 ``[N]``, class index of each item.
+        labels: int32 ``[N]``, class index of each item; or multi-hot uint8 ``[N, C]``.
         paths: ``N`` image paths, relative to the dataset root (returned to clients as is).
         class_names: Name of each class index; must cover every label.
+
+    The SavedModel holds nothing label-specific beyond each item's label *text*
+    (:attr:`label_names`, ``"Forest;River"``), what ``retrieve`` returns as ``class_names``;
+    its ``labels`` output is the class index of a single-label item and -1 for a multi-label
+    one.
     """
 
     packed_codes: np.ndarray
@@ -117,22 +124,27 @@ class RetrievalDatabase:
                 f"Received: packed_codes of dtype {packed.dtype} and shape {packed.shape}; "
                 "expected a non-empty uint8 array [N, bits/8]"
             )
-        if labels.shape != (packed.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(
-                f"Received: labels of dtype {labels.dtype} and shape {labels.shape}; "
-                f"expected integers of shape ({packed.shape[0]},)"
-            )
         paths = tuple(str(p) for p in self.paths)
         names = tuple(str(n) for n in self.class_names)
+        if relevance.is_multi_hot(labels) and labels.shape == (packed.shape[0], len(names)):
+            labels = relevance.check_labels(labels, "labels")
+        elif labels.shape != (packed.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"Received: labels of dtype {labels.dtype} and shape {labels.shape}; "
+                f"expected integers of shape ({packed.shape[0]},) or multi-hot "
+                f"({packed.shape[0]}, {len(names)})"
+            )
         if len(paths) != packed.shape[0]:
             raise ValueError(f"Received: {len(paths)} paths; expected {packed.shape[0]}")
-        if labels.min() < 0 or labels.max() >= len(names):
+        if labels.ndim == 1 and (labels.min() < 0 or labels.max() >= len(names)):
             raise ValueError(
                 f"Received: labels in [{labels.min()}, {labels.max()}] with "
                 f"{len(names)} class_names; expected labels in [0, {len(names) - 1}]"
             )
         object.__setattr__(self, "packed_codes", np.ascontiguousarray(packed))
-        object.__setattr__(self, "labels", labels.astype(np.int32))
+        object.__setattr__(
+            self, "labels", labels.astype(np.uint8 if labels.ndim == 2 else np.int32)
+        )
         object.__setattr__(self, "paths", paths)
         object.__setattr__(self, "class_names", names)
 
@@ -156,6 +168,18 @@ class RetrievalDatabase:
     def bits(self) -> int:
         """Code length (8 x bytes per code)."""
         return int(self.packed_codes.shape[1]) * 8
+
+    @property
+    def label_indices(self) -> np.ndarray:
+        """int32 ``[N]``: the class index of each item, -1 for a multi-label item."""
+        if self.labels.ndim == 2:
+            return np.full(self.size, -1, np.int32)
+        return self.labels
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Each item's label names joined by ``;`` (``relevance.label_text``)."""
+        return tuple(relevance.label_text(row, self.class_names) for row in self.labels)
 
 
 # --------------------------------------------------------------------------- graph
@@ -184,7 +208,10 @@ class _HashingModule(tf.Module):
         self._bits = bits
         if database is not None:
             self.db_packed = tf.Variable(database.packed_codes, trainable=False, name="db_packed")
-            self.db_labels = tf.Variable(database.labels, trainable=False, name="db_labels")
+            self.db_labels = tf.Variable(database.label_indices, trainable=False, name="db_labels")
+            self.db_label_names = tf.Variable(
+                list(database.label_names), trainable=False, name="db_label_names"
+            )
             self.db_paths = tf.Variable(list(database.paths), trainable=False, name="db_paths")
             self.class_names = tf.Variable(
                 list(database.class_names), trainable=False, name="class_names"
@@ -254,7 +281,7 @@ class _HashingModule(tf.Module):
         return {
             "indices": indices,
             "labels": labels,
-            "class_names": tf.gather(self.class_names, labels),
+            "class_names": tf.gather(self.db_label_names, indices),
             "paths": tf.gather(self.db_paths, indices),
             "distances": tf.cast(distances[:, :k], tf.int32),
         }

@@ -50,7 +50,8 @@ class FeatureSet:
 
     Attributes:
         features: float32 [N, D].
-        labels: int32 [N], indices into ``class_names``.
+        labels: int32 [N], indices into ``class_names``; or uint8 multi-hot [N, C] (several
+            labels per item, ``labels[i, c] = 1`` when item ``i`` carries ``class_names[c]``).
         paths: N relative image paths (unique).
         class_names: Class names, index = label.
     """
@@ -300,8 +301,9 @@ def _read_cache_meta(meta_path: Path) -> dict:
 def load_feature_file(path: str | os.PathLike) -> FeatureSet:
     """Loads and validates a bring-your-own features file.
 
-    The ``.npz`` holds ``features`` [N, D] (float), ``labels`` [N] (integer), ``paths`` [N]
-    (strings, unique) and optionally ``class_names`` [C] (strings; default: ``class_<i>``).
+    The ``.npz`` holds ``features`` [N, D] (float), ``labels`` [N] (integer) or multi-hot
+    [N, C] (uint8 / bool / integer 0-1; several labels per item), ``paths`` [N] (strings,
+    unique) and optionally ``class_names`` [C] (strings; default: ``class_<i>``).
 
     Raises:
         DatasetError: Naming the file and the offending array when anything is missing or
@@ -356,11 +358,6 @@ def _validate_feature_arrays(path, features, labels, paths, class_names) -> Feat
     if not np.all(np.isfinite(features)):
         raise DatasetError(f"data.features: {path}: 'features' contains NaN or infinite values")
     n = len(features)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetError(
-            f"data.features: {path}: 'labels' must be an int array [{n}]. Received: "
-            f"shape={labels.shape}, dtype={labels.dtype}"
-        )
     if paths.shape != (n,) or paths.dtype.kind not in "US":
         raise DatasetError(
             f"data.features: {path}: 'paths' must be a string array [{n}]. Received: "
@@ -369,6 +366,14 @@ def _validate_feature_arrays(path, features, labels, paths, class_names) -> Feat
     paths_t = tuple(str(p) for p in paths)
     if len(set(paths_t)) != n:
         raise DatasetError(f"data.features: {path}: 'paths' has duplicate entries")
+    if labels.ndim == 2 and labels.shape[0] == n and labels.shape[1] > 1:
+        labels, names = _multi_hot_labels(path, labels, class_names)
+        return FeatureSet(features.astype(np.float32), labels, paths_t, names)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(
+            f"data.features: {path}: 'labels' must be an int array [{n}] or a multi-hot "
+            f"array [{n}, C]. Received: shape={labels.shape}, dtype={labels.dtype}"
+        )
     if labels.min() < 0:
         raise DatasetError(
             f"data.features: {path}: 'labels' must be >= 0. Received min {labels.min()}"
@@ -383,3 +388,34 @@ def _validate_feature_arrays(path, features, labels, paths, class_names) -> Feat
                 f"'class_names' ({len(names)} names)"
             )
     return FeatureSet(features.astype(np.float32), labels.astype(np.int32), paths_t, names)
+
+
+def _multi_hot_labels(path, labels: np.ndarray, class_names) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Validates multi-hot ``labels`` [N, C] and the class names; returns uint8 labels, names."""
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        raise DatasetError(
+            f"data.features: {path}: multi-hot 'labels' must be uint8/bool/int 0-1. Received: "
+            f"dtype={labels.dtype}"
+        )
+    if not np.isin(labels, (0, 1)).all():
+        raise DatasetError(
+            f"data.features: {path}: multi-hot 'labels' [N, C] must hold only 0 and 1. "
+            f"Received values in [{labels.min()}, {labels.max()}]"
+        )
+    empty = np.flatnonzero(labels.sum(axis=1) == 0)
+    if empty.size:
+        raise DatasetError(
+            f"data.features: {path}: multi-hot 'labels' row {int(empty[0])} carries no label "
+            f"({empty.size} such row(s)); expected at least one label per item"
+        )
+    columns = labels.shape[1]
+    if class_names is None:
+        names = tuple(f"class_{i}" for i in range(columns))
+    else:
+        names = tuple(str(c) for c in class_names)
+        if len(names) != columns:
+            raise DatasetError(
+                f"data.features: {path}: multi-hot 'labels' has {columns} columns but "
+                f"'class_names' has {len(names)} names; expected one name per column"
+            )
+    return labels.astype(np.uint8), names

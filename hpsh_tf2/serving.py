@@ -126,8 +126,8 @@ class Neighbour:
     Attributes:
         rank: 1-based position in the ranking.
         distance: Hamming distance to the query code.
-        label: Class index of the item.
-        class_name: Class name of the item.
+        label: Class index of the item (-1 for a multi-label item, or an index hit).
+        class_name: The item's label names joined by ``;`` (``"Forest;River"``).
         path: Image path as stored in the export (relative to the dataset root).
         index: Position of the item in the export's database.
     """

@@ -36,7 +36,7 @@ from hpsh_tf2.config import Config
 from hpsh_tf2.data.split import prepare_split
 from hpsh_tf2.dataset import Prepared, scan_from_features
 from hpsh_tf2.errors import HPSHError
-from hpsh_tf2.evaluation import metrics
+from hpsh_tf2.evaluation import metrics, relevance
 from hpsh_tf2.evaluation.evaluate import protocol_subsets
 from hpsh_tf2.evaluation.plots import save_metric_vs_bits
 from hpsh_tf2.features import FeatureSet, extract_features
@@ -53,6 +53,7 @@ __all__ = [
     "Cell",
     "Method",
     "TableError",
+    "knn_metrics",
     "knn_reference",
     "resolve_methods",
     "results_table",
@@ -66,6 +67,7 @@ DEFAULT_SAMPLERS = DEFAULT_METHODS
 ALL_METHODS = ("hpsh", "semihard", "random", "dpsh", "dsh", "hashnet", "dch", "csq", "greedyhash")
 """The methods table of docs/how-to/baselines.md."""
 Echo = Callable[[str], None]
+_GRADED_KEYS = ("ndcg@{k}", "acg@{k}", "wap@{k}")
 
 
 class TableError(HPSHError, ValueError):
@@ -191,6 +193,7 @@ def _cell_prepared(config: Config, features: FeatureSet, cell_layout: RunLayout)
         val=fractions.val,
         test=fractions.test,
         seed=config.data.seed,
+        method=fractions.method,
     )
     return Prepared(scan, split, created, features)
 
@@ -199,7 +202,8 @@ def knn_reference(prepared: Prepared, *, protocol: str, k: int) -> dict[str, flo
     """Float-feature cosine kNN on the protocol's queries: mAP@k, MAP@R, P@k, R@k.
 
     Ranked by cosine similarity, ties by database index; the query itself is left out in the
-    paper protocol.
+    paper protocol. Relevance is :mod:`hpsh_tf2.evaluation.relevance` (multi-hot labels: at
+    least one shared label), and multi-label runs also get NDCG@k, ACG@k and WAP@k.
     """
     query_names, db_names, exclude_self = protocol_subsets(protocol)
     rows = prepared.feature_rows()
@@ -211,6 +215,22 @@ def knn_reference(prepared: Prepared, *, protocol: str, k: int) -> dict[str, flo
 
     query, query_labels = side(query_names)
     database, db_labels = (query, query_labels) if exclude_self else side(db_names)
+    return knn_metrics(query, query_labels, database, db_labels, exclude_self=exclude_self, k=k)
+
+
+def knn_metrics(
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    database: np.ndarray,
+    db_labels: np.ndarray,
+    *,
+    exclude_self: bool,
+    k: int,
+) -> dict[str, float]:
+    """The metrics of :func:`knn_reference` for unit-length float rows (cosine = dot product).
+
+    With ``exclude_self`` query ``i`` is database item ``i`` and is not ranked.
+    """
     similarity = query @ database.T
     if exclude_self:
         np.fill_diagonal(similarity, -np.inf)
@@ -218,8 +238,8 @@ def knn_reference(prepared: Prepared, *, protocol: str, k: int) -> dict[str, flo
     if exclude_self:
         order = order[:, :-1]  # the query itself sorts last
     retrieved = db_labels[order]
-    num_relevant = (db_labels[None, :] == query_labels[:, None]).sum(1) - int(exclude_self)
-    return {
+    num_relevant = relevance.num_relevant(query_labels, db_labels, exclude_self=exclude_self)
+    values = {
         f"map@{k}": metrics.map_at_k(query_labels=query_labels, retrieved_labels=retrieved, k=k),
         "map@r": metrics.map_at_r(
             query_labels=query_labels, retrieved_labels=retrieved, num_relevant=num_relevant
@@ -231,6 +251,40 @@ def knn_reference(prepared: Prepared, *, protocol: str, k: int) -> dict[str, flo
             query_labels=query_labels, retrieved_labels=retrieved, k=k, num_relevant=num_relevant
         ),
     }
+    if relevance.is_multi_hot(query_labels):
+        values.update(_graded_reference(query_labels, db_labels, retrieved, exclude_self, k))
+    return values
+
+
+def _graded_reference(query_labels, db_labels, retrieved, exclude_self: bool, k: int) -> dict:
+    """NDCG@k, ACG@k and WAP@k of the kNN ranking (multi-label)."""
+    shared = relevance.shared(query_labels, db_labels)
+    if exclude_self:
+        np.fill_diagonal(shared, -1)  # the query itself is not ranked
+    width = int(shared.max(initial=0)) + 2
+    rows = np.arange(shared.shape[0])[:, None] * width + shared + 1
+    levels = np.bincount(rows.ravel(), minlength=shared.shape[0] * width).reshape(-1, width)[:, 1:]
+    common = {"query_labels": query_labels, "retrieved_labels": retrieved[:, :k], "k": k}
+    return {
+        f"ndcg@{k}": metrics.ndcg_at_k(**common, level_counts=levels),
+        f"acg@{k}": metrics.acg_at_k(**common),
+        f"wap@{k}": metrics.wap_at_k(**common),
+    }
+
+
+def report_columns(report: dict, k: int) -> dict[str, float]:
+    """The metric columns of a cell's row: mAP@k (also in index order), MAP@R, P@k, R@k, and
+    for multi-label reports NDCG@k, ACG@k and WAP@k."""
+    columns = {
+        f"map@{k}": report[f"map@{k}"],
+        f"map@{k}_index": report.get(f"map@{k}_index", report[f"map@{k}"]),
+        "map@r": report["map@r"],
+        f"precision@{k}": report[f"precision@{k}"],
+        f"recall@{k}": report[f"recall@{k}"],
+    }
+    graded = (key.format(k=k) for key in _GRADED_KEYS)
+    columns.update({name: report[name] for name in graded if name in report})
+    return columns
 
 
 def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayout) -> dict:
@@ -252,11 +306,7 @@ def _run_cell(config: Config, cell: Cell, features: FeatureSet, layout: RunLayou
         "loss": cell_config.loss.name,
         "sampler": cell_config.sampler.mode if uses_triplets else "",
         "seed": cell.seed,
-        f"map@{k}": report[f"map@{k}"],
-        f"map@{k}_index": report.get(f"map@{k}_index", report[f"map@{k}"]),
-        "map@r": report["map@r"],
-        f"precision@{k}": report[f"precision@{k}"],
-        f"recall@{k}": report[f"recall@{k}"],
+        **report_columns(report, k),
         "best_val_map": result.best_val_map,
         "selected_epoch": result.selected_epoch,
         "train_seconds": round(trained - start, 2),
@@ -383,8 +433,13 @@ def summary_markdown(rows: Sequence[dict], k: int) -> str:
     sqrt(std_best^2 + std_method^2)`` (one standard deviation of the difference of two
     independent seed means' draws); such a method is not distinguishable from the best with
     these seeds. The float-feature cosine kNN (mean over split seeds) closes the table.
+
+    Columns: mAP@k, MAP@R, P@k; multi-label rows (those with ``ndcg@k``): mAP@k, NDCG@k,
+    ACG@k, WAP@k (:mod:`hpsh_tf2.evaluation.report`).
     """
     keys = (f"map@{k}", "map@r", f"precision@{k}")
+    if rows and f"ndcg@{k}" in rows[0]:
+        keys = (f"map@{k}", f"ndcg@{k}", f"acg@{k}", f"wap@{k}")
     header = "| bits | rank | method | seeds | " + " | ".join(keys) + f" | Δ map@{k} vs best |"
     lines = [header, "|---:|---:|---|---:|" + "---:|" * len(keys) + "---|"]
     groups: dict[int, dict[str, list[dict]]] = {}

@@ -258,6 +258,7 @@ def prepare(config: Config, *, echo: Echo = print) -> Prepared:
         val=split_fractions.val,
         test=split_fractions.test,
         seed=data.seed,
+        method=split_fractions.method,
     )
     write_json_atomic(
         layout.scan_report,

@@ -32,6 +32,7 @@ TEST_DATA = REPO_ROOT / "tests" / "data"
 SHARED = Path(os.environ.get("HPSH_SHARED") or REPO_ROOT.parent / "shared")
 AID_SAMPLE = SHARED / "data" / "aid_sample"
 AID_FEATURES = SHARED / "data" / "aid_sample_effnet_lite0.npz"
+AID_MULTILABEL = SHARED / "data" / "aid_multilabel_dev_effnet_lite0.npz"
 GOLDEN_TRIPLET = TEST_DATA / "tfa_triplet_losses.json"
 
 SCENE_CLASSES = 16
@@ -81,6 +82,44 @@ def aid_features_path() -> Path:
     """Pretrained EfficientNet-Lite0 features of the AID sample (bring-your-own); else skip."""
     _skip_without_shared(AID_FEATURES, "the AID sample's pretrained features")
     return AID_FEATURES
+
+
+def synthetic_multilabel_features(
+    rows: int = 96, classes: int = 6, dim: int = 32, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """A multi-label bring-your-own features file, the dev mosaics in miniature.
+
+    Each item carries 1-3 of ``classes`` labels (multi-hot uint8) and its features are the mean
+    of its labels' random prototypes plus noise, so sharing labels means similar features.
+    """
+    rng = np.random.default_rng(seed)
+    prototypes = rng.normal(0.0, 1.0, (classes, dim))
+    labels = np.zeros((rows, classes), np.uint8)
+    for row in range(rows):
+        labels[row, rng.choice(classes, size=1 + row % 3, replace=False)] = 1
+    features = labels @ prototypes / labels.sum(axis=1, keepdims=True)
+    features += rng.normal(0.0, 0.3, features.shape)
+    return {
+        "features": features.astype(np.float32),
+        "labels": labels,
+        "paths": np.array([f"mosaics/mosaic_{i:05d}.jpg" for i in range(rows)]),
+        "class_names": np.array([f"Label{c}" for c in range(classes)]),
+    }
+
+
+@pytest.fixture(scope="session")
+def synthetic_multilabel_features_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated multi-label features file (see ``synthetic_multilabel_features``)."""
+    path = tmp_path_factory.mktemp("features") / "synthetic_multilabel_features.npz"
+    np.savez(path, **synthetic_multilabel_features())
+    return path
+
+
+@pytest.fixture(scope="session")
+def aid_multilabel_path() -> Path:
+    """The multi-label AID mosaics' features (multi-hot labels [1212, 30]); else skip."""
+    _skip_without_shared(AID_MULTILABEL, "the multi-label AID mosaic features")
+    return AID_MULTILABEL
 
 
 @pytest.fixture(scope="session")

@@ -456,3 +456,53 @@ class TestLoadFeatureFile:
         with pytest.raises(ValueError, match=r"not a readable \.npz") as info:
             load_feature_file(path)
         assert str(path) in str(info.value)
+
+
+def _multi_hot_arrays() -> dict[str, np.ndarray]:
+    arrays = _valid_arrays()
+    arrays["labels"] = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]], np.uint8)
+    return arrays
+
+
+class TestLoadMultiHotFeatureFile:
+    def test_real_multilabel_mosaics(self, aid_multilabel_path: Path) -> None:
+        loaded = load_feature_file(aid_multilabel_path)
+        assert loaded.features.shape == (1212, 1280) and loaded.features.dtype == np.float32
+        assert loaded.labels.shape == (1212, 30) and loaded.labels.dtype == np.uint8
+        # README: 250 / 629 / 333 mosaics hold 1 / 2 / 3 classes
+        assert np.bincount(loaded.labels.sum(axis=1)).tolist() == [0, 250, 629, 333]
+        assert len(loaded.class_names) == 30
+
+    @pytest.mark.parametrize("dtype", [np.uint8, np.bool_, np.int64])
+    def test_multi_hot_labels_load_as_uint8(self, tmp_path: Path, dtype) -> None:
+        arrays = _multi_hot_arrays()
+        arrays["labels"] = arrays["labels"].astype(dtype)
+        loaded = load_feature_file(_save_npz(tmp_path / "m.npz", **arrays))
+        assert loaded.labels.dtype == np.uint8
+        np.testing.assert_array_equal(loaded.labels, _multi_hot_arrays()["labels"])
+        assert loaded.class_names == ("a", "b", "c")
+
+    def test_default_class_names_one_per_column(self, tmp_path: Path) -> None:
+        arrays = _multi_hot_arrays()
+        del arrays["class_names"]
+        loaded = load_feature_file(_save_npz(tmp_path / "m.npz", **arrays))
+        assert loaded.class_names == ("class_0", "class_1", "class_2")
+
+    @pytest.mark.parametrize(
+        ("labels", "names", "message"),
+        [
+            (np.array([[1, 0, 2], [1, 1, 0], [0, 0, 1], [0, 1, 1]]), None, "only 0 and 1"),
+            (np.full((4, 3), 0.5), None, "must be uint8/bool/int 0-1"),
+            (np.array([[1, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 1]]), None, "row 1 carries no"),
+            (np.ones((4, 3), np.uint8), ["a", "b"], "3 columns"),
+        ],
+    )
+    def test_malformed_multi_hot(self, tmp_path: Path, labels, names, message) -> None:
+        arrays = _multi_hot_arrays()
+        arrays["labels"] = labels
+        if names is not None:
+            arrays["class_names"] = np.array(names)
+        path = _save_npz(tmp_path / "bad.npz", **arrays)
+        with pytest.raises(DatasetError, match=message) as info:
+            load_feature_file(path)
+        assert str(path) in str(info.value)

@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hpsh_tf2.saved_files",
         "hpsh_tf2.console",
     ),
-    ("hpsh_tf2.ops",),
+    ("hpsh_tf2.ops", "hpsh_tf2.evaluation.relevance"),
     ("hpsh_tf2.data", "hpsh_tf2.models"),
     ("hpsh_tf2.losses", "hpsh_tf2.samplers", "hpsh_tf2.features"),
     ("hpsh_tf2.dataset", "hpsh_tf2.encode"),

@@ -39,8 +39,15 @@ class ClassBalancedSampler:
     label order. Inside a class, K samples are drawn without replacement; a class with fewer than
     K samples is drawn with replacement (a warning is logged once at construction).
 
+    Multi-label (multi-hot labels ``[N, C]``): the batch is drawn per *label*, not per class
+    block of disjoint items: P distinct labels, then K items carrying each label, so every
+    anchor has its K - 1 block mates as positives (they share at least the drawn label). An
+    item with several labels belongs to each of its labels' pools (and may appear in two
+    blocks of one batch). A label carried by fewer than 2 items cannot give a positive pair and
+    is never drawn (a warning names it); its items still appear through their other labels.
+
     Args:
-        labels: Integer labels [N] of the items to sample from.
+        labels: Integer labels [N] of the items to sample from, or multi-hot [N, C].
         classes_per_batch: P; ``None`` means all classes.
         samples_per_class: K (>= 2).
         seed: Integer seed; batch ``b`` uses the stateless seed ``(seed, b)``.
@@ -63,16 +70,24 @@ class ClassBalancedSampler:
         class_names: Sequence[str] | None = None,
     ) -> None:
         labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        multi_hot = labels.ndim == 2 and labels.shape[1] > 1
+        if multi_hot:
+            labels = _drawable_multi_hot(labels, class_names)
+        elif labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(
-                "labels must be a non-empty 1-D integer array. Received: "
+                "labels must be a non-empty 1-D integer array or multi-hot [N, C]. Received: "
                 f"shape={labels.shape}, dtype={labels.dtype}"
             )
         if samples_per_class < 2:
             raise ValueError(
                 f"Received: samples_per_class={samples_per_class}; expected an integer >= 2"
             )
-        classes, counts = np.unique(labels, return_counts=True)
+        if multi_hot:
+            counts_all = labels.sum(axis=0)
+            classes = np.flatnonzero(counts_all >= 2)
+            counts = counts_all[classes]
+        else:
+            classes, counts = np.unique(labels, return_counts=True)
         p = len(classes) if classes_per_batch is None else int(classes_per_batch)
         if not 2 <= p <= len(classes):
             raise ConfigError(
@@ -107,12 +122,7 @@ class ClassBalancedSampler:
         self.num_classes = len(classes)
         self._class_ids = tf.constant(classes, tf.int32)
         self._counts = tf.constant(counts, tf.int32)
-        order = np.argsort(labels, kind="stable")
-        table = np.zeros((len(classes), counts.max()), np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        for row, (start, count) in enumerate(zip(starts, counts)):
-            table[row, :count] = order[start : start + count]
-        self._table = tf.constant(table, tf.int64)
+        self._table = tf.constant(_member_table(labels, classes, counts), tf.int64)
 
     @property
     def batch_size(self) -> int:
@@ -154,6 +164,41 @@ class ClassBalancedSampler:
         return tf.data.Dataset.counter(start=start_batch).map(
             self.batch_indices, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
+
+
+def _drawable_multi_hot(labels: np.ndarray, class_names: Sequence[str] | None) -> np.ndarray:
+    """Validates multi-hot labels; warns about the labels too rare to be drawn."""
+    if labels.shape[0] == 0 or not np.isin(labels, (0, 1)).all() or not labels.any(axis=1).all():
+        raise ValueError(
+            "labels must be a non-empty 1-D integer array or a 0/1 multi-hot array [N, C] "
+            f"with a label in every row. Received: shape={labels.shape}, "
+            f"{int((labels.sum(axis=1) == 0).sum())} row(s) without a label, "
+            f"values {np.unique(labels)[:5].tolist()}"
+        )
+    labels = labels.astype(np.int64)
+    rare = np.flatnonzero(labels.sum(axis=0) == 1)
+    if rare.size:
+        logger.warning(
+            "%d label(s) are carried by a single training item and are never drawn as a batch "
+            "block (no positive pair): %s",
+            rare.size,
+            [class_names[c] if class_names is not None else int(c) for c in rare.tolist()],
+        )
+    return labels
+
+
+def _member_table(labels: np.ndarray, classes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``[len(classes), max(counts)]``: the items of each class (or carrying each label)."""
+    if labels.ndim == 2:
+        members = [np.flatnonzero(labels[:, c]) for c in classes]
+    else:
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        members = [order[start : start + count] for start, count in zip(starts, counts)]
+    table = np.zeros((len(classes), counts.max()), np.int64)
+    for row, items in enumerate(members):
+        table[row, : len(items)] = items
+    return table
 
 
 def augment_image(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -244,7 +289,7 @@ def train_dataset_from_arrays(
 
     Args:
         features: Float rows [N, D].
-        labels: Integer labels [N].
+        labels: Integer labels [N] (or multi-hot [N, C]: the batches' labels are [P*K, C]).
         sampler: The P x K batch sampler.
         start_batch: First batch number (resuming).
         rows: ``(start, stop)``: keep only these rows of every P x K batch (one worker's or

@@ -33,6 +33,7 @@ from hpsh_tf2.data.stratify import iterative_stratification
 from hpsh_tf2.errors import DatasetError
 
 __all__ = [
+    "SPLIT_METHODS",
     "SUBSET_NAMES",
     "Split",
     "Subset",
@@ -40,12 +41,14 @@ __all__ = [
     "load_split",
     "make_split",
     "prepare_split",
+    "random_split_indices",
     "save_split",
     "split_counts",
     "split_table",
 ]
 
 SUBSET_NAMES: tuple[str, ...] = ("train", "val", "test")
+SPLIT_METHODS: tuple[str, ...] = ("stratified", "random")
 _SUM_TOLERANCE = 1e-6
 _EDGE = 1e-9
 _EXAMPLES = 3
@@ -99,12 +102,14 @@ class Split:
         subsets: ``{"train": Subset, "val": Subset, "test": Subset}`` (val may be empty).
         fractions: The requested ``{"train", "val", "test"}`` fractions.
         seed: The seed the split was drawn with.
+        method: ``"stratified"`` (per class) or ``"random"`` (:func:`random_split_indices`).
     """
 
     class_names: tuple[str, ...]
     subsets: dict[str, Subset]
     fractions: dict[str, float]
     seed: int
+    method: str = "stratified"
 
     def __post_init__(self) -> None:
         if set(self.subsets) != set(SUBSET_NAMES):
@@ -205,12 +210,16 @@ def make_split(
     val: float = 0.0,
     test: float = 0.4,
     seed: int,
+    method: str = "stratified",
 ) -> Split:
     """Split images per class into train, val and test (stratified, seeded).
 
     Multi-hot labels ``[N, C]`` are split by iterative stratification
     (:func:`~hpsh_tf2.data.stratify.iterative_stratification`, fractions ``train/val/test``
     directly), so that every label keeps its share in each subset; subsets are sorted by path.
+
+    ``method="random"`` ignores the labels instead: :func:`random_split_indices` (the
+    multi-label development protocol's seeded random split).
 
     Args:
         paths: Image paths (relative to the dataset root), unique.
@@ -228,6 +237,10 @@ def make_split(
         ValueError: For invalid fractions, seed or inputs.
         DatasetError: If a class would get no train or no test image.
     """
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"Received: method={method!r}; expected one of {SPLIT_METHODS}")
+    if method == "random":
+        return _random_split(paths, labels, class_names, train, val, test, seed)
     fractions = _validate_fractions(train, val, test)
     seed = _validate_seed(seed)
     path_list, label_array = _validate_inputs(paths, labels, class_names)
@@ -295,6 +308,8 @@ def _split_to_json(split: Split) -> dict[str, Any]:
         "fractions": {name: split.fractions[name] for name in SUBSET_NAMES},
         "seed": split.seed,
     }
+    if split.method != "stratified":
+        raw["method"] = split.method  # absent for the stratified split: that format is unchanged
     if split.multi_label:
         raw["multi_label"] = True  # absent for single-label: that format is unchanged
     raw["subsets"] = {
@@ -392,7 +407,10 @@ def _parse_split(raw: Any, path: Path) -> Split:
     all_paths = [p for s in subsets.values() for p in s.paths]
     if len(set(all_paths)) != len(all_paths):
         raise _malformed(path, "a path appears more than once (subsets must not overlap)")
-    return Split(tuple(class_names), subsets, fractions, seed)
+    method = raw.get("method", "stratified")
+    if method not in SPLIT_METHODS:
+        raise _malformed(path, f"method must be one of {list(SPLIT_METHODS)}, not {method!r}")
+    return Split(tuple(class_names), subsets, fractions, seed, method)
 
 
 def load_split(path: str | os.PathLike[str]) -> Split:
@@ -482,6 +500,7 @@ def prepare_split(
     val: float = 0.0,
     test: float = 0.4,
     seed: int,
+    method: str = "stratified",
 ) -> tuple[Split, bool]:
     """Load and check an existing ``split.json``, or make and save a new one.
 
@@ -492,6 +511,7 @@ def prepare_split(
         val: See :func:`make_split`.
         test: See :func:`make_split`.
         seed: See :func:`make_split`.
+        method: See :func:`make_split` (``data.split.method``).
 
     Returns:
         ``(split, created)``; ``created`` is True when a new split was written.
@@ -505,7 +525,14 @@ def prepare_split(
     target = Path(split_path)
     if not target.exists():
         split = make_split(
-            scan.paths, scan.labels, scan.class_names, train=train, val=val, test=test, seed=seed
+            scan.paths,
+            scan.labels,
+            scan.class_names,
+            train=train,
+            val=val,
+            test=test,
+            seed=seed,
+            method=method,
         )
         save_split(split, target)
         return split, True
@@ -516,6 +543,11 @@ def prepare_split(
             f"Split file {str(target)!r} was made with fractions {split.fractions} and "
             f"seed={split.seed}; requested {requested} and seed={seed}. Delete it to re-split "
             "or use another workdir."
+        )
+    if split.method != method:
+        raise DatasetError(
+            f"Split file {str(target)!r} was made with data.split.method={split.method!r}; "
+            f"requested {method!r}. Delete it to re-split or use another workdir."
         )
     check_split_matches(split, scan)
     return split, False
@@ -570,3 +602,77 @@ def split_table(split: Split, scan: ScanResult | None = None) -> str:
 
     rule = "-" * len(fmt(cells[0]))
     return "\n".join([fmt(cells[0]), rule, *map(fmt, cells[1:-1]), rule, fmt(cells[-1])])
+
+
+# --------------------------------------------------------------------------- random split
+
+
+def random_split_indices(
+    paths: Sequence[str], *, train: float, val: float, test: float, seed: int
+) -> dict[str, np.ndarray]:
+    """A seeded random train/val/test split that ignores labels (any label form).
+
+    The multi-label development protocol (a "60/40 random split"): with ``N`` items,
+    ``n_trainval = ceil((train + val) * N - 1e-9)``, ``n_val = floor(val * N + 0.5 + 1e-9)``
+    carved from it, the rest is test (the per-class rounding of :func:`make_split`, applied to
+    the whole set). The items are sorted by path, permuted with
+    ``np.random.default_rng(seed)`` and cut in that order: train, val, test, so the result
+    depends only on the set of paths and the seed, not on their order.
+
+    Args:
+        paths: Item paths, unique.
+        train, val, test: Fractions summing to 1 (``val`` may be 0).
+        seed: Split seed (>= 0).
+
+    Returns:
+        ``{"train", "val", "test"}``: int64 row indices into ``paths``, each sorted by path.
+
+    Raises:
+        DatasetError: If train or test would be empty.
+        ValueError: On bad fractions, a bad seed or duplicate paths.
+    """
+    fractions = _validate_fractions(train, val, test)
+    seed = _validate_seed(seed)
+    path_list = [str(p) for p in paths]
+    if len(set(path_list)) != len(path_list):
+        raise ValueError("Received: duplicate paths; expected each item path once")
+    count = len(path_list)
+    n_trainval = math.ceil((fractions["train"] + fractions["val"]) * count - _EDGE)
+    n_val = math.floor(fractions["val"] * count + 0.5 + _EDGE)
+    n_train = n_trainval - n_val
+    if n_train < 1 or count - n_trainval < 1:
+        raise DatasetError(
+            f"A {train}/{val}/{test} random split of {count} item(s) leaves "
+            f"{n_train} train and {count - n_trainval} test item(s); expected at least one each"
+        )
+    names = np.asarray(path_list, dtype=object)
+    by_path = np.argsort(names, kind="stable")
+    permuted = by_path[np.random.default_rng(seed).permutation(count)]
+    parts = np.split(permuted.astype(np.int64), [n_train, n_trainval])
+    return {
+        name: part[np.argsort(names[part], kind="stable")]
+        for name, part in zip(SUBSET_NAMES, parts)
+    }
+
+
+def _random_split(paths, labels, class_names, train, val, test, seed) -> Split:
+    """:func:`make_split` with ``method="random"``: :func:`random_split_indices` subsets."""
+    path_list = [str(p) for p in paths]
+    label_array = np.asarray(labels)
+    if label_array.shape[:1] != (len(path_list),):
+        raise ValueError(
+            f"Received: labels of shape {label_array.shape} for {len(path_list)} paths; "
+            "expected one label (row) per path"
+        )
+    parts = random_split_indices(path_list, train=train, val=val, test=test, seed=seed)
+    subsets = {
+        name: Subset(paths=tuple(path_list[i] for i in rows), labels=label_array[rows])
+        for name, rows in parts.items()
+    }
+    return Split(
+        class_names=tuple(class_names),
+        subsets=subsets,
+        fractions=_validate_fractions(train, val, test),
+        seed=_validate_seed(seed),
+        method="random",
+    )

@@ -67,7 +67,7 @@ class EncodedSet:
 
     Attributes:
         codes: uint8 0/1 ``[N, bits]``.
-        labels: int ``[N]``.
+        labels: int ``[N]``, or multi-hot ``[N, C]``.
         paths: ``N`` paths relative to the dataset root (used by figures and ``codes.npz``).
     """
 
@@ -153,6 +153,11 @@ def save_evaluation(
     )
 
 
+def _label(row: np.ndarray) -> Any:
+    """One item's label for the figures: a class index, or its multi-hot row."""
+    return int(row) if np.ndim(row) == 0 else np.asarray(row)
+
+
 def save_figures(
     out_dir: str | os.PathLike[str],
     *,
@@ -192,8 +197,8 @@ def save_figures(
             path,
             query_image=load_image_rgb(root / queries.paths[q]),
             retrieved_images=[load_image_rgb(root / database.paths[i]) for i in ids],
-            query_label=int(queries.labels[q]),
-            retrieved_labels=[int(database.labels[i]) for i in ids],
+            query_label=_label(queries.labels[q]),
+            retrieved_labels=[_label(database.labels[i]) for i in ids],
             class_names=class_names,
             distances=[int(d) for d in result.distances[q, :k]],
         )

@@ -19,20 +19,28 @@ from typing import Any
 
 import numpy as np
 
+from hpsh_tf2.evaluation import relevance
+
 __all__ = [
     "EMPTY_POLICIES",
     "NORMALIZERS",
+    "acg_at_k",
     "average_precision_at_k",
     "check_binary_codes",
     "distance_histograms",
+    "graded_histograms",
+    "ideal_dcg_at_k",
     "map_at_k",
     "map_at_r",
+    "ndcg_at_k",
     "precision_at_k",
     "precision_recall_by_radius",
     "precision_recall_from_histograms",
     "precision_within_radius",
     "recall_at_k",
     "seed_map_at_k",
+    "wap_at_k",
+    "weighted_average_precision_at_k",
 ]
 
 NORMALIZERS = ("retrieved", "min_k_r")
@@ -59,19 +67,17 @@ def check_binary_codes(codes: Any, name: str) -> np.ndarray:
 
 
 def _labels_1d(labels: Any, name: str) -> np.ndarray:
-    """Returns ``labels`` as a 1-D array or raises."""
-    array = np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(f"Received: {name} with shape {array.shape}; expected rank 1 [Q]")
-    return array
+    """Returns ``labels`` as ``[Q]`` class indices or ``[Q, C]`` multi-hot, or raises."""
+    return relevance.check_labels(labels, name)
 
 
 def _ranked(retrieved_labels: Any, num_queries: int | None, min_columns: int) -> np.ndarray:
     """Returns ``retrieved_labels`` as a ``[Q, k']`` array with at least ``min_columns``."""
     array = np.asarray(retrieved_labels)
-    if array.ndim != 2:
+    if array.ndim not in (2, 3):
         raise ValueError(
-            f"Received: retrieved_labels with shape {array.shape}; expected rank 2 [Q, k']"
+            f"Received: retrieved_labels with shape {array.shape}; expected rank 2 [Q, k'] "
+            "(or [Q, k', C] multi-hot)"
         )
     if num_queries is not None and array.shape[0] != num_queries:
         raise ValueError(
@@ -109,10 +115,15 @@ def _counts(num_relevant: Any, num_queries: int) -> np.ndarray:
 
 
 def _relevance(query_labels: Any, retrieved_labels: Any, columns: int) -> np.ndarray:
-    """``rel[q, j] = [y(r_{j+1}) == y(q)]`` for the first ``columns`` ranks, as float64."""
+    """``rel[q, j] = relevant(q, r_{j+1})`` for the first ``columns`` ranks, as float64."""
+    return (_shared(query_labels, retrieved_labels, columns) >= 1).astype(np.float64)
+
+
+def _shared(query_labels: Any, retrieved_labels: Any, columns: int) -> np.ndarray:
+    """``shared(q, r_{j+1})`` (:mod:`~hpsh_tf2.evaluation.relevance`) for the first ranks."""
     queries = _labels_1d(query_labels, "query_labels")
     ranked = _ranked(retrieved_labels, queries.shape[0], columns)
-    return (ranked[:, :columns] == queries[:, None]).astype(np.float64)
+    return relevance.ranked_shared(queries, ranked[:, :columns]).astype(np.float64)
 
 
 def _precision_terms(rel: np.ndarray) -> np.ndarray:
@@ -288,7 +299,7 @@ def distance_histograms(
     # One bincount: bins [0, size) hold non-relevant items, [size, 2 size) relevant ones and
     # bin 2 size collects the excluded query-self pairs.
     cells = np.arange(queries.shape[0], dtype=np.intp)[:, None] * width + dist.astype(np.intp)
-    cells += (queries[:, None] == database[None, :]) * size
+    cells += relevance.relevant(queries, database) * size
     if exclude_self:
         rows = np.arange(queries.shape[0])
         inside = query_offset + rows < database.shape[0]
@@ -438,6 +449,186 @@ def seed_map_at_k(*, retrieved_labels: Any, k: int = 20) -> float:
     """
     k = _positive_int(k, "k")
     ranked = _ranked(retrieved_labels, None, k + 1)
-    rel = (ranked[:, 1 : k + 1] == ranked[:, :1]).astype(np.float64)
+    rel = (relevance.ranked_shared(ranked[:, 0], ranked[:, 1 : k + 1]) >= 1).astype(np.float64)
     values = _safe_divide(_precision_terms(rel).sum(axis=1), rel.sum(axis=1))
     return float(values.mean()) if values.size else 0.0
+
+
+# --------------------------------------------------------------------------- graded relevance
+# Multi-label retrieval grades a result by the number of labels it shares with the query,
+# ``s_j = shared(q, r_j)`` (:mod:`hpsh_tf2.evaluation.relevance`); ``rel_j = [s_j >= 1]``.
+
+
+def _discounts(count: int) -> np.ndarray:
+    """``1 / log2(j + 1)`` for ranks ``j = 1..count``."""
+    return 1.0 / np.log2(np.arange(2, count + 2, dtype=np.float64))
+
+
+def ideal_dcg_at_k(*, level_counts: Any, k: int) -> np.ndarray:
+    """Per-query ideal DCG@k: the database's gains sorted in decreasing order, cut at ``k``.
+
+    ``IDCG@k(q) = sum_{j<=k} (2^{s*_j} - 1) / log2(j + 1)`` where ``s*_1 >= s*_2 >= ...`` are
+    the ``shared`` values of every database item of the query, sorted.
+
+    Args:
+        level_counts: int ``[Q, S + 1]``: ``level_counts[q, s]`` database items sharing exactly
+            ``s`` labels with query ``q`` (:func:`graded_histograms`).
+        k: Cut-off rank.
+
+    Returns:
+        float64 ``[Q]``.
+    """
+    k = _positive_int(k, "k")
+    levels = np.asarray(level_counts, np.int64)
+    if levels.ndim != 2:
+        raise ValueError(f"Received: level_counts with shape {levels.shape}; expected [Q, S + 1]")
+    cumulative = np.concatenate([np.zeros(1), np.cumsum(_discounts(k))])
+    descending = levels[:, ::-1]  # level S first
+    end = np.minimum(np.cumsum(descending, axis=1), k)
+    start = np.concatenate([np.zeros((levels.shape[0], 1), np.int64), end[:, :-1]], axis=1)
+    gains = relevance.gain(np.arange(levels.shape[1])[::-1])
+    return ((cumulative[end] - cumulative[start]) * gains[None, :]).sum(axis=1)
+
+
+def ndcg_at_k(*, query_labels: Any, retrieved_labels: Any, k: int, level_counts: Any) -> float:
+    """NDCG@k with the exponential gain of the multi-label hashing papers (DSRH, Zhao et al. 2015).
+
+    ``DCG@k(q) = sum_{j=1..k} (2^{s_j} - 1) / log2(j + 1)``,
+    ``NDCG@k = mean_q DCG@k(q) / IDCG@k(q)`` (:func:`ideal_dcg_at_k`; 0 when ``IDCG = 0``).
+    With one label per item the gain is ``rel_j``.
+
+    Args:
+        query_labels: ``[Q]`` or ``[Q, C]``.
+        retrieved_labels: ``[Q, k']`` or ``[Q, k', C]`` labels of the ranked results.
+        k: Cut-off rank.
+        level_counts: ``[Q, S + 1]`` (:func:`graded_histograms`), for the ideal ranking.
+
+    Returns:
+        NDCG@k in ``[0, 1]``.
+    """
+    k = _positive_int(k, "k")
+    gains = relevance.gain(_shared(query_labels, retrieved_labels, k))
+    dcg = (gains * _discounts(k)[None, :]).sum(axis=1)
+    values = _safe_divide(dcg, ideal_dcg_at_k(level_counts=level_counts, k=k))
+    return float(values.mean()) if values.size else 0.0
+
+
+def acg_at_k(*, query_labels: Any, retrieved_labels: Any, k: int) -> float:
+    """Average cumulative gain, ``ACG@k = mean_q (1/k) sum_{j=1..k} s_j`` (DSRH, eq. 10).
+
+    The mean number of labels a top-``k`` result shares with the query (precision@k with one
+    label per item).
+
+    Args:
+        query_labels: ``[Q]`` or ``[Q, C]``.
+        retrieved_labels: ``[Q, k']`` or ``[Q, k', C]``.
+        k: Cut-off rank.
+
+    Returns:
+        ACG@k (>= 0; at most the largest number of labels of a query).
+    """
+    k = _positive_int(k, "k")
+    values = _shared(query_labels, retrieved_labels, k).mean(axis=1)
+    return float(values.mean()) if values.size else 0.0
+
+
+def weighted_average_precision_at_k(
+    *,
+    query_labels: Any,
+    retrieved_labels: Any,
+    k: int,
+    normalizer: str = "retrieved",
+    num_relevant: Any = None,
+) -> np.ndarray:
+    """Per-query weighted AP@k (see :func:`wap_at_k`), float64 ``[Q]``."""
+    k = _positive_int(k, "k")
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"Received: normalizer={normalizer!r}; expected one of {NORMALIZERS}")
+    counts = _shared(query_labels, retrieved_labels, k)
+    rel = (counts >= 1).astype(np.float64)
+    ranks = np.arange(1, k + 1, dtype=np.float64)
+    total = (rel * np.cumsum(counts, axis=1) / ranks).sum(axis=1)
+    if normalizer == "retrieved":
+        return _safe_divide(total, rel.sum(axis=1))
+    return _safe_divide(total, np.minimum(_counts(num_relevant, rel.shape[0]), k))
+
+
+def wap_at_k(
+    *,
+    query_labels: Any,
+    retrieved_labels: Any,
+    k: int,
+    normalizer: str = "retrieved",
+    num_relevant: Any = None,
+) -> float:
+    """Weighted mAP@k (DSRH, Zhao et al. 2015, eq. 11; IDHN, Zhang et al. 2019).
+
+    AP with the precision at each relevant rank replaced by the ACG there:
+    ``WAP@k(q) = (1/Z_q) sum_{j=1..k} rel_j * ACG@j(q)``, ``ACG@j(q) = (1/j) sum_{i<=j} s_i``,
+    ``Z_q`` as in :func:`map_at_k` (``"retrieved"``: relevant items in the top ``k``;
+    ``"min_k_r"``: ``min(k, R_q)``). With one label per item it is AP@k.
+
+    Args:
+        query_labels: ``[Q]`` or ``[Q, C]``.
+        retrieved_labels: ``[Q, k']`` or ``[Q, k', C]``.
+        k: Cut-off rank.
+        normalizer: ``"retrieved"`` or ``"min_k_r"``.
+        num_relevant: ``[Q]`` ints ``R_q``; required for ``"min_k_r"``.
+
+    Returns:
+        Mean WAP@k (>= 0).
+    """
+    values = weighted_average_precision_at_k(
+        query_labels=query_labels,
+        retrieved_labels=retrieved_labels,
+        k=k,
+        normalizer=normalizer,
+        num_relevant=num_relevant,
+    )
+    return float(values.mean()) if values.size else 0.0
+
+
+def graded_histograms(
+    *,
+    query_labels: Any,
+    db_labels: Any,
+    distances: Any,
+    max_distance: int,
+    exclude_self: bool = False,
+    query_offset: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query and Hamming distance, the summed ``shared`` and gains of the database items.
+
+    The graded counterpart of :func:`distance_histograms` (same arguments).
+
+    Returns:
+        ``(shared_hist, gain_hist, level_counts)``: float64 ``[Q, B + 1]`` sums of
+        ``s = shared(q, x)`` and of ``2^s - 1`` over the items ``x`` at each distance, and int64
+        ``[Q, S + 1]`` items sharing exactly ``s`` labels (``S`` = the number of classes,
+        1 for single-label).
+    """
+    queries = _labels_1d(query_labels, "query_labels")
+    counts = relevance.shared(queries, db_labels)
+    dist = np.asarray(distances).astype(np.intp)
+    if dist.shape != counts.shape:
+        raise ValueError(
+            f"Received: distances with shape {dist.shape}; expected {counts.shape} = "
+            "(len(query_labels), len(db_labels))"
+        )
+    width = _positive_int(max_distance, "max_distance") + 1
+    levels = 1 if queries.ndim == 1 else queries.shape[1]
+    keep = np.ones(counts.shape, bool)
+    if exclude_self:
+        rows = np.arange(queries.shape[0])
+        inside = query_offset + rows < counts.shape[1]
+        keep[rows[inside], query_offset + rows[inside]] = False
+    query_rows = np.arange(queries.shape[0], dtype=np.intp)[:, None]
+    cells = (query_rows * width + dist)[keep]
+    size = queries.shape[0] * width
+    shape = (queries.shape[0], width)
+    kept = counts[keep].astype(np.float64)
+    shared_hist = np.bincount(cells, weights=kept, minlength=size).reshape(shape)
+    gain_hist = np.bincount(cells, weights=relevance.gain(kept), minlength=size).reshape(shape)
+    level_cells = (query_rows * (levels + 1) + counts)[keep]
+    level_counts = np.bincount(level_cells, minlength=queries.shape[0] * (levels + 1))
+    return shared_hist, gain_hist, level_counts.reshape(queries.shape[0], levels + 1)

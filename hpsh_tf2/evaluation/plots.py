@@ -1,4 +1,4 @@
-"""PNG figures: retrieval grids, precision-recall curves and 2-D code embeddings.
+"""PNG figures: retrieval grids, precision-recall curves and 2-D code projections.
 
 Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas directly, so nothing
 touches pyplot's global state or the selected backend. Every file is written atomically
@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from hpsh_tf2.atomic import atomic_path
+from hpsh_tf2.evaluation import relevance
 
 __all__ = [
     "EMBEDDING_METHODS",
@@ -67,7 +68,9 @@ def _framed(image: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
 
 
 def _class_name(label: Any, class_names: Sequence[str] | None) -> str:
-    """Human-readable class name of a label."""
+    """Human-readable class name of a label (a multi-hot row: its names joined by ``;``)."""
+    if class_names is not None and np.ndim(label) == 1:
+        return relevance.label_text(label, class_names)
     if class_names is not None and isinstance(label, (int, np.integer)):
         if 0 <= int(label) < len(class_names):
             return str(class_names[int(label)])
@@ -90,8 +93,9 @@ def save_retrieval_grid(
 ) -> Path:
     """Saves a query and its ranked results as a grid (like MHCLN's 5 x 4 grids).
 
-    The query comes first with a blue frame; each result is framed green when its label equals
-    the query's and red otherwise, and titled with its rank, class and Hamming distance. With
+    The query comes first with a blue frame; each result is framed green when it is relevant to
+    the query (:func:`hpsh_tf2.evaluation.relevance.item_relevant`: same class, or at least one
+    shared label) and red otherwise, and titled with its rank, labels and Hamming distance. With
     ``query_label=None`` (unknown, e.g. a user's own image) the results get a neutral grey
     frame: right and wrong cannot be told.
 
@@ -99,7 +103,8 @@ def save_retrieval_grid(
         path: Output PNG path (parent folders are created).
         query_image: ``uint8`` ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``.
         retrieved_images: Sequence of ``uint8`` images, nearest first.
-        query_label: Label of the query; ``None``: unknown (grey frames).
+        query_label: Label of the query: a class index, a multi-hot row or label text;
+            ``None``: unknown (grey frames).
         retrieved_labels: Labels of the results (same length as ``retrieved_images``).
         class_names: Optional names indexed by integer label.
         distances: Optional Hamming distances of the results.
@@ -131,7 +136,10 @@ def save_retrieval_grid(
         )
     ]
     for rank, (image, label) in enumerate(zip(retrieved_images, retrieved_labels), start=1):
-        color = _GREY if query_label is None else _GREEN if label == query_label else _RED
+        if query_label is None:
+            color = _GREY
+        else:
+            color = _GREEN if relevance.item_relevant(query_label, label) else _RED
         title = f"{rank}: {_class_name(label, class_names)}"
         if distances is not None:
             title += f" (d={int(distances[rank - 1])})"
@@ -250,12 +258,13 @@ def save_code_projection(
     figsize: tuple[float, float] = (7.0, 6.0),
     dpi: int = 100,
 ) -> str:
-    """Saves a scatter plot of a 2-D embedding of the codes, coloured by class.
+    """Saves a scatter plot of a 2-D projection of the codes, coloured by class.
 
     Args:
         path: Output PNG path.
         codes: ``[N, bits]`` codes.
-        labels: ``[N]`` labels (integer labels index ``class_names``).
+        labels: ``[N]`` labels (integer labels index ``class_names``), or multi-hot
+            ``[N, C]`` (each point coloured by its first label).
         class_names: Optional class names for the legend (shown for up to 30 classes).
         method: ``"auto"``, ``"pca"`` or ``"tsne"`` (see :func:`project_codes`).
         seed: Random state of t-SNE.
@@ -263,9 +272,11 @@ def save_code_projection(
         dpi: Resolution.
 
     Returns:
-        The embedding method used (``"pca"`` or ``"tsne"``).
+        The projection method used (``"pca"`` or ``"tsne"``).
     """
     labels = np.asarray(labels)
+    if relevance.is_multi_hot(labels):  # coloured by each item's first label
+        labels = np.argmax(labels, axis=1)
     points, used = project_codes(codes, method=method, seed=seed)
     if labels.shape != (points.shape[0],):
         raise ValueError(

@@ -13,41 +13,59 @@ returned search results). ``ties`` picks which one the headline keys (``map@k``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from hpsh_tf2.evaluation import metrics
+from hpsh_tf2.evaluation import metrics, relevance
 from hpsh_tf2.evaluation import ties as tie_metrics
 from hpsh_tf2.evaluation.code_health import code_health
 from hpsh_tf2.evaluation.search import SearchResult, block_distances, search
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 
-__all__ = ["FULL_RANKING_LIMIT", "HEADLINE_KEYS", "TIES", "compute_report", "format_report_table"]
+__all__ = [
+    "FULL_RANKING_LIMIT",
+    "HEADLINE_KEYS",
+    "MULTI_LABEL_KEYS",
+    "TIES",
+    "compute_report",
+    "format_report_table",
+]
 
 FULL_RANKING_LIMIT = 50_000_000
 _BLOCK_ENTRIES = 1 << 22
 _TABLE_RADII = 8
 TIES = tie_metrics.TIES
 HEADLINE_KEYS = ("map@{k}", "map@{k}_min_k_r", "precision@{k}", "recall@{k}", "map@r")
+MULTI_LABEL_KEYS = (
+    "map@{k}",
+    "ndcg@{k}",
+    "acg@{k}",
+    "wap@{k}",
+    "map@{k}_min_k_r",
+    "wap@{k}_min_k_r",
+    "precision@{k}",
+    "recall@{k}",
+    "map@r",
+)
 
 
 def _labels(labels: Any, name: str, rows: int) -> np.ndarray:
-    """Validates a ``[rows]`` label array."""
+    """Validates a ``[rows]`` (class indices) or ``[rows, C]`` (multi-hot) label array."""
     array = np.asarray(labels)
-    if array.shape != (rows,):
-        raise ValueError(f"Received: {name} with shape {array.shape}; expected ({rows},)")
-    return array
+    if array.shape[:1] != (rows,) or array.ndim not in (1, 2):
+        raise ValueError(
+            f"Received: {name} with shape {array.shape}; expected ({rows},) or ({rows}, C)"
+        )
+    return relevance.check_labels(array, name) if relevance.is_multi_hot(array) else array
 
 
 def _num_relevant(
     query_labels: np.ndarray, db_labels: np.ndarray, exclude_self: bool
 ) -> np.ndarray:
-    """``R_q``: database items sharing the query's label (minus the query itself)."""
-    classes, counts = np.unique(db_labels, return_counts=True)
-    position = np.minimum(np.searchsorted(classes, query_labels), classes.size - 1)
-    relevant = np.where(classes[position] == query_labels, counts[position], 0)
-    return relevant.astype(np.int64) - int(exclude_self)
+    """``R_q``: database items relevant to the query (minus the query itself)."""
+    return relevance.num_relevant(query_labels, db_labels, exclude_self=exclude_self)
 
 
 def _blocked_pass(
@@ -58,11 +76,14 @@ def _blocked_pass(
     bits: int,
     exclude_self: bool,
     columns: int,
+    graded: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, SearchResult | None]:
     """Distance histograms and, when ``columns > 0``, a stable ranking, by query blocks.
 
     Each block of queries gets its full distance row block (memory ``O(block * N)``); the
-    ranking is NumPy's stable argsort (a radix sort on these small integer distances).
+    ranking is NumPy's stable argsort (a radix sort on these small integer distances). When
+    ``graded`` is a list, each block's :func:`~hpsh_tf2.evaluation.metrics.graded_histograms`
+    are appended to it.
     """
     rows = max(1, _BLOCK_ENTRIES // max(db_words.shape[0], 1))
     hits, items, indices, distances = [], [], [], []
@@ -79,6 +100,17 @@ def _blocked_pass(
         )
         hits.append(block_hits)
         items.append(block_items)
+        if graded is not None:
+            graded.append(
+                metrics.graded_histograms(
+                    query_labels=query_labels[begin:end],
+                    db_labels=db_labels,
+                    distances=dist,
+                    max_distance=bits,
+                    exclude_self=exclude_self,
+                    query_offset=begin,
+                )
+            )
         if columns:
             if exclude_self:
                 dist[np.arange(end - begin), np.arange(begin, end)] = bits + 1
@@ -148,6 +180,12 @@ def compute_report(
       not depend on tie order), ``bits``, ``num_queries``, ``num_database``, ``exclude_self``,
       ``ranking``.
 
+    Multi-label runs (multi-hot ``[N, C]`` labels; relevance = at least one shared label,
+    :mod:`hpsh_tf2.evaluation.relevance`): the headline keys are ``map@{k}``, ``ndcg@{k}``,
+    ``acg@{k}``, ``wap@{k}``, ``map@{k}_min_k_r``, ``wap@{k}_min_k_r``, ``precision@{k}``,
+    ``recall@{k}``, ``map@r`` (graded: :func:`~hpsh_tf2.evaluation.ties.expected_graded_metrics`),
+    each also with the ``_expected`` and ``_index`` suffixes, and ``labels="multi"``.
+
     Ranking: when ``Q * N <= full_ranking_limit`` the whole distance matrix is computed and
     stably sorted once (NumPy; ``ranking="full"``), which also gives MAP@R. Otherwise the
     ``backend`` search runs for ``k + 1`` neighbours and a second search for ``max_q R_q``
@@ -157,9 +195,9 @@ def compute_report(
 
     Args:
         query_codes: ``[Q, bits]`` 0/1 codes.
-        query_labels: ``[Q]`` labels.
+        query_labels: ``[Q]`` class indices or ``[Q, C]`` multi-hot labels.
         db_codes: ``[N, bits]`` 0/1 codes.
-        db_labels: ``[N]`` labels.
+        db_labels: ``[N]`` or ``[N, C]`` labels (the form of the queries).
         k: Cut-off rank (20 in the papers); ``k + 1`` neighbours are retrieved.
         exclude_self: Query ``i`` is database item ``i`` (then ``query_labels == db_labels[:Q]``).
         radius: Hamming radius of ``precision@radius{radius}``.
@@ -190,8 +228,10 @@ def compute_report(
     r_columns = max(int(relevant.max(initial=0)), 1)
     full = query.shape[0] * database.shape[0] <= full_ranking_limit
     columns = max(k + 1, r_columns) if full else 0
+    multi = relevance.is_multi_hot(query_labels)
+    graded: list | None = [] if multi else None
     hits, items, ranked = _blocked_pass(
-        query_words, db_words, query_labels, db_labels, bits, exclude_self, columns
+        query_words, db_words, query_labels, db_labels, bits, exclude_self, columns, graded
     )
     if ranked is not None:
         ranking = "full"
@@ -205,12 +245,24 @@ def compute_report(
             r_indices = search(
                 query, database, k=r_columns, exclude_self=exclude_self, backend=backend
             ).indices
-    report = _headline(
-        _metrics(query_labels, db_labels, result, r_indices, relevant, k),
-        tie_metrics.expected_metrics(relevant_hist=hits, total_hist=items, k=k),
-        k,
-        ties,
-    )
+    index = _metrics(query_labels, db_labels, result, r_indices, relevant, k)
+    expected = tie_metrics.expected_metrics(relevant_hist=hits, total_hist=items, k=k)
+    if graded is not None:
+        shared_hist, gain_hist, levels = (np.concatenate(parts) for parts in zip(*graded))
+        index.update(_graded_metrics(query_labels, db_labels, result, levels, relevant, k))
+        expected.update(
+            tie_metrics.expected_graded_metrics(
+                relevant_hist=hits,
+                total_hist=items,
+                shared_hist=shared_hist,
+                gain_hist=gain_hist,
+                level_counts=levels,
+                k=k,
+            )
+        )
+    report = _headline(index, expected, k, ties, MULTI_LABEL_KEYS if multi else HEADLINE_KEYS)
+    if multi:
+        report["labels"] = "multi"
     report.update(_radius_metrics(hits, items, relevant, radius, empty))
     report.update(
         bits=bits,
@@ -248,9 +300,29 @@ def _metrics(
     }
 
 
-def _headline(index: dict[str, Any], expected: dict[str, Any], k: int, ties: str) -> dict[str, Any]:
+def _graded_metrics(
+    query_labels: np.ndarray,
+    db_labels: np.ndarray,
+    result: SearchResult,
+    levels: np.ndarray,
+    relevant: np.ndarray,
+    k: int,
+) -> dict[str, Any]:
+    """The graded multi-label metrics in index order."""
+    common = {"query_labels": query_labels, "retrieved_labels": db_labels[result.indices], "k": k}
+    return {
+        f"ndcg@{k}": metrics.ndcg_at_k(**common, level_counts=levels),
+        f"acg@{k}": metrics.acg_at_k(**common),
+        f"wap@{k}": metrics.wap_at_k(**common),
+        f"wap@{k}_min_k_r": metrics.wap_at_k(**common, normalizer="min_k_r", num_relevant=relevant),
+    }
+
+
+def _headline(
+    index: dict[str, Any], expected: dict[str, Any], k: int, ties: str, keys: Sequence[str]
+) -> dict[str, Any]:
     """Orders the rank-based keys: headline, seed metric, tie info, ``_expected``, ``_index``."""
-    names = [name.format(k=k) for name in HEADLINE_KEYS]
+    names = [name.format(k=k) for name in keys]
     chosen = expected if ties == "expected" else index
     report = {name: chosen[name] for name in names}
     report[f"seed_map@{k}"] = index[f"seed_map@{k}"]

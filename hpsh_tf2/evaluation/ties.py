@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from hpsh_tf2.evaluation.metrics import check_binary_codes, distance_histograms
+from hpsh_tf2.evaluation.metrics import check_binary_codes, distance_histograms, ideal_dcg_at_k
 from hpsh_tf2.evaluation.search import block_distances
 from hpsh_tf2.ops.codes import np_pack_codes, np_pack_words
 
@@ -72,6 +72,7 @@ __all__ = [
     "code_histograms",
     "expected_average_precision_at_k",
     "expected_average_precision_at_r",
+    "expected_graded_metrics",
     "expected_map_at_k",
     "expected_map_at_r",
     "expected_metrics",
@@ -117,10 +118,11 @@ def code_histograms(
             f"{database.shape}; expected the same number of bits"
         )
     query_labels, db_labels = np.asarray(query_labels), np.asarray(db_labels)
-    if query_labels.shape != (query.shape[0],) or db_labels.shape != (database.shape[0],):
+    if query_labels.shape[:1] != (query.shape[0],) or db_labels.shape[:1] != (database.shape[0],):
         raise ValueError(
             f"Received: query_labels with shape {query_labels.shape} and db_labels with shape "
-            f"{db_labels.shape}; expected ({query.shape[0]},) and ({database.shape[0]},)"
+            f"{db_labels.shape}; expected ({query.shape[0]},) and ({database.shape[0]},) "
+            "(or [N, C] multi-hot)"
         )
     bits = query.shape[1]
     query_words = np_pack_words(np_pack_codes(query))
@@ -420,4 +422,141 @@ def expected_metrics(*, relevant_hist: Any, total_hist: Any, k: int) -> dict[str
         f"recall@{k}": _mean(_ratio(hits, counts)),
         "map@r": _mean(_ratio(at_r.terms.sum(axis=1), counts)),
         f"tied_cut@{k}": tied_cut_fraction(total_hist=total, k=k),
+    }
+
+
+# --------------------------------------------------------------------------- graded relevance
+# Multi-label retrieval (:mod:`hpsh_tf2.evaluation.relevance`): each item of group d shares
+# s labels with the query; the group's sums g_d = sum s and G_d = sum (2^s - 1) come from
+# :func:`hpsh_tf2.evaluation.metrics.graded_histograms`.
+#
+# Exactness. A rank j = s_d + t of group d holds each of the group's n_d items with probability
+# 1/n_d, so E[s_j] = g_d / n_d and E[2^{s_j} - 1] = G_d / n_d: ACG@k and DCG@k are linear in
+# the per-rank gains and their expectations are exact. IDCG@k does not depend on the order, so
+# E[NDCG@k] = E[DCG@k] / IDCG@k exactly. WAP needs the pair terms: an irrelevant item shares no
+# label (s = 0 iff rel = 0), so
+#     E[rel_j s_j]                = g_d / n_d
+#     E[rel_j s_i], i != j in d   = (r_d g_d - g_d) / (n_d (n_d - 1))
+#     E[rel_j sum_{i<=j} s_i]     = (r_d / n_d) g_<d + g_d / n_d
+#                                   + (t - 1) g_d (r_d - 1) / (n_d (n_d - 1))
+# with g_<d the shared sum of the groups before d (with s = rel these are the mAP formulas).
+# Summed with 1/j over the top-c slots of the group (A_d as for mAP):
+#     E[W_c] = sum_d ((r_d / n_d) g_<d + g_d / n_d) A_d
+#              + g_d (r_d - 1) / (n_d (n_d - 1)) (m_d - (s_d + 1) A_d).
+# WAP@k with Z = min(k, R_q) is E[W_k] / Z. With Z = hits_k the ratio is taken exactly, as for
+# mAP: conditioned on X = x relevant items of the cut group g in the top k (hypergeometric),
+# the x items are a uniformly random subset of its r relevant items (mean share g/r each), so
+#     E[W_g | x] = (x/m)(g_<g + g/r) A_g + x (x - 1) / (m (m - 1)) (g/r) (m - (s_g + 1) A_g)
+# and E[WAP@k] = sum_x P(X = x) (E[W_<g] + E[W_g | x]) / (rho_g + x).
+
+
+def _graded(hist: Any, total: np.ndarray, name: str) -> np.ndarray:
+    array = np.asarray(hist, np.float64)
+    if array.shape != total.shape:
+        raise ValueError(
+            f"Received: {name} with shape {array.shape}; expected {total.shape} (as total_hist)"
+        )
+    return array
+
+
+def _cumulative_discounts(largest: int) -> np.ndarray:
+    """``D(j) = sum_{i<=j} 1 / log2(i + 1)`` for ``j = 0..largest`` (``D(0) = 0``)."""
+    inverse = 1.0 / np.log2(np.arange(2, largest + 2, dtype=np.longdouble))
+    return np.concatenate([np.zeros(1, np.longdouble), np.cumsum(inverse)])
+
+
+def _hypergeometric(n: np.ndarray, r: np.ndarray, m: np.ndarray, x: int) -> np.ndarray:
+    """``P(X = x)`` of ``x`` relevant among ``m`` of ``n`` items (``r`` relevant), ``[Q]``."""
+    log_fact = _log_factorial(int(n.max(initial=0)))
+
+    def log_choose(top, bottom):
+        return log_fact[top] - log_fact[bottom] - log_fact[top - bottom]
+
+    possible = (x <= np.minimum(m, r)) & (m - x <= n - r)
+    log_p = log_choose(np.where(possible, r, 0), np.where(possible, x, 0)) + log_choose(
+        np.where(possible, n - r, 0), np.where(possible, m - x, 0)
+    )
+    return np.where(possible, np.exp(log_p - log_choose(n, m)).astype(np.float64), 0.0)
+
+
+def _wap_terms(relevant, total, shared, groups: _Groups) -> np.ndarray:
+    """Each group's share of ``E[W_c]`` (formula above), ``[Q, B + 1]``."""
+    shared_before = np.cumsum(shared, axis=1) - shared
+    single = _ratio(relevant, total)
+    pair = _ratio(shared * (relevant - 1), total * (total - 1))
+    return (single * shared_before + _ratio(shared, total)) * groups.spread + pair * (
+        groups.taken - (groups.before + 1) * groups.spread
+    )
+
+
+def _wap_retrieved(relevant, total, shared, groups: _Groups, k: int) -> np.ndarray:
+    """Per-query ``E[W_k / hits_k]`` by the hypergeometric sum above."""
+    rows = np.arange(total.shape[0])
+    cut = np.argmax(groups.before + total >= k, axis=1)
+    n, r, g = total[rows, cut], relevant[rows, cut], shared[rows, cut]
+    m, s = groups.taken[rows, cut], groups.before[rows, cut]
+    rho, spread = groups.rel_before[rows, cut], groups.spread[rows, cut]
+    shared_before = (np.cumsum(shared, axis=1) - shared)[rows, cut]
+    terms = _wap_terms(relevant, total, shared, groups)
+    earlier = (terms * (np.arange(total.shape[1])[None, :] < cut[:, None])).sum(axis=1)
+    mean_share = _ratio(g, r)
+    weights, values = [], []
+    for x in range(int(np.minimum(m, r).max(initial=0)) + 1):
+        weights.append(_hypergeometric(n, r, m, x))
+        given = _ratio(x, m) * (shared_before + mean_share) * spread + _ratio(
+            x * (x - 1), m * (m - 1)
+        ) * mean_share * (m - (s + 1) * spread)
+        values.append(_ratio(earlier + given, rho + x))
+    weights = np.stack(weights, axis=1)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return (weights * np.stack(values, axis=1)).sum(axis=1)
+
+
+def expected_graded_metrics(
+    *,
+    relevant_hist: Any,
+    total_hist: Any,
+    shared_hist: Any,
+    gain_hist: Any,
+    level_counts: Any,
+    k: int,
+) -> dict[str, float]:
+    """Tie-aware NDCG@k, ACG@k and WAP@k (both normalisers): expected values over tie orders.
+
+    Definitions (index order): :func:`hpsh_tf2.evaluation.metrics.ndcg_at_k`,
+    :func:`~hpsh_tf2.evaluation.metrics.acg_at_k`, :func:`~hpsh_tf2.evaluation.metrics.wap_at_k`.
+    Expectations (derivation in the comment above this function)::
+
+        E[ACG@k]  = (1/k) sum_d m_d g_d / n_d
+        E[NDCG@k] = sum_d (G_d / n_d) (D(s_d + m_d) - D(s_d)) / IDCG@k
+                    with D(j) = sum_{i<=j} 1 / log2(i + 1)
+        E[WAP@k]  = E[W_k / hits_k]  (exact hypergeometric sum),  and  E[W_k] / min(k, R_q)
+
+    Args:
+        relevant_hist: ``[Q, B + 1]`` relevant items per Hamming distance.
+        total_hist: ``[Q, B + 1]`` database items per Hamming distance.
+        shared_hist: ``[Q, B + 1]`` summed shared-label counts per distance.
+        gain_hist: ``[Q, B + 1]`` summed gains ``2^s - 1`` per distance.
+        level_counts: ``[Q, S + 1]`` items sharing exactly ``s`` labels (for IDCG).
+        k: Cut-off rank.
+
+    Returns:
+        ``{"ndcg@k", "acg@k", "wap@k", "wap@k_min_k_r"}`` with ``k`` replaced by its value.
+    """
+    relevant, total = _histograms(relevant_hist, total_hist)
+    k = _check_k(k, total)
+    shared = _graded(shared_hist, total, "shared_hist")
+    gains = _graded(gain_hist, total, "gain_hist")
+    groups = _Groups(relevant, total, _cutoff(total, k))
+    discounts = _cumulative_discounts(int(total.sum(axis=1).max(initial=0)))
+    span = (discounts[groups.before + groups.taken] - discounts[groups.before]).astype(np.float64)
+    dcg = (_ratio(gains, total) * span).sum(axis=1)
+    ideal = ideal_dcg_at_k(level_counts=level_counts, k=k)
+    counts = relevant.sum(axis=1)
+    wap_sum = _wap_terms(relevant, total, shared, groups).sum(axis=1)
+    return {
+        f"ndcg@{k}": _mean(_ratio(dcg, ideal)),
+        f"acg@{k}": _mean((groups.taken * _ratio(shared, total)).sum(axis=1) / k),
+        f"wap@{k}": _mean(_wap_retrieved(relevant, total, shared, groups, k)),
+        f"wap@{k}_min_k_r": _mean(_ratio(wap_sum, np.minimum(counts, k))),
     }

@@ -301,6 +301,9 @@ def hpsh_loss(
 def classification_loss(labels: tf.Tensor, logits: tf.Tensor, *, weight: float = 1.0) -> tf.Tensor:
     """Auxiliary classification term: ``weight * mean_i CE(softmax(logits_i), labels_i)``.
 
+    Multi-hot labels ``[n, C]``: one sigmoid per label,
+    ``weight * mean_{i,c} BCE(sigmoid(logits_ic), y_ic)`` (multi-label classification).
+
     Not part of the paper's loss; the trainer's ``loss.classification_weight`` option. The
     logits come from a linear softmax classifier on the sigmoid scores (the codes before
     thresholding), so the term pulls the codes of one class together and those of different
@@ -316,7 +319,12 @@ def classification_loss(labels: tf.Tensor, logits: tf.Tensor, *, weight: float =
     """
     weight = check_finite("weight", weight)
     z = float_matrix(logits, "logits")
-    y = label_vector(labels)
+    raw = tf.convert_to_tensor(labels)
+    if raw.shape.rank == 2 and raw.shape[1] != 1:  # multi-hot: one sigmoid per label
+        targets = tf.cast(raw, z.dtype)
+        per_label = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=z)
+        return tf.constant(weight, z.dtype) * tf.reduce_mean(per_label)
+    y = label_vector(raw)
     per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z)
     return tf.constant(weight, z.dtype) * tf.reduce_mean(per_row)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.evaluation.relevance import tf_relevant
 from hpsh_tf2.ops.checks import (
     ORIGINAL_ALIASES,
     check_choice,
@@ -79,8 +80,44 @@ def _prepare_seed(seed: tf.Tensor | None) -> tf.Tensor | None:
     return tf.cast(s, tf.int32)  # XLA's stateless kernels take int32 seeds
 
 
+def _is_multi_hot(labels: tf.Tensor) -> bool:
+    """Multi-hot ``[n, C]`` labels (rank 2, more than one column) rather than class indices."""
+    return labels.shape.rank == 2 and labels.shape[1] != 1
+
+
+def _multi_hot(labels: tf.Tensor, n: int | None) -> tf.Tensor:
+    """Multi-hot labels ``[n, C]`` as int32 (one row per embedding)."""
+    if not (labels.dtype.is_integer or labels.dtype.is_floating or labels.dtype == tf.bool):
+        raise TypeError(f"Received: labels of dtype {labels.dtype.name}; expected 0/1 multi-hot.")
+    if n is not None and labels.shape[0] is not None and labels.shape[0] != n:
+        raise ValueError(
+            f"Received: labels with {labels.shape[0]} rows for {n} embeddings; "
+            "expected one label row per embedding row."
+        )
+    return tf.cast(labels, tf.int32)
+
+
+def _eager_multi_hot_checks(y: np.ndarray, k: int) -> None:
+    n = y.shape[0]
+    if n % k != 0 or n == 0:
+        raise ValueError(
+            f"Received: a batch of {n} rows with samples_per_class={k}; expected a positive "
+            "multiple of samples_per_class (P blocks of K rows)."
+        )
+    common = y.reshape(-1, k, y.shape[1]).min(axis=1)  # labels every row of a block carries
+    if not common.any(axis=1).all():
+        bad = int(np.argmin(common.any(axis=1)))
+        raise ValueError(
+            f"Received: multi-hot labels in block {bad} with no label shared by all "
+            f"samples_per_class={k} rows; expected each block to carry a common label."
+        )
+
+
 def _eager_batch_checks(labels: tf.Tensor, k: int, need_negatives: bool) -> None:
     y = labels.numpy()
+    if y.ndim == 2:
+        _eager_multi_hot_checks(y, k)
+        return
     n = y.shape[0]
     if n % k != 0 or n == 0:
         raise ValueError(
@@ -108,6 +145,16 @@ def _graph_batch_checks(labels: tf.Tensor, k: int, need_negatives: bool) -> list
             n % k, 0, message=f"batch size must be a multiple of samples_per_class={k}"
         )
     ]
+    if labels.shape.rank == 2:
+        common = tf.reduce_min(tf.reshape(labels, [-1, k, tf.shape(labels)[1]]), axis=1)
+        ops.append(
+            tf.debugging.assert_equal(
+                tf.reduce_all(tf.reduce_any(common > 0, axis=1)),
+                True,
+                message=f"each block of samples_per_class={k} rows must share a label",
+            )
+        )
+        return ops  # an anchor without a negative is handled by the sampler (self-negative)
     blocks = tf.reshape(labels, [-1, k])
     ops.append(
         tf.debugging.assert_equal(
@@ -137,7 +184,8 @@ def _prepare_batch(
             f"Received: a batch of {n_static} rows with samples_per_class={k}; expected a "
             "positive multiple of samples_per_class (P blocks of K rows)."
         )
-    y = label_vector(labels, n_static)
+    raw = tf.convert_to_tensor(labels)
+    y = _multi_hot(raw, n_static) if _is_multi_hot(raw) else label_vector(raw, n_static)
     if tf.executing_eagerly():
         _eager_batch_checks(y, k, need_negatives)
         return e, y, []
@@ -165,7 +213,8 @@ def _neg_inf_like(x: tf.Tensor) -> tf.Tensor:
 
 
 def _different_labels(labels: tf.Tensor) -> tf.Tensor:
-    return tf.not_equal(labels[:, None], labels[None, :])
+    """Eligible negatives: rows sharing no label with the anchor (not relevant to it)."""
+    return tf.logical_not(tf_relevant(labels))
 
 
 def _sphere_log_weights(dist: tf.Tensor, exponent: tf.Tensor, dim: tf.Tensor) -> tf.Tensor:
@@ -287,7 +336,9 @@ class TripletBatch:
 
     Attributes:
         embeddings: Float ``[n, d]`` embeddings, detached from the gradient tape.
-        labels: Integer labels ``[n]``, constant within blocks of ``samples_per_class`` rows.
+        labels: Integer labels ``[n]``, constant within blocks of ``samples_per_class`` rows,
+            or multi-hot ``[n, C]`` whose blocks share a label (relevance:
+            :func:`hpsh_tf2.evaluation.relevance`'s "at least one shared label").
         anchors: int32 ``[T]`` anchor rows, ``T = n * (K - 1)``.
         positives: int32 ``[T]`` positive rows.
         samples_per_class: ``K``.
@@ -308,7 +359,14 @@ class TripletBatch:
     seed: tf.Tensor | None
 
     def draw(self, logits: tf.Tensor) -> tf.Tensor:
-        """``K - 1`` categorical draws per row of ``[n, n]`` logits, flattened to ``[T]``."""
+        """``K - 1`` categorical draws per row of ``[n, n]`` logits, flattened to ``[T]``.
+
+        With multi-hot labels a row may have no eligible negative at all (its anchor shares a
+        label with every row): it draws uniformly, and :func:`sample_triplets` then replaces
+        its negatives with the anchor itself (a zero-loss triplet).
+        """
+        if self.labels.shape.rank == 2:
+            logits = tf.where(_has_negative(self.labels), logits, tf.zeros_like(logits))
         return _draw(logits, self.samples_per_class - 1, self.seed)
 
 
@@ -323,11 +381,14 @@ class NegativeRule:
             different-label negatives; the original sampler masks by block instead).
         default_nonzero_loss_cutoff: The distance bound when ``sampler.nonzero_loss_cutoff`` is
             null; ``None`` means ``loss.alpha + loss.beta``.
+        multi_label: The rule accepts multi-hot ``[n, C]`` labels (negatives = rows sharing no
+            label with the anchor); the original sampler, which masks by block, does not.
     """
 
     select: Callable[[TripletBatch], tf.Tensor]
     needs_two_classes: bool = True
     default_nonzero_loss_cutoff: float | None = None
+    multi_label: bool = True
 
     def __call__(self, batch: TripletBatch) -> tf.Tensor:
         return self.select(batch)
@@ -372,6 +433,7 @@ ORIGINAL = NegativeRule(
     _original_select,
     needs_two_classes=False,
     default_nonzero_loss_cutoff=ORIGINAL_NONZERO_LOSS_CUTOFF,
+    multi_label=False,
 )
 """The original code's sampler, as implemented (spec 4.2-4.5)."""
 RANDOM = NegativeRule(_random_select)
@@ -437,11 +499,20 @@ def sample_triplets(
 
     ``cutoff`` and ``nonzero_loss_cutoff`` are used by ``"hpsh"`` and ``"original"`` only.
 
+    Multi-label batches (multi-hot ``[n, C]`` labels, every block of ``K`` rows carrying a
+    common label, e.g. from a label-balanced batch sampler): a positive is a block mate (it
+    shares at least that label) and a negative must share no label with the anchor
+    (:func:`hpsh_tf2.evaluation.relevance.tf_relevant` replaces label inequality in every
+    mode's mask, and the weighting over the eligible negatives is unchanged). An anchor that
+    shares a label with every row of the batch has no negative; its triplets take the anchor
+    itself as the negative, whose margin term ``[beta - d_aa + alpha]_+`` is a constant with
+    zero gradient. ``"original"`` masks by block only and refuses multi-hot labels.
+
     Args:
         embeddings: ``[n, d]`` embeddings (HPSH: the L2-normalised sigmoid outputs). Read
             through ``stop_gradient``; float16/bfloat16 are computed in float32.
         labels: Integer labels ``[n]`` or ``[n, 1]``, constant within consecutive blocks of
-            ``samples_per_class`` rows.
+            ``samples_per_class`` rows; or multi-hot ``[n, C]`` whose blocks share a label.
         samples_per_class: ``K >= 2``; ``n`` must be a multiple of it.
         mode: A name registered in :data:`hpsh_tf2.registry.SAMPLERS` (``sampler.mode``).
         cutoff: Lower clip of the distance before weighting (> 0).
@@ -468,6 +539,11 @@ def sample_triplets(
     nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     seed = _prepare_seed(seed)
     e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=rule.needs_two_classes)
+    if y.shape.rank == 2 and not rule.multi_label:
+        raise ValueError(
+            f"Received: mode={mode!r} with multi-hot labels; that sampler masks by class block "
+            "only and expects single-label [n] labels (use mode='hpsh')."
+        )
     with tf.control_dependencies(checks):
         anchors, positives = _anchor_positive_indices(tf.shape(e)[0], k)
         batch = TripletBatch(
@@ -482,7 +558,14 @@ def sample_triplets(
             seed=seed,
         )
         negatives = rule(batch)
+        if y.shape.rank == 2:  # an anchor sharing a label with every row keeps itself
+            negatives = tf.where(tf.gather(_has_negative(y)[:, 0], anchors), negatives, anchors)
     return anchors, positives, negatives
+
+
+def _has_negative(labels: tf.Tensor) -> tf.Tensor:
+    """``[n, 1]``: whether a row has any row sharing no label with it in the batch."""
+    return tf.reduce_any(_different_labels(labels), axis=1, keepdims=True)
 
 
 def hpsh_negative_probabilities(
@@ -503,14 +586,19 @@ def hpsh_negative_probabilities(
         nonzero_loss_cutoff: Upper distance bound for eligible negatives.
 
     Returns:
-        Float ``[n, n]`` probabilities ``P[i, j]`` of drawing row ``j`` for anchor ``i``.
+        Float ``[n, n]`` probabilities ``P[i, j]`` of drawing row ``j`` for anchor ``i``
+        (multi-hot labels: an anchor without any negative row draws itself, ``P[i, i] = 1``).
     """
     k = check_samples_per_class(samples_per_class)
     cutoff = check_positive("cutoff", cutoff)
     nonzero_loss_cutoff = check_positive("nonzero_loss_cutoff", nonzero_loss_cutoff)
     e, y, checks = _prepare_batch(embeddings, labels, k, need_negatives=True)
     with tf.control_dependencies(checks):
-        return tf.nn.softmax(_hpsh_logits(e, y, cutoff, nonzero_loss_cutoff), axis=1)
+        probs = tf.nn.softmax(_hpsh_logits(e, y, cutoff, nonzero_loss_cutoff), axis=1)
+        if y.shape.rank == 2:  # no negative: the sampler takes the anchor itself
+            own = tf.eye(tf.shape(e)[0], dtype=probs.dtype)
+            probs = tf.where(_has_negative(y), probs, own)
+        return probs
 
 
 def original_negative_probabilities(

@@ -621,7 +621,9 @@ def random_split_indices(
 
     Args:
         paths: Item paths, unique.
-        train, val, test: Fractions summing to 1 (``val`` may be 0).
+        train: Training fraction (> 0); the three fractions sum to 1.
+        val: Validation fraction (may be 0).
+        test: Test fraction (> 0).
         seed: Split seed (>= 0).
 
     Returns:

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hpsh_tf2.registry",
     ),
     ("hpsh_tf2.ops",),
-    ("hpsh_tf2.data", "hpsh_tf2.models"),
+    ("hpsh_tf2.data", "hpsh_tf2.models", "hpsh_tf2.geo"),
     ("hpsh_tf2.losses", "hpsh_tf2.samplers", "hpsh_tf2.features"),
     ("hpsh_tf2.dataset", "hpsh_tf2.encode"),
     ("hpsh_tf2.evaluation",),

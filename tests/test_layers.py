@@ -41,7 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hpsh_tf2.cli",),
 )
 # CLI front modules import lazily so that `--help` needs no TensorFlow.
-LAZY_IMPORTS_ALLOWED = {"hpsh_tf2.cli", "hpsh_tf2.index.commands"}
+LAZY_IMPORTS_ALLOWED = {"hpsh_tf2.cli", "hpsh_tf2.index.commands", "hpsh_tf2.index.scene_commands"}
 # Optional extras: the module only exists to wrap a dependency a user may not have installed.
 LAZY_EDGES_ALLOWED = {("hpsh_tf2.index.build", "hpsh_tf2.index.beam")}  # apache-beam ([beam])
 RUN_FOLDER_NAMES = (

@@ -147,12 +147,12 @@ def footprint(scene: Scene, tile: Tile, *, densify: int = 8) -> np.ndarray:
     Raises:
         FootprintError: The ring crosses the antimeridian.
     """
-    from affine import Affine
     from rasterio.crs import CRS
     from rasterio.warp import transform
 
     cols, rows = _ring_pixels(tile, densify)
-    xs, ys = Affine(*scene.transform) * (cols, rows)
+    a, b, c, d, e, f = scene.transform  # x = a col + b row + c, y = d col + e row + f
+    xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
     lons, lats = transform(CRS.from_wkt(scene.crs), CRS.from_epsg(4326), list(xs), list(ys))
     lons, lats = np.asarray(lons), np.asarray(lats)
     if not (np.all(np.isfinite(lons)) and np.all(np.isfinite(lats))):

@@ -203,3 +203,14 @@ def test_cli_build_search_geojson_and_stac(built, tiny_export, tmp_path, capsys)
         assert img.size == mosaic.rgb.shape[1::-1]
     assert main(["index", "search", "--scene", "nope", "--lonlat", "0,0", "--uri", uri]) == 2
     assert "no indexed tile" in capsys.readouterr().err
+
+
+def test_demo_scene_writes_geojson_and_overview(tiny_export, tmp_path):
+    from hpsh_tf2.index.scene_demo import run_demo
+
+    shutil.copytree(tiny_export.parent, tmp_path / "export" / "tiny")
+    written = run_demo(tmp_path)
+    assert [p.name for p in written] == ["places.geojson", "places.demo_scene.tif.png"]
+    features = json.loads(written[0].read_text())["features"]
+    assert features[0]["properties"]["distance"] == 0
+    assert all(p.is_file() for p in written)

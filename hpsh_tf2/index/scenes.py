@@ -256,6 +256,10 @@ class SceneStore(IndexStore):
 class TileEncoder(SavedModelEncoder):
     """Encodes 8-bit tiles with the export's ``encode_images`` signature (resize in-graph)."""
 
+    def warm_up(self) -> None:
+        """Calls ``encode_images`` once (its first call builds and optimises the graph)."""
+        self.encode_pixels(np.zeros((1, 8, 8, 3), np.uint8))
+
     def encode_pixels(self, tiles: np.ndarray) -> np.ndarray:
         """Packed codes ``uint8 [b, bits / 8]`` of ``uint8 [b, h, w, 3]`` tiles."""
         if len(tiles) == 0:
@@ -515,6 +519,8 @@ def build_scene_index(
                     continue
             todo.append(scene)
         encoder = TileEncoder(model_dir) if todo else None
+        if encoder is not None:
+            encoder.warm_up()
         written: dict[str, set[int]] = {}
         encode_start = time.perf_counter()
         tiles = 0

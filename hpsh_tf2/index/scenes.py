@@ -599,6 +599,7 @@ def search_scenes(
     collection: str = "hpsh",
     images: Sequence[str | os.PathLike[str]] = (),
     at: tuple[str, float, float] | None = None,
+    packed: np.ndarray | None = None,
     model_dir: str | os.PathLike[str] | None = None,
     top: int = 10,
     bbox: Sequence[float] | None = None,
@@ -615,6 +616,8 @@ def search_scenes(
         collection: ``index.collection``.
         images: One query image file (``--image``).
         at: ``(scene, lon, lat)``: the indexed tile there is the query (``--scene --lonlat``).
+        packed: ``uint8 [1, bits / 8]``: a code computed elsewhere, e.g. the ``packed_codes``
+            TF Serving returned for the query tile (no model is loaded here).
         model_dir: Export for ``images`` (default: the index's; another model is refused).
         top: Results kept.
         bbox, scene, after, before: Filters (see :func:`scene_filter`); with ``at``, ``scene``
@@ -626,7 +629,7 @@ def search_scenes(
     Returns:
         The results, best first, ranks 1..n.
     """
-    if (len(images) == 1) == (at is not None):
+    if (len(images) == 1) + (at is not None) + (packed is not None) != 1 or len(images) > 1:
         raise ArchiveIndexError("expected exactly one query: --image FILE or --scene S --lonlat")
     if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
         raise ArchiveIndexError(f"Received: top={top!r}; expected an integer in [1, 1000]")
@@ -638,7 +641,14 @@ def search_scenes(
         stored = store.record()
         if at is not None:
             packed, _ = _code_at(store, *at)
-    if at is None:
+        elif packed is not None:
+            packed = np.ascontiguousarray(packed, np.uint8).reshape(1, -1)
+            if packed.shape[1] != stored.bits // 8:
+                raise ArchiveIndexError(
+                    f"Received: a code of {packed.shape[1]} bytes; expected {stored.bits // 8} "
+                    f"(the index's {stored.bits}-bit model)"
+                )
+    if packed is None:
         if model_dir is None:
             model_dir = stored.export_path
         else:

@@ -41,6 +41,14 @@ def _cell_lonlat(col: int, row: int) -> tuple[float, float, float, float]:
     return min(lons), min(lats), max(lons), max(lats)
 
 
+def built_export(uri: str) -> str:
+    """The export recorded in a scene index."""
+    from hpsh_tf2.index.scenes import SceneStore, scene_collection
+
+    with SceneStore(uri, scene_collection("hpsh")) as store:
+        return store.record().export_path
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_export, aid_root):
     root = tmp_path_factory.mktemp("scenes")
@@ -73,6 +81,13 @@ def test_query_cut_from_scene_finds_its_own_tile(built, tmp_path):
     # NMS: the 3 x 3 grid has no overlapping tiles, so ranks are 1..5 and windows distinct.
     assert [r.rank for r in results] == [1, 2, 3, 4, 5]
     assert len({r.window for r in results}) == 5
+    # Serving: the code TF Serving returns (the export's serving_default on the PNG bytes)
+    # searched as a code gives the same places.
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(built_export(uri))).signatures["serving_default"]
+    packed = serve(image_bytes=tf.constant([query.read_bytes()]))["packed_codes"].numpy()
+    assert search_scenes(uri=uri, packed=packed, top=5) == results
 
 
 def test_filters_are_integer_expressions(built):

@@ -125,10 +125,22 @@ def run_search(args: argparse.Namespace, config: Any, uri: str, collection: str)
     for r in results:
         col, row, width, height = r.window
         print(f"  {r.rank:3d}  d={r.distance:3d}  {r.scene}  window {col},{row},{width},{height}")
+    paths = scene_paths(uri, collection, [r.scene for r in results])
+    scale = {"bands": config.data.bands, "band_scale": config.data.band_scale}
+    if args.out:
+        from hpsh_tf2.data.images import load_image_rgb
+        from hpsh_tf2.index.scenes import read_tile, tile_at, write_tile_grid
+
+        if at is not None:
+            file, window = tile_at(uri, collection, *at)
+            pixels = read_tile(file, window, **scale)
+        else:
+            pixels = load_image_rgb(images[0])
+        grid = write_tile_grid(
+            args.out, pixels, results, paths, query_scene=args.scene or "?", **scale
+        )
+        print(f"wrote {grid}")
     if args.geojson:
-        paths = scene_paths(uri, collection, [r.scene for r in results])
-        for path in write_outputs(
-            args.geojson, results, paths, bands=config.data.bands, band_scale=config.data.band_scale
-        ):
+        for path in write_outputs(args.geojson, results, paths, **scale):
             print(f"wrote {path}")
     return 0

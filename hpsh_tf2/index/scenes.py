@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
+from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.geo.geojson import SceneResult, overview_name, write_geojson, write_overview
 from hpsh_tf2.geo.raster import Scene, SceneError, SceneReader, open_scene
 from hpsh_tf2.geo.stac import SceneSource, list_scenes
@@ -575,7 +576,7 @@ def _code_at(store: SceneStore, scene: str, lon: float, lat: float) -> tuple[np.
     box = scene_filter(bbox=(lon, lat, lon, lat), scene=scene)
     best: tuple[float, dict] | None = None
     point = Point(lon, lat)
-    fields = ("scene", "footprint", "code", "col", "row", "width", "height")
+    fields = ("scene", "path", "footprint", "code", "col", "row", "width", "height")
     for row in store.rows(fields, filter=box):
         if row["scene"] != scene:
             continue
@@ -720,3 +721,48 @@ def write_outputs(
             )
         )
     return written
+
+
+def tile_at(
+    uri: str, collection: str, scene: str, lon: float, lat: float
+) -> tuple[str, tuple[int, int, int, int]]:
+    """The raster file and pixel window of the indexed tile of ``scene`` at (lon, lat)."""
+    with SceneStore(uri, scene_collection(collection)) as store:
+        _, row = _code_at(store, scene, lon, lat)
+    return row["path"], tuple(int(row[k]) for k in ("col", "row", "width", "height"))
+
+
+def read_tile(
+    path: str,
+    window: Sequence[int],
+    *,
+    bands: Sequence[int] | None = None,
+    band_scale: str | Sequence[str] | None = None,
+) -> np.ndarray:
+    """The 8-bit pixels of one window of a scene file (as the build read them)."""
+    with SceneReader(open_scene(path), bands=bands, band_scale=band_scale) as reader:
+        return reader.read_window(*window)[0]
+
+
+def write_tile_grid(
+    path: str | os.PathLike[str],
+    query: np.ndarray,
+    results: Sequence[SceneResult],
+    paths: dict[str, str],
+    *,
+    bands: Sequence[int] | None = None,
+    band_scale: str | Sequence[str] | None = None,
+    query_scene: str = "?",
+) -> Path:
+    """The query and its result tiles as the retrieval grid (titled rank, scene, distance)."""
+    tiles = [
+        read_tile(paths[r.scene], r.window, bands=bands, band_scale=band_scale) for r in results
+    ]
+    return save_retrieval_grid(
+        path,
+        query_image=query,
+        retrieved_images=tiles,
+        query_label=query_scene,
+        retrieved_labels=[r.scene for r in results],
+        distances=[r.distance for r in results],
+    )

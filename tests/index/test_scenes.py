@@ -112,6 +112,7 @@ def test_filters_are_integer_expressions(built):
     assert search_scenes(uri=uri, top=9, before=when, **query) == []
 
 
+@pytest.mark.slow  # ~12 s; the 13-band read itself is covered in tests/geo/test_geo.py
 def test_thirteen_band_scene_gives_the_rgb_codes(built, tiny_export, tmp_path):
     _, mosaic, _, _ = built
     write_mosaic(tmp_path / "s2", name="s2.tif", bands13=True)
@@ -206,10 +207,13 @@ def test_cli_build_search_geojson_and_stac(built, tiny_export, tmp_path, capsys)
     lon0, lat0, lon1, lat1 = _cell_lonlat(3, 2)
     point = f"{(lon0 + lon1) / 2},{(lat0 + lat1) / 2}"
     code = main(["index", "search", "--scene", "mosaic-item", "--lonlat", point,
-                 "--top", "3", "--geojson", str(out), "--uri", uri, *sets])  # fmt: skip
+                 "--top", "3", "--geojson", str(out), "--out", str(tmp_path / "grid.png"),
+                 "--uri", uri, *sets])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    assert str(out) in printed
+    assert str(out) in printed and f"wrote {tmp_path / 'grid.png'}" in printed
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size[0] > 0
     features = json.loads(out.read_text())["features"]
     assert features[0]["properties"]["window"] == [3 * CELL, 2 * CELL, CELL, CELL]
     assert features[0]["properties"]["datetime"].startswith("2023-01-02")
@@ -220,6 +224,7 @@ def test_cli_build_search_geojson_and_stac(built, tiny_export, tmp_path, capsys)
     assert "no indexed tile" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~15 s: the `make demo-scenes` path
 def test_demo_scene_writes_geojson_and_overview(tiny_export, tmp_path):
     from hpsh_tf2.index.scene_demo import run_demo
 

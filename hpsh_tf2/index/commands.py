@@ -182,9 +182,9 @@ def _build(args: argparse.Namespace) -> int:
 
     config, uri, collection = resolve(args)
     if bool(args.images) == bool(args.scenes):  # geo (issue 21)
-        raise ValueError(
-            "Received: index build; expected exactly one of --images DIR, --scenes PATH"
-        )
+        from hpsh_tf2.errors import UsageError
+
+        raise UsageError("Received: index build; expected exactly one of --images, --scenes PATH")
     if args.scenes:
         model = args.model or _default_model(config)
         return scene_commands.run_build(args, config, uri, collection, model)

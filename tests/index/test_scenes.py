@@ -234,3 +234,16 @@ def test_demo_scene_writes_geojson_and_overview(tiny_export, tmp_path):
     features = json.loads(written[0].read_text())["features"]
     assert features[0]["properties"]["distance"] == 0
     assert all(p.is_file() for p in written)
+
+
+def test_cli_build_needs_exactly_one_source(tmp_path, capsys):
+    from hpsh_tf2.cli import main
+
+    uri = str(tmp_path / "none.db")
+    assert main(["index", "build", "--uri", uri]) == 2
+    assert "--scenes PATH" in capsys.readouterr().err
+    both = ["--images", str(tmp_path), "--scenes", str(tmp_path)]
+    assert main(["index", "build", "--uri", uri, *both]) == 2
+    assert main(["index", "search", "--uri", uri]) == 2
+    assert "expected --image FILE" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists()

@@ -160,7 +160,7 @@ def footprint(scene: Scene, tile: Tile, *, densify: int = 8) -> np.ndarray:
             f"scene {scene.scene_id!r} window {tile.key}: footprint outside the CRS's valid area"
         )
     closed = np.stack([np.append(lons, lons[0]), np.append(lats, lats[0])], axis=1)
-    if np.any(np.abs(np.diff(closed[:, 0])) > 180.0):
+    if np.any(np.abs(np.diff(closed[:, 0])) > 180.0) or np.any(np.abs(closed[:, 0]) > 180.0):
         raise FootprintError(
             f"scene {scene.scene_id!r} window {tile.key}: footprint crosses the antimeridian "
             "(180 degrees longitude); such tiles are not supported: split the scene at 180"

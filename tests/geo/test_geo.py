@@ -170,6 +170,12 @@ def test_antimeridian_footprint_is_refused(tmp_path):
     )
     with pytest.raises(FootprintError, match="antimeridian"):
         footprint(open_scene(path), Tile(0, 0, 100, 100))
+    # A geographic scene written with longitudes past 180 crosses it too.
+    past = Affine(0.001, 0, 179.95, 0, -0.001, 10.0)
+    path = write_geotiff(tmp_path / "p.tif", synthetic(20, 100), crs="EPSG:4326", transform=past)
+    with pytest.raises(FootprintError, match="antimeridian"):
+        footprint(open_scene(path), Tile(0, 0, 100, 20))
+    assert footprint(open_scene(path), Tile(0, 0, 40, 20))[:, 0].max() < 180
 
 
 def test_scene_without_crs_and_corrupt_scene_are_named(tmp_path):

@@ -163,9 +163,11 @@ def scale_to_uint8(
             )
     else:
         lo = ranges[:, 0].astype(np.float32)
-        span = (ranges[:, 1] - ranges[:, 0]).astype(np.float32)
-        unit = np.clip((values.astype(np.float32) - lo) / span, 0.0, 1.0)
-        out = np.rint(np.nan_to_num(unit, nan=0.0) * 255.0).astype(np.uint8)
+        scale = (255.0 / (ranges[:, 1] - ranges[:, 0])).astype(np.float32)
+        unit = np.clip((values.astype(np.float32) - lo) * scale, 0.0, 255.0)
+        if np.issubdtype(values.dtype, np.floating):
+            unit = np.nan_to_num(unit, nan=0.0)
+        out = np.rint(unit).astype(np.uint8)
     if valid is not None:
         out[~valid] = 0
     return out
@@ -312,6 +314,7 @@ class SceneReader:
         self.bands = resolve_bands(bands, scene.count, want=want, name=scene.path)
         self.scale = parse_band_scale(band_scale)
         self._src = _open(scene.path)
+        self._mask_mode = self._mask_kind()
         self.overview_side = overview_side
         self.ranges = self._ranges()
 
@@ -324,6 +327,28 @@ class SceneReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _mask_kind(self) -> str:
+        """``"none"`` (every pixel valid), ``"nodata"`` (a nodata value: a pixel is nodata when
+        every selected band holds it) or ``"gdal"`` (an internal mask or alpha band)."""
+        from rasterio.enums import MaskFlags
+
+        flags = [set(self._src.mask_flag_enums[b - 1]) for b in self.bands]
+        if all(f == {MaskFlags.all_valid} for f in flags):
+            return "none"
+        if all(f == {MaskFlags.nodata} for f in flags) and self._src.nodata is not None:
+            return "nodata"
+        return "gdal"
+
+    def _valid(self, data: np.ndarray | None, window: Any, shape: tuple[int, int]) -> np.ndarray:
+        if self._mask_mode == "none":
+            return np.ones(shape, bool)
+        if self._mask_mode == "nodata" and data is not None:
+            nodata = self._src.nodata
+            if np.isnan(nodata):
+                return ~np.all(np.isnan(data), axis=-1)
+            return np.any(data != np.asarray(nodata).astype(data.dtype), axis=-1)
+        return self._src.dataset_mask(window=window) > 0
 
     def _ranges(self) -> np.ndarray | None:
         if self.scale.kind == "dtype":
@@ -374,12 +399,18 @@ class SceneReader:
         """
         window = self._window(col, row, width, height)
         data = np.moveaxis(self._src.read(self.bands, window=window), 0, -1)
-        valid = self._src.dataset_mask(window=window) > 0
+        valid = self._valid(data, window, (height, width))
         return scale_to_uint8(data, self.ranges, valid=valid), valid
 
     def valid_window(self, col: int, row: int, width: int, height: int) -> np.ndarray:
-        """The validity mask of one window (reads the mask only)."""
-        return self._src.dataset_mask(window=self._window(col, row, width, height)) > 0
+        """The validity mask of one window (no read at all when every pixel is valid)."""
+        window = self._window(col, row, width, height)
+        if self._mask_mode == "none":
+            return np.ones((height, width), bool)
+        if self._mask_mode == "nodata":
+            data = np.moveaxis(self._src.read(self.bands, window=window), 0, -1)
+            return self._valid(data, window, (height, width))
+        return self._src.dataset_mask(window=window) > 0
 
     def overview(self) -> tuple[np.ndarray, float]:
         """A decimated uint8 quicklook ``[h, w, bands]`` and its decimation factor."""

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint docs format bench clean
+.PHONY: install demo demo-scenes test lint docs format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python cli.py demo --workdir runs/demo
+
+demo-scenes: $(STAMP)
+	test -d runs/demo/export || $(BIN)/python cli.py demo --workdir runs/demo
+	$(BIN)/python -m hpsh_tf2.index.scene_demo --workdir runs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

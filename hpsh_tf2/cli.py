@@ -253,7 +253,7 @@ def _query(args) -> int:
     for image, neighbours in zip(args.image, results):
         print(f"query: {image}")
         print(format_neighbours(neighbours))
-        note = tie_note([n.distance for n in neighbours])  # issue 23 item 13
+        note = tie_note([n.distance for n in neighbours])
         if note:
             print(note)
     if args.out:

@@ -154,6 +154,34 @@ def _collection_name(value: str) -> bool:
     return _COLLECTION_NAME.fullmatch(value) is not None
 
 
+# --- band selection and scaling of GeoTIFF scenes and training images.
+_BAND_RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*-\s*(-?\d+(?:\.\d+)?)\s*$")
+_BAND_PERCENTILE = re.compile(r"^\s*p(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)\s*$")
+BAND_SCALE_EXPECTED = (
+    "null (by data type), 'LO-HI' with LO < HI (e.g. '0-3000'), a list of such ranges (one "
+    "per band), 'percentile' (2-98 per scene) or 'pA-B' with 0 <= A < B <= 100"
+)
+
+
+def _valid_range(text: str) -> bool:
+    match = _BAND_RANGE.match(text)
+    return bool(match) and float(match.group(1)) < float(match.group(2))
+
+
+def _valid_band_scale(value: str | tuple[str, ...]) -> bool:
+    if isinstance(value, tuple):
+        return bool(value) and all(_valid_range(v) for v in value)
+    text = value.strip().lower()
+    match = _BAND_PERCENTILE.match(text)
+    if match:
+        return 0 <= float(match.group(1)) < float(match.group(2)) <= 100
+    return text == "percentile" or _valid_range(text)
+
+
+def _valid_bands(value: tuple[int, ...]) -> bool:
+    return bool(value) and all(v >= 1 for v in value)
+
+
 SEED_EXPECTED = f"an integer in [0, {SEED_LIMIT}) (2**31)"
 _SEED_CHECK = _check(_valid_seed, SEED_EXPECTED)
 
@@ -202,6 +230,14 @@ class DataConfig:
             ),
         ),
     )
+    # GeoTIFF images and scenes: which bands, and how their values map to 0-255
+    bands: tuple[int, ...] | None = field(
+        default=None,
+        metadata=_check(_valid_bands, "null or a list of 1-based band indices, e.g. [4, 3, 2]"),
+    )
+    band_scale: str | tuple[str, ...] | None = field(
+        default=None, metadata=_check(_valid_band_scale, BAND_SCALE_EXPECTED)
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +256,9 @@ class ModelConfig:
         default=0.0, metadata=_check(lambda v: 0.0 <= v < 1.0, "a fraction in [0, 1)")
     )
     input_norm: Literal["none", "l2", "standardize"] = "none"
+    input_bands: int = field(
+        default=3, metadata=_check(_positive, "a positive integer (bands the backbone takes)")
+    )
 
 
 @dataclass(frozen=True)
@@ -344,9 +383,18 @@ class IndexConfig:
     nlist: int = field(default=1024, metadata=_check(_positive, "a positive integer"))
     nprobe: int = field(default=16, metadata=_check(_positive, "a positive integer"))
     runner: Literal["local", "beam"] = "local"
-    # issue 23 item 4: a build may remove at most this fraction of the rows without --prune
+    # a build may remove at most this fraction of the rows without --prune
     max_remove_fraction: float = field(
         default=0.5, metadata=_check(_fraction, "a fraction in [0, 1]")
+    )
+    # `index build --scenes`: how scenes are cut into tiles
+    tile_size: int = field(default=256, metadata=_check(_positive, "a positive integer (px)"))
+    tile_stride: int = field(default=256, metadata=_check(_positive, "a positive integer (px)"))
+    max_nodata_fraction: float = field(
+        default=0.5, metadata=_check(_fraction, "a fraction in [0, 1]")
+    )
+    stac_asset: str = field(
+        default="visual", metadata=_check(lambda v: bool(v.strip()), "a non-empty asset name")
     )
 
 

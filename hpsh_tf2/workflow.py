@@ -475,7 +475,7 @@ def evaluate(
 
 
 def _echo_code_health(report: dict, echo: Echo, *, warn: bool, indent: str = "") -> None:
-    """The code-health line of a report (issue 23 item 13) and, with ``warn``, the one
+    """The code-health line of a report and, with ``warn``, the one
     warning line when the codes are degenerate. Reports written before it have none."""
     health = report.get("code_health")
     if not health:

@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hpsh_tf2.console",
     ),
     ("hpsh_tf2.ops", "hpsh_tf2.evaluation.relevance"),
-    ("hpsh_tf2.data", "hpsh_tf2.models"),
+    ("hpsh_tf2.data", "hpsh_tf2.models", "hpsh_tf2.geo"),
     ("hpsh_tf2.losses", "hpsh_tf2.samplers", "hpsh_tf2.features"),
     ("hpsh_tf2.dataset", "hpsh_tf2.encode"),
     ("hpsh_tf2.evaluation",),
@@ -43,7 +43,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hpsh_tf2.cli", "hpsh_tf2.__main__"),
 )
 # CLI front modules import lazily so that `--help` needs no TensorFlow.
-LAZY_IMPORTS_ALLOWED = {"hpsh_tf2.cli", "hpsh_tf2.index.commands"}
+LAZY_IMPORTS_ALLOWED = {"hpsh_tf2.cli", "hpsh_tf2.index.commands", "hpsh_tf2.index.scene_commands"}
 # Optional extras: the module only exists to wrap a dependency a user may not have installed.
 LAZY_EDGES_ALLOWED = {("hpsh_tf2.index.build", "hpsh_tf2.index.beam")}  # apache-beam ([beam])
 RUN_FOLDER_NAMES = (

@@ -1,4 +1,4 @@
-"""Code health: whether a model's binary codes still tell images apart (issue 23 item 13).
+"""Code health: whether a model's binary codes still tell images apart.
 
 A model that collapses (a random-weight backbone, a dead hash layer) gives many or all images the
 same code; retrieval then returns ties in arbitrary order and the metrics alone may not make it

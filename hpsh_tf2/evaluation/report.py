@@ -271,7 +271,7 @@ def compute_report(
         exclude_self=bool(exclude_self),
         ranking=ranking,
     )
-    report["code_health"] = code_health(database)  # issue 23 item 13
+    report["code_health"] = code_health(database)
     return report, result
 
 

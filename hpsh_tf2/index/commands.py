@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsh_tf2.config import add_config_arguments
+from hpsh_tf2.index import scene_commands
 
 __all__ = [
     "add_parser",
@@ -57,7 +58,8 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     actions = index.add_subparsers(dest="index_action", required=True, metavar="ACTION")
 
     build = actions.add_parser("build", help="encode new/changed images, drop deleted ones")
-    build.add_argument("--images", required=True, metavar="DIR", help="archive folder")
+    build.add_argument("--images", metavar="DIR", help="archive folder")
+    scene_commands.add_build_options(build)
     build.add_argument(
         "--model",
         metavar="EXPORT_DIR",
@@ -87,7 +89,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     add_config_arguments(build, example="index.uri=http://host:19530")
 
     search = actions.add_parser("search", help="nearest indexed images of a query image")
-    search.add_argument("--image", required=True, action="append", help="query (repeatable)")
+    search.add_argument("--image", action="append", help="query (repeatable)")
     search.add_argument("--top", type=int, default=10, help="neighbours (default 10)")
     search.add_argument(
         "--filter", default="", help="Milvus only: a filter expression, e.g. 'class == \"Airport\"'"
@@ -100,6 +102,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     search.add_argument(
         "--image-root", help="archive folder, to draw the grid (default: the last build's)"
     )
+    scene_commands.add_search_options(search)
     _index_options(search)
     add_config_arguments(search, example="index.uri=http://host:19530")
 
@@ -214,7 +217,7 @@ def run_query(args: argparse.Namespace) -> int:
     for image, neighbours in zip(args.image, results):
         print(f"query: {image} (index {uri})")
         print(format_neighbours(neighbours))
-        note = tie_note([n.distance for n in neighbours])  # issue 23 item 13
+        note = tie_note([n.distance for n in neighbours])
         if note:
             print(note)
     if args.out:
@@ -228,6 +231,13 @@ def _build(args: argparse.Namespace) -> int:
     from hpsh_tf2.index.build import build_index
 
     config, uri, collection = resolve(args)
+    if bool(args.images) == bool(args.scenes):
+        from hpsh_tf2.errors import UsageError
+
+        raise UsageError("Received: index build; expected exactly one of --images, --scenes PATH")
+    if args.scenes:
+        model = args.model or _default_model(config)
+        return scene_commands.run_build(args, config, uri, collection, model)
     if not getattr(args, "verbose", False):
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
     report = build_index(
@@ -253,6 +263,13 @@ def _build(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     if args.top <= 0:
         raise ValueError(f"Received: --top={args.top}; expected a positive integer")
+    if scene_commands.is_scene_search(args):
+        config, uri, collection = resolve(args)
+        return scene_commands.run_search(args, config, uri, collection)
+    if not args.image:
+        from hpsh_tf2.errors import UsageError
+
+        raise UsageError("Received: index search without --image; expected --image FILE")
     return run_query(args)
 
 

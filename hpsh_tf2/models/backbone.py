@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from hpsh_tf2.config import ModelConfig
@@ -33,6 +34,7 @@ __all__ = [
     "WeightsError",
     "backbone_from_config",
     "build_backbone",
+    "extend_band_kernel",
     "get_backbone_spec",
     "preprocess_images",
     "preprocessor",
@@ -119,13 +121,25 @@ def preprocess_images(images: tf.Tensor, backbone: str) -> tf.Tensor:
     """
     mode = get_backbone_spec(backbone).preprocessing
     images = tf.cast(images, tf.float32)
+    channels = images.shape[-1]
     if mode == "tf":
         return images / 127.5 - 1.0
     if mode == "torch":
-        return (images / 255.0 - tf.constant(_IMAGENET_MEAN)) / tf.constant(_IMAGENET_STD)
+        mean, std = _per_band(_IMAGENET_MEAN, channels), _per_band(_IMAGENET_STD, channels)
+        return (images / 255.0 - tf.constant(mean)) / tf.constant(std)
     if mode == "caffe":
+        if channels not in (None, 3):  # N bands: no BGR swap; extra bands get the mean
+            return images - tf.constant(_per_band(_CAFFE_MEAN_BGR[::-1], channels))
         return images[..., ::-1] - tf.constant(_CAFFE_MEAN_BGR)
     return images
+
+
+def _per_band(values: tuple[float, ...], channels: int | None) -> tuple[float, ...]:
+    """RGB statistics for ``channels`` bands: R, G, B, then their mean for extra bands (geo)."""
+    if channels in (None, 3):
+        return values
+    mean = sum(values) / len(values)
+    return tuple(values[i] if i < 3 else mean for i in range(channels))
 
 
 def preprocessor(backbone: str) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -189,7 +203,9 @@ def _check_local_weights(path: Path, name: str, spec: BackboneSpec) -> None:
         )
 
 
-def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123) -> keras.Model:
+def build_backbone(
+    name: str, *, weights: str, image_size: int, seed: int = 123, input_bands: int = 3
+) -> keras.Model:
     """Builds a pooled feature extractor ``images [b, S, S, 3] -> features [b, D]``.
 
     Args:
@@ -198,6 +214,10 @@ def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123)
         image_size: Input side S.
         seed: With ``weights="none"``, the seed of the random initialisation, so that every
             build (extraction, export) gives the same network. Resets Keras' global seed.
+        input_bands: Bands of the input (``model.input_bands``). Other than 3, the RGB network
+            is built with ``weights`` and copied into an N-band one: the first convolution
+            keeps its R, G, B filters and each extra band's filter is their mean (over the
+            input-channel axis); with fewer than 3 bands the first ones are kept.
 
     Returns:
         A Keras model with global average pooling (``include_top=False, pooling="avg"``).
@@ -206,6 +226,9 @@ def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123)
         ValueError: Unknown backbone or an image size below the backbone's minimum.
         WeightsError: Weights cannot be downloaded, found, or loaded.
     """
+    if input_bands != 3:
+        rgb = build_backbone(name, weights=weights, image_size=image_size, seed=seed)
+        return _with_bands(rgb, name, image_size, input_bands)
     spec = get_backbone_spec(name)
     if image_size < spec.min_size:
         raise ConfigError(
@@ -236,8 +259,37 @@ def build_backbone(name: str, *, weights: str, image_size: int, seed: int = 123)
         ) from err
 
 
+def extend_band_kernel(kernel: np.ndarray, bands: int) -> np.ndarray:
+    """First-convolution kernel ``[kh, kw, 3, out]`` -> ``[kh, kw, bands, out]``: R, G, B
+    filters kept, each extra band's filter the mean of the three."""
+    mean = kernel.mean(axis=2, keepdims=True)
+    parts = [kernel[:, :, : min(bands, 3)]] + [mean] * max(0, bands - 3)
+    return np.concatenate(parts, axis=2)
+
+
+def _with_bands(rgb: keras.Model, name: str, image_size: int, bands: int) -> keras.Model:
+    constructor = getattr(keras.applications, get_backbone_spec(name).constructor)
+    model = constructor(
+        weights=None, include_top=False, pooling="avg", input_shape=(image_size, image_size, bands)
+    )
+    for source, target in zip(rgb.layers, model.layers):
+        values = source.get_weights()
+        shapes = [w.shape for w in target.get_weights()]
+        target.set_weights(
+            [
+                extend_band_kernel(v, bands) if v.shape != shape else v
+                for v, shape in zip(values, shapes)
+            ]
+        )
+    return model
+
+
 def backbone_from_config(model: ModelConfig) -> keras.Model:
     """:func:`build_backbone` with the ``model`` section of a config (name, weights, size, seed)."""
     return build_backbone(
-        model.backbone, weights=model.weights, image_size=model.image_size, seed=model.init_seed
+        model.backbone,
+        weights=model.weights,
+        image_size=model.image_size,
+        seed=model.init_seed,
+        input_bands=model.input_bands,
     )

@@ -1,0 +1,146 @@
+"""CLI options of scene archives: ``index build --scenes`` and the scene options of
+``index search`` (wired into :mod:`hpsh_tf2.index.commands`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+__all__ = ["add_build_options", "add_search_options", "is_scene_search", "run_build", "run_search"]
+
+_SCENE_SEARCH_FLAGS = ("scene", "lonlat", "bbox", "after", "before", "geojson", "scenes_index")
+
+
+def add_build_options(build: argparse.ArgumentParser) -> None:
+    """Adds ``--scenes`` to ``index build``."""
+    build.add_argument(
+        "--scenes",
+        metavar="PATH",
+        help="index georeferenced scenes instead of --images: a folder of GeoTIFFs, one "
+        "GeoTIFF, or a STAC catalog / ItemCollection JSON (tiles of index.tile_size px)",
+    )
+
+
+def add_search_options(search: argparse.ArgumentParser) -> None:
+    """Adds the scene search options to ``index search``."""
+    group = search.add_argument_group("scenes (an index built with --scenes)")
+    group.add_argument(
+        "--scenes-index", action="store_true", help="search the scene tiles (implied by the rest)"
+    )
+    group.add_argument("--scene", help="with --lonlat: the query's scene; else keep this scene")
+    group.add_argument("--lonlat", metavar="LON,LAT", help="the indexed tile here is the query")
+    group.add_argument(
+        "--bbox", metavar="MINLON,MINLAT,MAXLON,MAXLAT", help="keep footprints meeting this box"
+    )
+    group.add_argument("--after", help="keep scenes acquired at or after (ISO 8601)")
+    group.add_argument("--before", help="keep scenes acquired at or before (ISO 8601)")
+    group.add_argument(
+        "--nms",
+        type=float,
+        default=0.3,
+        metavar="IOU",
+        help="drop results overlapping a better one by more than IOU (default 0.3; 1 = off)",
+    )
+    group.add_argument(
+        "--geojson", metavar="FILE", help="write the results as GeoJSON (+ overview PNGs beside)"
+    )
+
+
+def is_scene_search(args: argparse.Namespace) -> bool:
+    """Whether ``index search`` arguments ask for a scene search."""
+    return any(getattr(args, flag, None) for flag in _SCENE_SEARCH_FLAGS)
+
+
+def _floats(text: str, count: int, flag: str) -> list[float]:
+    from hpsh_tf2.index.store import ArchiveIndexError
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise ArchiveIndexError(
+            f"Received: {flag} {text!r}; expected {count} comma-separated numbers"
+        )
+    return values
+
+
+def run_build(args: argparse.Namespace, config: Any, uri: str, collection: str, model: str) -> int:
+    """``index build --scenes``."""
+    from hpsh_tf2.index.scenes import TilingOptions, build_scene_index
+
+    options = TilingOptions(
+        tile_size=config.index.tile_size,
+        tile_stride=config.index.tile_stride,
+        max_nodata_fraction=config.index.max_nodata_fraction,
+        bands=config.data.bands,
+        band_scale=config.data.band_scale,
+    )
+    report = build_scene_index(
+        model,
+        args.scenes,
+        uri=uri,
+        collection=collection,
+        options=options,
+        stac_asset=config.index.stac_asset,
+        batch_size=config.index.batch_size,
+        index_type=config.index.index_type,
+        nlist=config.index.nlist,
+        workdir=config.workdir,
+    )
+    print(report.summary())
+    return 0
+
+
+def run_search(args: argparse.Namespace, config: Any, uri: str, collection: str) -> int:
+    """``index search`` over scene tiles: prints the places, writes GeoJSON and overviews."""
+    from hpsh_tf2.index.scenes import parse_time, scene_paths, search_scenes, write_outputs
+    from hpsh_tf2.index.store import ArchiveIndexError
+
+    at = None
+    if args.lonlat:
+        if not args.scene:
+            raise ArchiveIndexError("Received: --lonlat without --scene; expected both")
+        lon, lat = _floats(args.lonlat, 2, "--lonlat")
+        at = (args.scene, lon, lat)
+    images = list(args.image or [])
+    if at is not None and images:
+        raise ArchiveIndexError("expected one query: --image FILE or --scene S --lonlat LON,LAT")
+    results = search_scenes(
+        uri=uri,
+        collection=collection,
+        images=images,
+        at=at,
+        model_dir=args.model,
+        top=args.top,
+        bbox=_floats(args.bbox, 4, "--bbox") if args.bbox else None,
+        scene=args.scene if at is None else None,
+        after=parse_time(args.after, flag="--after") if args.after else None,
+        before=parse_time(args.before, flag="--before") if args.before else None,
+        nms_iou=None if args.nms >= 1 else args.nms,
+        nprobe=config.index.nprobe,
+    )
+    query = images[0] if images else f"{args.scene} at {args.lonlat}"
+    print(f"query: {query} (index {uri})")
+    for r in results:
+        col, row, width, height = r.window
+        print(f"  {r.rank:3d}  d={r.distance:3d}  {r.scene}  window {col},{row},{width},{height}")
+    paths = scene_paths(uri, collection, [r.scene for r in results])
+    scale = {"bands": config.data.bands, "band_scale": config.data.band_scale}
+    if args.out:
+        from hpsh_tf2.data.images import load_image_rgb
+        from hpsh_tf2.index.scenes import read_tile, tile_at, write_tile_grid
+
+        if at is not None:
+            file, window = tile_at(uri, collection, *at)
+            pixels = read_tile(file, window, **scale)
+        else:
+            pixels = load_image_rgb(images[0])
+        grid = write_tile_grid(
+            args.out, pixels, results, paths, query_scene=args.scene or "?", **scale
+        )
+        print(f"wrote {grid}")
+    if args.geojson:
+        for path in write_outputs(args.geojson, results, paths, **scale):
+            print(f"wrote {path}")
+    return 0

@@ -621,8 +621,12 @@ def search_scenes(
             TF Serving returned for the query tile (no model is loaded here).
         model_dir: Export for ``images`` (default: the index's; another model is refused).
         top: Results kept.
-        bbox, scene, after, before: Filters (see :func:`scene_filter`); with ``at``, ``scene``
-            names the query's scene and does not filter.
+        bbox: ``(minlon, minlat, maxlon, maxlat)``: keep tiles whose footprint meets it (see
+            :func:`scene_filter`).
+        scene: Keep this scene's tiles; with ``at``, it names the query's scene instead and
+            does not filter.
+        after: Keep scenes dated at or after this time (epoch seconds).
+        before: Keep scenes dated at or before this time (epoch seconds).
         nms_iou: Drop a result whose footprint overlaps a better one by more than this IoU
             (None: keep all).
         nprobe: ``BIN_IVF_FLAT`` clusters searched.

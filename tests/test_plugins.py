@@ -58,6 +58,22 @@ def test_plugin_components_run_through_train_and_evaluate(
     capsys.readouterr()
 
 
+def test_a_plugin_loss_trains_through_the_trainer(
+    synthetic_features_path, tmp_path, capsys, toy_plugin_unloaded
+):
+    """A loss registered from outside the package is a valid ``loss.name``, and the trainer
+    logs its own term names (nothing about a loss is written twice in the package)."""
+    args = _args("train", synthetic_features_path, tmp_path)
+    args += ["--set", "loss.name=toy_pairs", "--set", "sampler.mode=hpsh"]
+    assert cli.main(args) == 2  # not registered yet: a config error
+    capsys.readouterr()
+    assert cli.main(["--plugin", "tests.plugins.toy", *args]) == 0
+    history = (tmp_path / "model" / "history.csv").read_text().splitlines()
+    assert "pairs" in history[0].split(",") and "triplet" not in history[0]
+    assert "name: toy_pairs" in (tmp_path / "config.yaml").read_text()
+    capsys.readouterr()
+
+
 def test_the_toy_sampler_is_what_training_draws(toy_plugin_unloaded):
     """The registered rule, not a built-in, picks the negatives of a configured sampler."""
     import numpy as np

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.losses.common import HashLoss, total, unit_range
 from hpsh_tf2.ops.sampling import NegativeRule, TripletBatch
-from hpsh_tf2.registry import SAMPLERS, SEARCH_BACKENDS
+from hpsh_tf2.registry import LOSSES, SAMPLERS, SEARCH_BACKENDS
 
 
 def first_other_class(batch: TripletBatch) -> tf.Tensor:
@@ -34,8 +35,26 @@ def brute_force(query, db, k, exclude_self, chunk_size):
     return order, np.take_along_axis(dist, order, axis=1)
 
 
+class ToyPairLoss(HashLoss):
+    """``mean_{i != j} (S_ij - u_i . u_j / K)^2`` with ``u = 2 s - 1``: codes of similar items
+    agree, codes of dissimilar items are orthogonal (a KSH-like inner-product fit)."""
+
+    uses_similarity = True
+    term_names = ("pairs",)
+
+    def terms(self, scores, *, labels, similarity=None, triplets=None, step=None, logits=None):
+        u = unit_range(scores)
+        inner = tf.matmul(u, u, transpose_b=True) / tf.cast(tf.shape(u)[1], u.dtype)
+        n = tf.shape(u)[0]
+        off = 1.0 - tf.eye(n, dtype=u.dtype)
+        squared = off * tf.square(tf.cast(similarity, u.dtype) - inner)
+        pairs = tf.reduce_sum(squared) / tf.reduce_sum(off)
+        return total({"pairs": pairs})
+
+
 SAMPLERS.register("toy_first", NegativeRule(first_other_class))
 SEARCH_BACKENDS.register("toy_brute", brute_force)
+LOSSES.register("toy_pairs", ToyPairLoss)
 
-NAMES = {SAMPLERS: ("toy_first",), SEARCH_BACKENDS: ("toy_brute",)}
+NAMES = {SAMPLERS: ("toy_first",), SEARCH_BACKENDS: ("toy_brute",), LOSSES: ("toy_pairs",)}
 """What this module registers (tests unregister it afterwards)."""

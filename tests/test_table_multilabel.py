@@ -64,10 +64,10 @@ def test_summary_has_the_multi_label_columns():
     }
     text = summary_markdown([row, {**row, "seed": 43, "ndcg@20": 0.7}], 20)
     assert text.splitlines()[0] == (
-        "| bits | method | seeds | map@20 | ndcg@20 | acg@20 | wap@20 |"
+        "| bits | rank | method | seeds | map@20 | ndcg@20 | acg@20 | wap@20 | Δ map@20 vs best |"
     )
-    assert "| 32 | hpsh | 2 | 0.5000 ± 0.0000 | 0.6000 ± 0.1414 |" in text
-    assert "| float | cosine kNN (reference) | 2 | 0.2500 ± 0.0000 |" in text
+    assert "| 32 | 1 | hpsh | 2 | 0.5000 ± 0.0000 | 0.6000 ± 0.1414 |" in text
+    assert "| float | | cosine kNN (reference) | 2 | 0.2500 ± 0.0000 |" in text
 
 
 def test_report_columns_of_a_multi_label_report_feed_the_summary():

@@ -82,8 +82,8 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     build.add_argument(
         "--prune",
         action="store_true",
-        help="remove the rows of vanished files even when the folder is empty or more than "
-        "index.max_remove_fraction of the rows would go",
+        help="remove the rows of vanished files or scenes even when --images / --scenes holds "
+        "none or more than index.max_remove_fraction of the rows would go",
     )
     _index_options(build)
     add_config_arguments(build, example="index.uri=http://host:19530")

@@ -66,7 +66,7 @@ def _floats(text: str, count: int, flag: str) -> list[float]:
 
 
 def run_build(args: argparse.Namespace, config: Any, uri: str, collection: str, model: str) -> int:
-    """``index build --scenes``."""
+    """``index build --scenes`` (``--prune`` and ``index.max_remove_fraction`` as for files)."""
     from hpsh_tf2.index.scenes import TilingOptions, build_scene_index
 
     options = TilingOptions(
@@ -87,6 +87,8 @@ def run_build(args: argparse.Namespace, config: Any, uri: str, collection: str, 
         index_type=config.index.index_type,
         nlist=config.index.nlist,
         workdir=config.workdir,
+        max_remove_fraction=config.index.max_remove_fraction,
+        prune=args.prune,
     )
     print(report.summary())
     return 0

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_build_options", "add_search_options", "is_scene_search", "run_build", "run_search"]
+__all__ = [
+    "add_build_options",
+    "add_info_options",
+    "add_search_options",
+    "is_scene_search",
+    "run_build",
+    "run_info",
+    "run_search",
+]
 
 _SCENE_SEARCH_FLAGS = ("scene", "lonlat", "bbox", "after", "before", "geojson", "scenes_index")
 
@@ -43,6 +51,15 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--geojson", metavar="FILE", help="write the results as GeoJSON (+ overview PNGs beside)"
+    )
+
+
+def add_info_options(info: argparse.ArgumentParser) -> None:
+    """Adds ``--scenes-index`` to ``index info``."""
+    info.add_argument(
+        "--scenes-index",
+        action="store_true",
+        help="describe the scene tiles (an index built with --scenes) instead of the images",
     )
 
 
@@ -91,6 +108,35 @@ def run_build(args: argparse.Namespace, config: Any, uri: str, collection: str, 
         prune=args.prune,
     )
     print(report.summary())
+    return 0
+
+
+def run_info(args: argparse.Namespace, config: Any, uri: str, collection: str) -> int:
+    """``index info --scenes-index``: rows, scenes, model and last build of the scene tiles."""
+    import json
+
+    from hpsh_tf2.index.scenes import scene_info
+
+    info = scene_info(uri, collection, workdir=config.workdir)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    model = info["model"]
+    print(f"index {uri} (collection {info['collection']!r}): {info['rows']} tiles of "
+          f"{info['scenes']} scenes")  # fmt: skip
+    print(
+        f"  model: {model['model_name']} v{model['version']}, {model['bits']} bits, "
+        f"{model['backbone']} at {model['image_size']} px, id {model['model_id']}, "
+        f"from {model['export_path']}"
+    )
+    last = info.get("last_build")
+    if last:
+        print(
+            f"  last build: {last['scenes']} scenes in {last['source']}, {last['added']} "
+            f"added, {last['updated']} updated, {last['removed']} removed, "
+            f"{last['skipped']} unreadable, {last['tiles']} tiles encoded "
+            f"({last['seconds']:.1f} s)"
+        )
     return 0
 
 

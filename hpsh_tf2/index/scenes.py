@@ -68,6 +68,7 @@ __all__ = [
     "parse_time",
     "scene_collection",
     "scene_filter",
+    "scene_info",
     "scene_key",
     "search_scenes",
 ]
@@ -589,6 +590,48 @@ def build_scene_index(
         payload["model"] = asdict(record)
         write_json_atomic(_status_path(uri, Path(workdir)), payload)
     return report
+
+
+def scene_info(
+    uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike[str] = "."
+) -> dict[str, Any]:
+    """What the scene collection holds: rows (tiles), scenes, the model, the last build.
+
+    Opens the collection read-only (a snapshot while a build writes, or in a read-only folder).
+
+    Args:
+        uri: Index URI.
+        collection: ``index.collection``.
+        workdir: Where a server index's status file is.
+
+    Returns:
+        ``uri``, ``collection``, ``rows``, ``scenes``, ``model`` and, when a build left its
+        status, ``last_build``.
+
+    Raises:
+        ArchiveIndexError: No index or no scene collection there.
+    """
+    import json
+
+    name = scene_collection(collection)
+    with SceneStore(uri, name, read_only=True) as store:
+        record = store.record()
+        scenes = {row["scene"] for row in store.rows(("scene",))}
+        info: dict[str, Any] = {
+            "uri": uri,
+            "collection": name,
+            "rows": store.count(),
+            "scenes": len(scenes),
+            "model": asdict(record),
+        }
+    status = _status_path(uri, Path(workdir))
+    if status.is_file():
+        last = json.loads(status.read_text(encoding="utf-8"))
+        keys = ("source", "scenes", "added", "updated", "removed", "unchanged", "tiles",
+                "skipped_nodata", "seconds")  # fmt: skip
+        info["last_build"] = {k: last[k] for k in keys if k in last}
+        info["last_build"]["skipped"] = len(last.get("skipped", []))
+    return info
 
 
 def _code_value(value: Any) -> bytes:

@@ -24,7 +24,9 @@ grid deleted; a removed scene's rows are deleted. The guards of file archives ap
 per index at a time (:func:`hpsh_tf2.index.lock.index_writer_lock`), and the prune guard
 (:func:`hpsh_tf2.index.prune.check_removal`, counting rows, i.e. tiles): removing the rows of
 vanished scenes is refused when the scenes path holds no scene or when more than
-``index.max_remove_fraction`` of the rows would go, unless ``prune``.
+``index.max_remove_fraction`` of the rows would go, unless ``prune``. Readers (search,
+:func:`scene_info`) open the collection read-only: a snapshot while a build writes, or when the
+index lies in a read-only folder.
 
 Filters (``--bbox``, ``--scene``, ``--after``, ``--before``) are built by
 :func:`scene_filter` from integers only (micro-degrees, epoch seconds, the scene's hash):
@@ -172,6 +174,8 @@ def scene_filter(
 
 class SceneStore(IndexStore):
     """The scene-tile collection (schema in the module docstring) on an index URI."""
+
+    build_source = "--scenes PATH"
 
     def create(
         self, record: Any, *, index_type: str = "BIN_FLAT", nlist: int = 1024
@@ -712,7 +716,7 @@ def search_scenes(
     expression = scene_filter(
         bbox=bbox, scene=None if at is not None else scene, after=after, before=before
     )
-    with SceneStore(uri, name) as store:
+    with SceneStore(uri, name, read_only=True) as store:
         stored = store.record()
         if at is not None:
             packed, _ = _code_at(store, *at)
@@ -736,7 +740,7 @@ def search_scenes(
             )
         packed = encoded.packed
     limit = min(16384, top * (_CANDIDATES if nms_iou is not None else 1))
-    with SceneStore(uri, name) as store:
+    with SceneStore(uri, name, read_only=True) as store:
         hits = store.search_tiles(packed, limit=limit, filter=expression, nprobe=nprobe)[0]
     hits = sorted(hits, key=lambda h: (round(float(h["distance"])), int(h["id"])))
     entities = [h["entity"] for h in hits]
@@ -767,7 +771,7 @@ def scene_paths(uri: str, collection: str, scene_ids: Sequence[str]) -> dict[str
     """The raster file of each scene id (as indexed)."""
     wanted = set(scene_ids)
     found: dict[str, str] = {}
-    with SceneStore(uri, scene_collection(collection)) as store:
+    with SceneStore(uri, scene_collection(collection), read_only=True) as store:
         for scene in wanted:
             for row in store.rows(("scene", "path"), filter=scene_filter(scene=scene)):
                 if row["scene"] == scene:
@@ -801,7 +805,7 @@ def tile_at(
     uri: str, collection: str, scene: str, lon: float, lat: float
 ) -> tuple[str, tuple[int, int, int, int]]:
     """The raster file and pixel window of the indexed tile of ``scene`` at (lon, lat)."""
-    with SceneStore(uri, scene_collection(collection)) as store:
+    with SceneStore(uri, scene_collection(collection), read_only=True) as store:
         _, row = _code_at(store, scene, lon, lat)
     return row["path"], tuple(int(row[k]) for k in ("col", "row", "width", "height"))
 

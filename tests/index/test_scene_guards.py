@@ -229,4 +229,14 @@ def test_scene_readers_read_while_a_scene_build_writes_and_read_only(
         assert status == 0, err
         info = json.loads(out)
         assert (info["rows"], info["scenes"], info["last_build"]["added"]) == (12, 4, 4)
+        status, out, err = _cli("index", "info", "--scenes-index", "--uri", ro)
+        assert status == 0, err
+        assert "12 tiles of 4 scenes" in out and "last build: 4 scenes" in out
         assert sorted(os.listdir(view)) == ["index.db", "index.db.scenes.json"]
+
+
+def test_scene_info_without_an_index_says_how_to_build_one(tmp_path):
+    status, out, err = _cli("index", "info", "--scenes-index", "--uri", str(tmp_path / "no.db"))
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "index build --config FILE --scenes PATH" in err
+    assert not (tmp_path / "no.db").exists()

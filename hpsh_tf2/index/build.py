@@ -45,6 +45,7 @@ from hpsh_tf2.index.backend import (
 )
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
 from hpsh_tf2.index.lock import index_writer_lock
+from hpsh_tf2.index.prune import PruneRefusedError, check_removal
 from hpsh_tf2.index.store import disk_full, disk_full_error, row_id
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
@@ -63,10 +64,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUNNERS = ("local", "beam")
-
-
-class PruneRefusedError(ArchiveIndexError):
-    """A build would remove more rows than allowed without ``--prune``."""
 
 
 @dataclass(frozen=True)
@@ -177,26 +174,22 @@ def check_prune(
 
     An empty or mistyped ``--images`` folder (an unmounted share) looks like an archive whose
     every file was deleted; removing rows is refused when the folder holds no image at all, or
-    when more than ``max_fraction`` of the ``indexed`` rows would go.
+    when more than ``max_fraction`` of the ``indexed`` rows would go (the rule of
+    :func:`hpsh_tf2.index.prune.check_removal`, shared with scene archives).
 
     Raises:
-        PruneRefusedError: One line: how many rows would be removed and how to force it.
+        PruneRefusedError: One line: how many rows would be removed, the first paths, and how
+            to force it.
     """
-    removing = len(plan.delete)
-    if prune or removing == 0:
-        return
-    if not walk.files:
-        why = f"{walk.root} holds no image files"
-    elif removing > max_fraction * indexed:
-        why = (
-            f"that is {removing / indexed:.0%} of the rows, more than "
-            f"index.max_remove_fraction={max_fraction:g}"
-        )
-    else:
-        return
-    raise PruneRefusedError(
-        f"index build would remove {removing} of {indexed} rows ({why}); check --images, or "
-        "pass --prune to remove them"
+    check_removal(
+        len(plan.delete),
+        indexed,
+        names=plan.delete,
+        kind="files",
+        source="--images",
+        empty=None if walk.files else f"{walk.root} holds no image files",
+        max_fraction=max_fraction,
+        prune=prune,
     )
 
 

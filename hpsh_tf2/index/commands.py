@@ -82,8 +82,8 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
     build.add_argument(
         "--prune",
         action="store_true",
-        help="remove the rows of vanished files even when the folder is empty or more than "
-        "index.max_remove_fraction of the rows would go",
+        help="remove the rows of vanished files or scenes even when --images / --scenes holds "
+        "none or more than index.max_remove_fraction of the rows would go",
     )
     _index_options(build)
     add_config_arguments(build, example="index.uri=http://host:19530")
@@ -108,6 +108,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
     info = actions.add_parser("info", help="rows, classes and model of the index")
     info.add_argument("--json", action="store_true", help="print JSON")
+    scene_commands.add_info_options(info)
     _index_options(info)
     add_config_arguments(info, example="index.uri=http://host:19530")
     return index
@@ -277,6 +278,8 @@ def _info(args: argparse.Namespace) -> int:
     from hpsh_tf2.index.build import index_info
 
     config, uri, collection = resolve(args)
+    if args.scenes_index:
+        return scene_commands.run_info(args, config, uri, collection)
     info = index_info(uri, collection, backend=config.index.backend, workdir=config.workdir)
     if args.json:
         print(json.dumps(info, indent=1))

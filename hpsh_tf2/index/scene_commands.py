@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_build_options", "add_search_options", "is_scene_search", "run_build", "run_search"]
+__all__ = [
+    "add_build_options",
+    "add_info_options",
+    "add_search_options",
+    "is_scene_search",
+    "run_build",
+    "run_info",
+    "run_search",
+]
 
 _SCENE_SEARCH_FLAGS = ("scene", "lonlat", "bbox", "after", "before", "geojson", "scenes_index")
 
@@ -46,6 +54,15 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
     )
 
 
+def add_info_options(info: argparse.ArgumentParser) -> None:
+    """Adds ``--scenes-index`` to ``index info``."""
+    info.add_argument(
+        "--scenes-index",
+        action="store_true",
+        help="describe the scene tiles (an index built with --scenes) instead of the images",
+    )
+
+
 def is_scene_search(args: argparse.Namespace) -> bool:
     """Whether ``index search`` arguments ask for a scene search."""
     return any(getattr(args, flag, None) for flag in _SCENE_SEARCH_FLAGS)
@@ -66,7 +83,7 @@ def _floats(text: str, count: int, flag: str) -> list[float]:
 
 
 def run_build(args: argparse.Namespace, config: Any, uri: str, collection: str, model: str) -> int:
-    """``index build --scenes``."""
+    """``index build --scenes`` (``--prune`` and ``index.max_remove_fraction`` as for files)."""
     from hpsh_tf2.index.scenes import TilingOptions, build_scene_index
 
     options = TilingOptions(
@@ -87,8 +104,39 @@ def run_build(args: argparse.Namespace, config: Any, uri: str, collection: str, 
         index_type=config.index.index_type,
         nlist=config.index.nlist,
         workdir=config.workdir,
+        max_remove_fraction=config.index.max_remove_fraction,
+        prune=args.prune,
     )
     print(report.summary())
+    return 0
+
+
+def run_info(args: argparse.Namespace, config: Any, uri: str, collection: str) -> int:
+    """``index info --scenes-index``: rows, scenes, model and last build of the scene tiles."""
+    import json
+
+    from hpsh_tf2.index.scenes import scene_info
+
+    info = scene_info(uri, collection, workdir=config.workdir)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    model = info["model"]
+    print(f"index {uri} (collection {info['collection']!r}): {info['rows']} tiles of "
+          f"{info['scenes']} scenes")  # fmt: skip
+    print(
+        f"  model: {model['model_name']} v{model['version']}, {model['bits']} bits, "
+        f"{model['backbone']} at {model['image_size']} px, id {model['model_id']}, "
+        f"from {model['export_path']}"
+    )
+    last = info.get("last_build")
+    if last:
+        print(
+            f"  last build: {last['scenes']} scenes in {last['source']}, {last['added']} "
+            f"added, {last['updated']} updated, {last['removed']} removed, "
+            f"{last['skipped']} unreadable, {last['tiles']} tiles encoded "
+            f"({last['seconds']:.1f} s)"
+        )
     return 0
 
 

@@ -20,8 +20,13 @@ file archive's), one row per tile:
 Incremental builds: a scene is up to date when its rows carry its fingerprint and grid and
 there are ``tiles`` of them (a build killed half-way through a scene leaves fewer, so the
 scene is redone); a changed scene is re-encoded and its rows that are no longer part of its
-grid deleted; a removed scene's rows are deleted. A scenes path that yields no scene while the
-index holds rows is refused rather than emptying the index.
+grid deleted; a removed scene's rows are deleted. The guards of file archives apply: one build
+per index at a time (:func:`hpsh_tf2.index.lock.index_writer_lock`), and the prune guard
+(:func:`hpsh_tf2.index.prune.check_removal`, counting rows, i.e. tiles): removing the rows of
+vanished scenes is refused when the scenes path holds no scene or when more than
+``index.max_remove_fraction`` of the rows would go, unless ``prune``. Readers (search,
+:func:`scene_info`) open the collection read-only: a snapshot while a build writes, or when the
+index lies in a read-only folder.
 
 Filters (``--bbox``, ``--scene``, ``--after``, ``--before``) are built by
 :func:`scene_filter` from integers only (micro-degrees, epoch seconds, the scene's hash):
@@ -37,7 +42,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +57,8 @@ from hpsh_tf2.geo.raster import Scene, SceneError, SceneReader, open_scene
 from hpsh_tf2.geo.stac import SceneSource, list_scenes
 from hpsh_tf2.geo.tiles import Tile, footprint, footprint_wkt, nms, tile_grid
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
+from hpsh_tf2.index.lock import index_writer_lock
+from hpsh_tf2.index.prune import check_removal
 from hpsh_tf2.index.store import ArchiveIndexError, IndexStore, is_local_uri
 
 __all__ = [
@@ -63,6 +70,7 @@ __all__ = [
     "parse_time",
     "scene_collection",
     "scene_filter",
+    "scene_info",
     "scene_key",
     "search_scenes",
 ]
@@ -166,6 +174,8 @@ def scene_filter(
 
 class SceneStore(IndexStore):
     """The scene-tile collection (schema in the module docstring) on an index URI."""
+
+    build_source = "--scenes PATH"
 
     def create(
         self, record: Any, *, index_type: str = "BIN_FLAT", nlist: int = 1024
@@ -465,8 +475,14 @@ def build_scene_index(
     index_type: str = "BIN_FLAT",
     nlist: int = 1024,
     workdir: str | os.PathLike[str] = ".",
+    max_remove_fraction: float = 0.5,
+    prune: bool = False,
+    on_batch: Callable[[int], None] | None = None,
 ) -> SceneBuildReport:
     """Brings the scene collection of ``collection`` up to date with the scenes of a path.
+
+    The build holds the index's writer lock (:func:`hpsh_tf2.index.lock.index_writer_lock`)
+    from start to end, like ``index build --images``.
 
     Args:
         model_dir: The export (its ``encode_images`` signature encodes the tiles).
@@ -479,89 +495,147 @@ def build_scene_index(
         index_type: Index type when the collection is created.
         nlist: ``BIN_IVF_FLAT`` clusters.
         workdir: Where a server index's status file goes.
+        max_remove_fraction: Most rows (tiles) the build removes, as a fraction of the rows,
+            for scenes gone from ``scenes_path`` without ``prune``.
+        prune: Remove the rows of vanished scenes whatever their number (also when
+            ``scenes_path`` holds no scene).
+        on_batch: Called with the running count of upserted rows after each batch (tests use
+            it to pause a build).
 
     Raises:
         SceneError: No readable scene at all (the first reason), or a footprint that
             crosses the antimeridian.
-        ArchiveIndexError: The source is empty while the index holds scenes.
+        IndexBusyError: Another process is building this index.
+        PruneRefusedError: The rows of vanished scenes are too many, or the path holds no
+            scene, and ``prune`` is False (see :func:`hpsh_tf2.index.prune.check_removal`).
         ModelMismatchError: The index holds another model's codes.
     """
     start = time.perf_counter()
-    sources = list_scenes(scenes_path, asset=stac_asset)
-    scenes, bad = _open_sources(sources)
-    if sources and not scenes:
-        raise SceneError(bad[0][1])
-    record = model_record(model_dir)
-    name = scene_collection(collection)
-    counts = {"skipped_nodata": 0}
-    with SceneStore(uri, name) as store:
-        store.open_for(record, index_type=index_type, nlist=nlist)
-        state = store.scene_state()
-        if not sources and state:
-            raise ArchiveIndexError(
-                f"Received: --scenes {str(scenes_path)!r} with no scenes while {store.where} "
-                f"holds {len(state)} scenes; refusing to delete them all (point at the right "
-                "path, or drop the collection)"
+    with index_writer_lock(uri):
+        sources = list_scenes(scenes_path, asset=stac_asset)
+        scenes, bad = _open_sources(sources)
+        if sources and not scenes:
+            raise SceneError(bad[0][1])
+        record = model_record(model_dir)
+        name = scene_collection(collection)
+        counts = {"skipped_nodata": 0}
+        with SceneStore(uri, name) as store:
+            store.open_for(record, index_type=index_type, nlist=nlist)
+            state = store.scene_state()
+            present = {s.scene_id for s in scenes} | {scene for scene, _ in bad}
+            removed = sorted(scene for scene in state if scene not in present)
+            check_removal(
+                sum(len(state[scene]["ids"]) for scene in removed),
+                sum(len(entry["ids"]) for entry in state.values()),
+                names=removed,
+                kind="scenes",
+                source="--scenes",
+                empty=None if sources else f"{scenes_path} holds no scenes",
+                max_fraction=max_remove_fraction,
+                prune=prune,
+                command="index build --scenes",
             )
-        present = {s.scene_id for s in scenes} | {scene for scene, _ in bad}
-        removed = [scene for scene in state if scene not in present]
-        store.delete_ids([i for scene in removed for i in state[scene]["ids"]])
-        todo, unchanged = [], 0
-        for scene in scenes:
-            entry = state.get(scene.scene_id)
-            if entry and len(entry["fingerprints"]) == 1:
-                size, mtime, grid, total = next(iter(entry["fingerprints"]))
-                if (
-                    (size, mtime) == scene.fingerprint
-                    and grid == options.grid
-                    and total == len(entry["ids"])
-                ):
-                    unchanged += 1
-                    continue
-            todo.append(scene)
-        encoder = TileEncoder(model_dir) if todo else None
-        if encoder is not None:
-            encoder.warm_up()
-        written: dict[str, set[int]] = {}
-        encode_start = time.perf_counter()
-        tiles = 0
-        batches = _prefetch(_read_batches(todo, options, batch_size, counts))
-        for scene, chunk, pixels, rings, total in batches:
-            packed = encoder.encode_pixels(pixels) if chunk else None
-            rows = _tile_rows(scene, chunk, packed, rings, total, options.grid)
-            store.upsert_rows(rows)
-            written.setdefault(scene.scene_id, set()).update(r["id"] for r in rows)
-            tiles += len(chunk)
-        encode_seconds = time.perf_counter() - encode_start
-        stale = [
-            i
-            for scene in todo
-            for i in state.get(scene.scene_id, {"ids": []})["ids"]
-            if i not in written.get(scene.scene_id, set())
-        ]
-        store.delete_ids(stale)
-        rows_after = store.count()
-    updated = sum(1 for s in todo if s.scene_id in state)
-    report = SceneBuildReport(
-        source=str(scenes_path),
-        uri=uri,
-        collection=name,
-        scenes=len(sources),
-        added=len(todo) - updated,
-        updated=updated,
-        removed=len(removed),
-        unchanged=unchanged,
-        tiles=tiles,
-        skipped_nodata=counts["skipped_nodata"],
-        skipped=tuple(bad),
-        rows=rows_after,
-        seconds=time.perf_counter() - start,
-        tiles_per_second=tiles / encode_seconds if encode_seconds > 0 and tiles else 0.0,
-    )
-    payload = asdict(report)
-    payload["model"] = asdict(record)
-    write_json_atomic(_status_path(uri, Path(workdir)), payload)
+            store.delete_ids([i for scene in removed for i in state[scene]["ids"]])
+            todo, unchanged = [], 0
+            for scene in scenes:
+                entry = state.get(scene.scene_id)
+                if entry and len(entry["fingerprints"]) == 1:
+                    size, mtime, grid, total = next(iter(entry["fingerprints"]))
+                    if (
+                        (size, mtime) == scene.fingerprint
+                        and grid == options.grid
+                        and total == len(entry["ids"])
+                    ):
+                        unchanged += 1
+                        continue
+                todo.append(scene)
+            encoder = TileEncoder(model_dir) if todo else None
+            if encoder is not None:
+                encoder.warm_up()
+            written: dict[str, set[int]] = {}
+            encode_start = time.perf_counter()
+            tiles = upserted = 0
+            batches = _prefetch(_read_batches(todo, options, batch_size, counts))
+            for scene, chunk, pixels, rings, total in batches:
+                packed = encoder.encode_pixels(pixels) if chunk else None
+                rows = _tile_rows(scene, chunk, packed, rings, total, options.grid)
+                upserted += store.upsert_rows(rows)
+                written.setdefault(scene.scene_id, set()).update(r["id"] for r in rows)
+                tiles += len(chunk)
+                if on_batch is not None and rows:
+                    on_batch(upserted)
+            encode_seconds = time.perf_counter() - encode_start
+            stale = [
+                i
+                for scene in todo
+                for i in state.get(scene.scene_id, {"ids": []})["ids"]
+                if i not in written.get(scene.scene_id, set())
+            ]
+            store.delete_ids(stale)
+            rows_after = store.count()
+        updated = sum(1 for s in todo if s.scene_id in state)
+        report = SceneBuildReport(
+            source=str(scenes_path),
+            uri=uri,
+            collection=name,
+            scenes=len(sources),
+            added=len(todo) - updated,
+            updated=updated,
+            removed=len(removed),
+            unchanged=unchanged,
+            tiles=tiles,
+            skipped_nodata=counts["skipped_nodata"],
+            skipped=tuple(bad),
+            rows=rows_after,
+            seconds=time.perf_counter() - start,
+            tiles_per_second=tiles / encode_seconds if encode_seconds > 0 and tiles else 0.0,
+        )
+        payload = asdict(report)
+        payload["model"] = asdict(record)
+        write_json_atomic(_status_path(uri, Path(workdir)), payload)
     return report
+
+
+def scene_info(
+    uri: str, collection: str = "hpsh", *, workdir: str | os.PathLike[str] = "."
+) -> dict[str, Any]:
+    """What the scene collection holds: rows (tiles), scenes, the model, the last build.
+
+    Opens the collection read-only (a snapshot while a build writes, or in a read-only folder).
+
+    Args:
+        uri: Index URI.
+        collection: ``index.collection``.
+        workdir: Where a server index's status file is.
+
+    Returns:
+        ``uri``, ``collection``, ``rows``, ``scenes``, ``model`` and, when a build left its
+        status, ``last_build``.
+
+    Raises:
+        ArchiveIndexError: No index or no scene collection there.
+    """
+    import json
+
+    name = scene_collection(collection)
+    with SceneStore(uri, name, read_only=True) as store:
+        record = store.record()
+        scenes = {row["scene"] for row in store.rows(("scene",))}
+        info: dict[str, Any] = {
+            "uri": uri,
+            "collection": name,
+            "rows": store.count(),
+            "scenes": len(scenes),
+            "model": asdict(record),
+        }
+    status = _status_path(uri, Path(workdir))
+    if status.is_file():
+        last = json.loads(status.read_text(encoding="utf-8"))
+        keys = ("source", "scenes", "added", "updated", "removed", "unchanged", "tiles",
+                "skipped_nodata", "seconds")  # fmt: skip
+        info["last_build"] = {k: last[k] for k in keys if k in last}
+        info["last_build"]["skipped"] = len(last.get("skipped", []))
+    return info
 
 
 def _code_value(value: Any) -> bytes:
@@ -642,7 +716,7 @@ def search_scenes(
     expression = scene_filter(
         bbox=bbox, scene=None if at is not None else scene, after=after, before=before
     )
-    with SceneStore(uri, name) as store:
+    with SceneStore(uri, name, read_only=True) as store:
         stored = store.record()
         if at is not None:
             packed, _ = _code_at(store, *at)
@@ -666,7 +740,7 @@ def search_scenes(
             )
         packed = encoded.packed
     limit = min(16384, top * (_CANDIDATES if nms_iou is not None else 1))
-    with SceneStore(uri, name) as store:
+    with SceneStore(uri, name, read_only=True) as store:
         hits = store.search_tiles(packed, limit=limit, filter=expression, nprobe=nprobe)[0]
     hits = sorted(hits, key=lambda h: (round(float(h["distance"])), int(h["id"])))
     entities = [h["entity"] for h in hits]
@@ -697,7 +771,7 @@ def scene_paths(uri: str, collection: str, scene_ids: Sequence[str]) -> dict[str
     """The raster file of each scene id (as indexed)."""
     wanted = set(scene_ids)
     found: dict[str, str] = {}
-    with SceneStore(uri, scene_collection(collection)) as store:
+    with SceneStore(uri, scene_collection(collection), read_only=True) as store:
         for scene in wanted:
             for row in store.rows(("scene", "path"), filter=scene_filter(scene=scene)):
                 if row["scene"] == scene:
@@ -731,7 +805,7 @@ def tile_at(
     uri: str, collection: str, scene: str, lon: float, lat: float
 ) -> tuple[str, tuple[int, int, int, int]]:
     """The raster file and pixel window of the indexed tile of ``scene`` at (lon, lat)."""
-    with SceneStore(uri, scene_collection(collection)) as store:
+    with SceneStore(uri, scene_collection(collection), read_only=True) as store:
         _, row = _code_at(store, scene, lon, lat)
     return row["path"], tuple(int(row[k]) for k in ("col", "row", "width", "height"))
 

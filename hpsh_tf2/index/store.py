@@ -244,6 +244,9 @@ class IndexStore:
         read_only: This store only reads (search, info).
     """
 
+    build_source = "--images DIR"
+    """What ``index build`` is given to make this collection (for the "no index" message)."""
+
     def __init__(
         self,
         uri: str,
@@ -262,7 +265,7 @@ class IndexStore:
             if not Path(uri).is_file():
                 raise ArchiveIndexError(
                     f"no index at {self.where}; build one first: python cli.py index build "
-                    "--config FILE --images DIR"
+                    f"--config FILE {self.build_source}"
                 )
             if _lite_unavailable(uri):
                 self._snapshot = _snapshot(uri)
@@ -390,7 +393,7 @@ class IndexStore:
             if not self.exists():
                 raise ArchiveIndexError(
                     f"no index at {self.where}; build one first: python cli.py index build "
-                    "--config FILE --images DIR"
+                    f"--config FILE {self.build_source}"
                 )
             described = self._client.describe_collection(self.collection)
             description = described.get("description")

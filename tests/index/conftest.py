@@ -7,7 +7,11 @@ The model is a tiny Keras network (mean colour -> 32 sigmoid scores) exported wi
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -74,3 +78,29 @@ def small_archive(tmp_path, aid_root) -> Path:
 def random_codes(rows: int, bits: int, seed: int) -> np.ndarray:
     """Random 0/1 codes ``uint8 [rows, bits]``."""
     return np.random.default_rng(seed).integers(0, 2, (rows, bits), dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path) -> Iterator[Path]:
+    """``folder`` made read-only for this process (a read-only bind mount when root).
+
+    Yields:
+        The read-only view of ``folder`` (``folder`` itself when not root).
+    """
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    view = folder.with_name(folder.name + "-ro")
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only folder as root: {mounted.stderr.decode().strip()}")
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=False)

@@ -18,6 +18,7 @@ from PIL import Image
 from pyproj import Transformer
 
 from hpsh_tf2.geo.raster import SceneError
+from hpsh_tf2.index.prune import PruneRefusedError
 from hpsh_tf2.index.scenes import (
     TilingOptions,
     build_scene_index,
@@ -26,7 +27,6 @@ from hpsh_tf2.index.scenes import (
     scene_key,
     search_scenes,
 )
-from hpsh_tf2.index.store import ArchiveIndexError
 from tests.geo.conftest import CELL, EPSG, ORIGIN, PIXEL_M, write_mosaic
 
 OPTIONS = TilingOptions(tile_size=CELL, tile_stride=CELL, max_nodata_fraction=0.5)
@@ -149,14 +149,15 @@ def test_incremental_build_and_bad_scenes(built, tiny_export, tmp_path):
     assert (mixed.added, mixed.unchanged, mixed.rows) == (1, 1, 10)
     assert [s[0] for s in mixed.skipped] == ["broken.tif"]
     assert "broken.tif" in mixed.skipped[0][1] and "\n" not in mixed.skipped[0][1]
-    # A changed scene is redone; a removed one loses its rows.
+    # A changed scene is redone; a removed one loses its rows (9 of 10: --prune, see
+    # tests/index/test_scene_guards.py for the guard).
     os.utime(scenes / "tiny.tif", ns=(1, 1))
     (scenes / "mosaic.tif").unlink()
     (scenes / "broken.tif").unlink()
-    changed = build_scene_index(tiny_export, scenes, uri=uri, options=OPTIONS)
+    changed = build_scene_index(tiny_export, scenes, uri=uri, options=OPTIONS, prune=True)
     assert (changed.updated, changed.removed, changed.rows) == (1, 1, 1)
     (scenes / "tiny.tif").unlink()
-    with pytest.raises(ArchiveIndexError, match="refusing"):
+    with pytest.raises(PruneRefusedError, match="holds no scenes"):
         build_scene_index(tiny_export, scenes, uri=uri, options=OPTIONS)
 
 

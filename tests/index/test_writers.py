@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,6 +22,7 @@ pytest.importorskip("pymilvus", reason="the index extra is not installed (pip in
 
 from hpsh_tf2.cli import main
 from tests.conftest import REPO_ROOT
+from tests.index.conftest import read_only_folder
 
 _PAUSED_BUILD = textwrap.dedent(
     """
@@ -50,28 +50,6 @@ def _cli(*argv: str) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = main(list(argv))
     return status, out.getvalue(), err.getvalue()
-
-
-@contextlib.contextmanager
-def _read_only(folder: Path):
-    """``folder`` made read-only for this process (a read-only bind mount when root)."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        try:
-            yield folder
-        finally:
-            folder.chmod(0o755)
-        return
-    view = folder.with_name(folder.name + "-ro")
-    view.mkdir()
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)],
-                             capture_output=True)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot make a read-only folder as root: {mounted.stderr.decode().strip()}")
-    try:
-        yield view
-    finally:
-        subprocess.run(["umount", str(view)], check=False)
 
 
 def test_second_writer_fails_at_once_while_readers_read(tmp_path, tiny_export, small_archive):
@@ -119,7 +97,7 @@ def test_second_writer_fails_at_once_while_readers_read(tmp_path, tiny_export, s
     shared.mkdir()
     for name in ("index.db", "index.db.build.json"):
         shutil.copy2(work / name, shared / name)
-    with _read_only(shared) as view:
+    with read_only_folder(shared) as view:
         ro = ["--uri", str(view / "index.db"), "--set", f"output.workdir={tmp_path / 'other'}"]
         status, out, err = _cli("index", "info", "--json", *ro)
         assert status == 0, err

@@ -300,8 +300,10 @@ def save_query_grid(
     """Saves a PNG grid: the query, then its neighbours titled with rank, class and distance.
 
     Drawn by :func:`hpsh_tf2.evaluation.plots.save_retrieval_grid`: the query is framed blue
-    and titled with its file name (and class, when known); a neighbour is framed green when its
-    class is ``query_class`` and red otherwise, and grey when the query's class is unknown.
+    and titled with its file name (and labels, when known); a neighbour is titled with its
+    label text (``"Forest;River"``) and framed green when it shares at least one label with
+    ``query_class`` (:func:`hpsh_tf2.evaluation.relevance.item_relevant`), red otherwise, and
+    grey when the query's labels are unknown.
 
     Args:
         path: Output PNG file (parent folders are created).
@@ -309,7 +311,7 @@ def save_query_grid(
         neighbours: One query's neighbours (from :func:`query_images`).
         image_root: Folder that the neighbours' relative paths are resolved against (paths are
             used as stored when None). Missing images are drawn as grey tiles.
-        query_class: The query's class name, if known.
+        query_class: The query's class name or label text (``"Forest;River"``), if known.
         columns: Tiles per row.
 
     Returns:

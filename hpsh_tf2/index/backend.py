@@ -18,8 +18,16 @@ an :class:`IndexBackend`, with a ``resolve_uri(uri, workdir)`` static method tha
 Filters are structured, never text: a mapping from a metadata field to an exact value
 (``{"class": "Airport"}``), a collection of accepted values (``{"class": ["Beach", "Port"]}``)
 or an inclusive :class:`Range` (``{"size": Range(0, 50_000)}``). :func:`check_filters`
-validates them for every backend. Milvus' own boolean expressions (``--filter``, written by the
-user) remain a Milvus-only option of :meth:`hpsh_tf2.index.store.IndexStore.search`.
+validates them for every backend.
+
+A row's ``class`` is text: a folder class (``"Airport"``) or, for an archive indexed with a
+list of labels, the label names joined by ``;`` (``"Forest;River"``). A ``class`` value
+matches a row whose text equals it, or, for a value without ``;``, a row that carries it as
+one of its labels (:func:`class_matches`): ``class=Forest`` finds ``"Forest"``,
+``"Forest;River"`` and ``"Beach;Forest"``, not ``"Forestry"``. For text without ``;`` (every
+folder class) that is plain equality, as before. Milvus' own boolean expressions
+(``--filter``, written by the user) remain a Milvus-only option of
+:meth:`hpsh_tf2.index.store.IndexStore.search`.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ __all__ = [
     "IndexHit",
     "Range",
     "check_filters",
+    "class_mask",
+    "class_matches",
     "filter_mask",
     "is_file_uri",
     "open_index",
@@ -150,7 +160,12 @@ class IndexBackend(Protocol):
         ...
 
     def class_counts(self) -> dict[str, int]:
-        """Rows per class (``""``: no class)."""
+        """Rows per stored ``class`` text (``""``: no class)."""
+        ...
+
+    def row_classes(self) -> dict[str, str]:
+        """``{path: class}`` of every row (an incremental build re-indexes a file whose labels
+        changed)."""
         ...
 
     def search(
@@ -253,6 +268,33 @@ def check_filters(filters: Filters | None) -> dict[str, Any]:
     return checked
 
 
+LABEL_SEPARATOR = ";"
+"""Joins the labels of one row's ``class`` text (:data:`hpsh_tf2.data.labels.SEPARATOR`)."""
+
+
+def class_matches(text: str, value: str) -> bool:
+    """Whether a row's ``class`` text matches a filter value: equal text, or (a value without
+    ``;``) one of the row's ``;``-separated labels."""
+    if text == value:
+        return True
+    return LABEL_SEPARATOR not in value and value in text.split(LABEL_SEPARATOR)
+
+
+def class_mask(column: np.ndarray, values: Sequence[str]) -> np.ndarray:
+    """Rows of a ``class`` column matching any of ``values`` (:func:`class_matches`)."""
+    text = np.asarray(column).astype(str)
+    mask = np.zeros(text.shape, bool)
+    if not text.size:
+        return mask
+    wrapped = np.char.add(np.char.add(LABEL_SEPARATOR, text), LABEL_SEPARATOR)
+    for value in values:
+        mask |= text == value
+        if value and LABEL_SEPARATOR not in value:
+            needle = f"{LABEL_SEPARATOR}{value}{LABEL_SEPARATOR}"
+            mask |= np.char.find(wrapped, needle) >= 0
+    return mask
+
+
 def filter_mask(filters: Filters | None, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
     """Rows passing ``filters``, given each field's column (``None``: no filter, all rows).
 
@@ -267,7 +309,9 @@ def filter_mask(filters: Filters | None, columns: Mapping[str, np.ndarray]) -> n
     mask = np.ones(size, bool)
     for name, condition in checked.items():
         column = columns[name]
-        if isinstance(condition, Range):
+        if name == "class":
+            mask &= class_mask(column, condition if isinstance(condition, tuple) else (condition,))
+        elif isinstance(condition, Range):
             if condition.low is not None:
                 mask &= column >= condition.low
             if condition.high is not None:
@@ -282,7 +326,8 @@ def filter_mask(filters: Filters | None, columns: Mapping[str, np.ndarray]) -> n
 def parse_where(items: Sequence[str]) -> dict[str, Any]:
     """``--where`` options as filters: ``class=Airport``, ``class=Beach,Port`` (any of),
     ``size=1000..50000`` or ``size=..50000`` (inclusive range). Values are data, never query
-    text: each backend matches them as values.
+    text: each backend matches them as values. ``class=Forest`` also matches multi-label rows
+    carrying ``Forest`` (:func:`class_matches`).
 
     Raises:
         ArchiveIndexError: Not ``FIELD=VALUE``, an unknown field, or a bad number.

@@ -14,6 +14,14 @@ and a batch written twice replaces its own rows (nothing indexed twice). Deletio
 idempotent too. A small ``index_build.json`` beside a local index (or in the workdir)
 records the last build's counts for ``index info``.
 
+Labels: by default a row's ``class`` is the first folder under the archive root. With a list
+of images (``labels=`` a ``.csv``/``.jsonl`` manifest, read by
+:func:`hpsh_tf2.data.manifest.read_manifest`, paths relative to the archive root) it is the
+image's label names sorted by name and joined by ``;`` (``"Forest;River"``), and ``""`` for a
+file the list does not name (counted as ``unlisted``); see :func:`archive_labels`. A build
+compares each row's stored ``class`` too: a file whose labels changed is encoded again and its
+row replaced (counted as ``relabelled``, within ``updated``).
+
 Guards (issue 23): one build per index at a time (:mod:`hpsh_tf2.index.lock`); a build that
 would remove many rows is refused without ``prune`` (:func:`check_prune`); a full disk or
 undecodable file is one line naming the file.
@@ -25,16 +33,18 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
+from hpsh_tf2.data.labels import SEPARATOR
+from hpsh_tf2.data.manifest import read_manifest
 from hpsh_tf2.data.scan import SkippedFile
 from hpsh_tf2.index.backend import (
     ArchiveIndexError,
@@ -46,17 +56,22 @@ from hpsh_tf2.index.backend import (
 from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_record
 from hpsh_tf2.index.lock import index_writer_lock
 from hpsh_tf2.index.prune import PruneRefusedError, check_removal
-from hpsh_tf2.index.store import disk_full, disk_full_error, row_id
+from hpsh_tf2.index.store import MAX_CLASS_BYTES, disk_full, disk_full_error, row_id
 from hpsh_tf2.index.walk import ArchiveFile, WalkResult, walk_images
 from hpsh_tf2.layout import RunLayout
 from hpsh_tf2.serving import Neighbour
 
 __all__ = [
+    "ArchiveLabels",
     "BuildPlan",
     "BuildReport",
+    "LabelCounts",
     "PruneRefusedError",
+    "apply_labels",
+    "archive_labels",
     "build_index",
     "check_prune",
+    "label_counts_of",
     "plan_build",
     "search_images",
 ]
@@ -75,12 +90,52 @@ class BuildPlan:
         delete: Paths in the index whose file is gone.
         unchanged: Files already indexed with the same fingerprint.
         replace: Paths of ``encode`` that replace an existing row (changed files).
+        relabelled: Paths of ``replace`` whose file is unchanged but whose ``class`` (labels)
+            differs from the stored one.
     """
 
     encode: tuple[ArchiveFile, ...]
     delete: tuple[str, ...]
     unchanged: int
     replace: frozenset[str] = frozenset()
+    relabelled: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ArchiveLabels:
+    """The labels of an archive's images, from a list of images (a manifest).
+
+    Attributes:
+        file: The manifest, as given.
+        text: ``{relative path: "A;B"}``: label names sorted by name, joined by ``;``, cut to
+            whole labels within ``MAX_CLASS_BYTES`` UTF-8 bytes.
+        trimmed: Paths whose label text was cut (labels left out), sorted.
+    """
+
+    file: str
+    text: Mapping[str, str]
+    trimmed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """How the files of one build got their labels (``BuildReport.labels``).
+
+    Attributes:
+        file: The manifest the labels came from.
+        listed: Image files found that the manifest names.
+        unlisted: Image files found that it does not name (stored with class ``""``).
+        missing: Manifest rows whose file was not found under the archive root.
+        trimmed: Files whose label text was cut to ``MAX_CLASS_BYTES``.
+        relabelled: Unchanged files re-indexed because their labels changed.
+    """
+
+    file: str
+    listed: int
+    unlisted: int
+    missing: int
+    trimmed: int
+    relabelled: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +156,9 @@ class BuildReport:
         rows: Rows in the index after the build.
         seconds: Wall time of the build.
         runner: ``"local"`` or ``"beam"``.
+        encoded_per_second: Encoding throughput.
+        labels: Where the labels came from and how many files each way (None: folder
+            classes).
     """
 
     images_root: str
@@ -117,6 +175,7 @@ class BuildReport:
     seconds: float
     runner: str = "local"
     encoded_per_second: float = field(default=0.0)
+    labels: LabelCounts | None = None
 
     def summary(self) -> str:
         """A few lines for the CLI."""
@@ -128,6 +187,16 @@ class BuildReport:
             f"  {self.seconds:.1f} s ({self.runner} runner, "
             f"{self.encoded_per_second:.1f} images/s encoded)",
         ]
+        if self.labels is None:
+            lines.append("  labels: the first folder under the archive root")
+        else:
+            counts = self.labels
+            lines.append(
+                f"  labels from {counts.file}: {counts.listed} files listed, {counts.unlisted} "
+                f'not listed (class ""), {counts.missing} listed but not found, '
+                f"{counts.relabelled} relabelled, {counts.trimmed} trimmed to "
+                f"{MAX_CLASS_BYTES} bytes"
+            )
         lines.extend(f"  skipped {s.path}: {s.reason}" for s in self.skipped[:20])
         if len(self.skipped) > 20:
             lines.append(f"  ... and {len(self.skipped) - 20} more skipped files")
@@ -155,16 +224,107 @@ def drop_id_collisions(walk: WalkResult) -> tuple[WalkResult, list[SkippedFile]]
     return WalkResult(root=walk.root, files=tuple(kept), ignored=walk.ignored), skipped
 
 
-def plan_build(walk: WalkResult, indexed: dict[str, tuple[int, int]]) -> BuildPlan:
-    """Compares the archive with the index's ``{path: (size, mtime_ns)}``."""
+def plan_build(
+    walk: WalkResult,
+    indexed: dict[str, tuple[int, int]],
+    classes: Mapping[str, str] | None = None,
+) -> BuildPlan:
+    """Compares the archive with the index's ``{path: (size, mtime_ns)}``.
+
+    Args:
+        walk: The archive's files, with the class (labels) each row should carry.
+        indexed: The index's fingerprints.
+        classes: The index's stored ``{path: class}``; a file with the same fingerprint but
+            another class is encoded again (its labels changed). None: not compared.
+    """
     present = {f.path for f in walk.files}
-    encode = [f for f in walk.files if indexed.get(f.path) != f.fingerprint]
+    encode: list[ArchiveFile] = []
+    relabelled: set[str] = set()
+    for item in walk.files:
+        stored = indexed.get(item.path)
+        if stored != item.fingerprint:
+            encode.append(item)
+        elif classes is not None and classes.get(item.path, "") != item.class_name:
+            encode.append(item)
+            relabelled.add(item.path)
     return BuildPlan(
         encode=tuple(encode),
         delete=tuple(sorted(p for p in indexed if p not in present)),
         unchanged=len(walk.files) - len(encode),
         replace=frozenset(f.path for f in encode if f.path in indexed),
+        relabelled=frozenset(relabelled),
     )
+
+
+def _label_text(names: Sequence[str]) -> tuple[str, bool]:
+    """Sorted names joined by ``;``, whole names only, within ``MAX_CLASS_BYTES``; and
+    whether some were left out."""
+    kept: list[str] = []
+    size = 0
+    for name in sorted(names):
+        extra = len(name.encode("utf-8")) + (1 if kept else 0)
+        if size + extra > MAX_CLASS_BYTES:
+            return SEPARATOR.join(kept), True
+        kept.append(name)
+        size += extra
+    return SEPARATOR.join(kept), False
+
+
+def archive_labels(labels_file: str | os.PathLike[str]) -> ArchiveLabels:
+    """Reads the labels of an archive's images from a ``.csv``/``.jsonl`` manifest.
+
+    The manifest has the format of ``data.manifest``
+    (:func:`hpsh_tf2.data.manifest.read_manifest`), paths relative to the archive root. Each
+    image's label text is its label names sorted by name (Python string order, as the label
+    map) and joined by ``;``. Text longer than ``MAX_CLASS_BYTES`` UTF-8 bytes (the index's
+    ``class`` field) keeps the whole labels that fit; the others are left out with a warning.
+
+    Raises:
+        DatasetError: The manifest is missing or has a bad row (file and line named).
+        ArchiveIndexError: A label name holds ``;`` (the separator of the stored text).
+    """
+    items = read_manifest(labels_file)
+    text: dict[str, str] = {}
+    trimmed: list[str] = []
+    for item in items:
+        for name in item.labels:
+            if SEPARATOR in name:
+                raise ArchiveIndexError(
+                    f"{item.source}: label {name!r} holds {SEPARATOR!r}; expected label names "
+                    f"without {SEPARATOR!r} (the index stores labels joined by it)"
+                )
+        text[item.path], cut = _label_text(item.labels)
+        if cut:
+            trimmed.append(item.path)
+    if trimmed:
+        logger.warning(
+            "%d image(s) of %s have labels longer than %d bytes together; the index keeps the "
+            "labels that fit (first: %s)",
+            len(trimmed),
+            labels_file,
+            MAX_CLASS_BYTES,
+            trimmed[0],
+        )
+    return ArchiveLabels(
+        file=os.path.abspath(os.path.expanduser(labels_file)),
+        text=text,
+        trimmed=tuple(sorted(trimmed)),
+    )
+
+
+def apply_labels(walk: WalkResult, labels: ArchiveLabels) -> tuple[WalkResult, LabelCounts]:
+    """The walk with each file's class set to its label text (``""`` when not listed)."""
+    files = tuple(replace(f, class_name=labels.text.get(f.path, "")) for f in walk.files)
+    found = {f.path for f in walk.files}
+    listed = sum(1 for f in walk.files if f.path in labels.text)
+    counts = LabelCounts(
+        file=labels.file,
+        listed=listed,
+        unlisted=len(walk.files) - listed,
+        missing=sum(1 for p in labels.text if p not in found),
+        trimmed=sum(1 for p in labels.trimmed if p in found),
+    )
+    return WalkResult(root=walk.root, files=files, ignored=walk.ignored), counts
 
 
 def check_prune(
@@ -282,12 +442,14 @@ def build_index(
     on_batch: Callable[[int], None] | None = None,
     max_remove_fraction: float = 0.5,
     prune: bool = False,
+    labels: str | os.PathLike[str] | None = None,
 ) -> BuildReport:
     """Brings the index at ``uri`` up to date with the image files under ``images``.
 
     Args:
         model_dir: The export whose ``serving_default`` encodes the images.
-        images: Archive folder (any layout; the first sub-folder is the class).
+        images: Archive folder (any layout; the first sub-folder is the class unless
+            ``labels`` is given).
         uri: Index URI (a Milvus Lite file, or ``http://host:19530``; a memory index's
             ``.npz`` file).
         collection: Collection name.
@@ -305,11 +467,14 @@ def build_index(
             it to interrupt a build).
         max_remove_fraction: Most rows a build removes without ``prune`` (a fraction).
         prune: Remove the rows of vanished files whatever their number.
+        labels: A ``.csv``/``.jsonl`` list of images and labels (paths relative to
+            ``images``): rows carry ``"A;B"`` (:func:`archive_labels`), unlisted files ``""``.
 
     Returns:
         The :class:`BuildReport`.
 
     Raises:
+        DatasetError: ``labels`` is missing or has a bad row.
         ModelMismatchError: The index holds another model's codes.
         IndexBusyError: Another process is building this index.
         PruneRefusedError: Too many rows would be removed (see :func:`check_prune`).
@@ -321,6 +486,9 @@ def build_index(
         raise ArchiveIndexError(f"Received: batch_size={batch_size!r}; expected a positive int")
     start = time.perf_counter()
     walk, collided = drop_id_collisions(walk_images(images))
+    label_counts = None
+    if labels is not None:
+        walk, label_counts = apply_labels(walk, archive_labels(labels))
     record = model_record(model_dir)
     with index_writer_lock(uri):
         return _build_locked(
@@ -328,6 +496,7 @@ def build_index(
             batch_size=batch_size, index_type=index_type, nlist=nlist, runner=runner,
             beam_options=beam_options, workdir=Path(workdir), progress=progress,
             on_batch=on_batch, start=start, prune_rule=(max_remove_fraction, prune),
+            label_counts=label_counts,
         )  # fmt: skip
 
 
@@ -350,6 +519,7 @@ def _build_locked(
     on_batch: Callable[[int], None] | None,
     start: float,
     prune_rule: tuple[float, bool],
+    label_counts: LabelCounts | None = None,
 ) -> BuildReport:
     """The build itself, under the index's writer lock (see :func:`build_index`)."""
     with ExitStack() as stack:
@@ -361,7 +531,7 @@ def _build_locked(
         store = stack.enter_context(open_index(backend, uri, collection))
         store.open_for(record, index_type=index_type, nlist=nlist)
         indexed = store.fingerprints()
-        plan = plan_build(walk, indexed)
+        plan = plan_build(walk, indexed, store.row_classes())
         check_prune(plan, walk, len(indexed), max_fraction=prune_rule[0], prune=prune_rule[1])
         store.remove(plan.delete)
         skipped: list[SkippedFile] = list(collided)
@@ -426,6 +596,11 @@ def _build_locked(
         seconds=time.perf_counter() - start,
         runner=runner,
         encoded_per_second=len(plan.encode) / encode_seconds if encode_seconds > 0 else 0.0,
+        labels=(
+            None
+            if label_counts is None
+            else replace(label_counts, relabelled=len(plan.relabelled - bad_paths))
+        ),
     )
     payload = asdict(report)
     payload["skipped"] = [asdict(s) for s in report.skipped]
@@ -522,12 +697,17 @@ def index_info(
     backend: str = "milvus",
     workdir: str | os.PathLike = ".",
 ) -> dict:
-    """What the index holds: rows, per-class counts, the model record, the last build."""
+    """What the index holds: rows, per-label counts, the model record, the last build.
+
+    ``classes`` counts rows per label: a row's ``class`` text is split at ``;``, and a
+    multi-label row (``"Forest;River"``) counts once for each of its labels, so the counts may
+    add up to more than ``rows``; ``""`` counts the rows without a class.
+    """
     import json
 
     with open_index(backend, uri, collection, read_only=True) as store:
         record = store.record()
-        classes = store.class_counts()
+        classes = label_counts_of(store.class_counts())
         info: dict[str, Any] = {
             "backend": backend,
             "uri": uri,
@@ -543,7 +723,19 @@ def index_info(
                                                    "removed", "unchanged", "ignored", "seconds",
                                                    "runner") if k in last}  # fmt: skip
         info["last_build"]["skipped"] = len(last.get("skipped", []))
+        if last.get("labels"):
+            info["last_build"]["labels"] = last["labels"]
     return info
+
+
+def label_counts_of(class_counts: Mapping[str, int]) -> dict[str, int]:
+    """Rows per label from rows per stored ``class`` text: ``{"A;B": 2, "A": 1}`` gives
+    ``{"A": 3, "B": 2}`` (a row counts for each of its labels; ``""`` stays ``""``)."""
+    counts: dict[str, int] = {}
+    for text, rows in class_counts.items():
+        for name in text.split(SEPARATOR) if text else [""]:
+            counts[name] = counts.get(name, 0) + rows
+    return counts
 
 
 def hits_as_neighbours(hits: Sequence[IndexHit]) -> list[Any]:

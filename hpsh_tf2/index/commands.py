@@ -21,6 +21,8 @@ from hpsh_tf2.index import scene_commands
 __all__ = [
     "add_parser",
     "add_query_options",
+    "known_query_labels",
+    "labels_for_build",
     "query_index",
     "resolve",
     "run",
@@ -46,7 +48,17 @@ def _where_option(parser: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="keep neighbours whose class, path, size or mtime_ns matches: class=Airport, "
         "class=Beach,Port (any of), size=0..50000 (inclusive range); repeatable (all must "
-        "match); any index.backend",
+        "match); any index.backend. class=Forest also matches multi-label rows 'Forest;River'",
+    )
+
+
+def _query_labels_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--query-labels",
+        metavar="A;B",
+        help="the first query's labels, to frame the grid's hits green (a shared label) or red "
+        "(default: its labels in the last build's --labels list when the query lies under the "
+        "archive folder; else unknown: grey frames)",
     )
 
 
@@ -59,6 +71,15 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
 
     build = actions.add_parser("build", help="encode new/changed images, drop deleted ones")
     build.add_argument("--images", metavar="DIR", help="archive folder")
+    build.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="list of images and labels (.csv 'path,labels' with labels separated by ';', or "
+        '.jsonl {"path": ..., "labels": [...]}), paths relative to --images: each row stores '
+        "its labels sorted by name as 'A;B' in class, unlisted files class ''. Default: the "
+        "config's data.manifest when --images is data.root (data.format null or manifest), "
+        "else the first folder under --images",
+    )
     scene_commands.add_build_options(build)
     build.add_argument(
         "--model",
@@ -95,6 +116,7 @@ def add_parser(verbs: Any) -> argparse.ArgumentParser:
         "--filter", default="", help="Milvus only: a filter expression, e.g. 'class == \"Airport\"'"
     )
     _where_option(search)
+    _query_labels_option(search)
     search.add_argument("--out", help="save a retrieval grid PNG of the first query here")
     search.add_argument(
         "--model", metavar="EXPORT_DIR", help="encode with this export (default: the index's)"
@@ -125,6 +147,7 @@ def add_query_options(query: argparse.ArgumentParser) -> None:
         "--filter", default="", help="with --index on Milvus: a Milvus filter expression"
     )
     _where_option(query)
+    _query_labels_option(query)
     _index_options(query)
 
 
@@ -147,13 +170,56 @@ def _default_model(config: Any) -> str:
     return str(RunLayout(config.workdir).export_model(config.export.name or config.name))
 
 
-def _last_root(uri: str, workdir: Path) -> str | None:
+def _last_build(uri: str, workdir: Path) -> dict[str, Any]:
     from hpsh_tf2.index.build import status_path
 
     status = status_path(uri, workdir)
     if not status.is_file():
+        return {}
+    return json.loads(status.read_text(encoding="utf-8"))
+
+
+def _last_root(uri: str, workdir: Path) -> str | None:
+    return _last_build(uri, workdir).get("images_root")
+
+
+def known_query_labels(
+    image: str | os.PathLike[str], image_root: str | None, labels_file: str | None
+) -> str | None:
+    """The labels (``"A;B"``) that the index's list of images gives a query image.
+
+    Known when the image lies under ``image_root`` (the archive folder) and ``labels_file``
+    (the last build's ``--labels``) lists its relative path; else None (unknown).
+    """
+    from hpsh_tf2.index.build import archive_labels
+
+    if not image_root or not labels_file or not Path(labels_file).is_file():
         return None
-    return json.loads(status.read_text(encoding="utf-8")).get("images_root")
+    try:
+        rel = Path(os.path.abspath(image)).relative_to(os.path.abspath(image_root)).as_posix()
+    except ValueError:
+        return None
+    return archive_labels(labels_file).text.get(rel)
+
+
+def labels_for_build(labels: str | None, images: str, config: Any) -> str | None:
+    """The list of images whose labels ``index build --images`` stores.
+
+    ``--labels FILE`` when given; else the config's ``data.manifest`` when ``images`` is the
+    config's ``data.root`` (the manifest's folder when ``data.root`` is unset) and
+    ``data.format`` reads a ``path,labels`` manifest (null or ``manifest``); else None (the
+    first folder under ``images`` is the class).
+    """
+    if labels:
+        return labels
+    data = config.data
+    if not data.manifest or data.format not in (None, "manifest"):
+        return None
+    root = data.root or os.path.dirname(os.path.abspath(os.path.expanduser(data.manifest)))
+    same = os.path.realpath(os.path.expanduser(images)) == os.path.realpath(
+        os.path.expanduser(root)
+    )
+    return data.manifest if same else None
 
 
 def query_index(
@@ -222,8 +288,14 @@ def run_query(args: argparse.Namespace) -> int:
         if note:
             print(note)
     if args.out:
-        root = args.image_root or _last_root(uri, config.workdir)
-        save_query_grid(args.out, args.image[0], results[0], image_root=root)
+        last = _last_build(uri, config.workdir)
+        root = args.image_root or last.get("images_root")
+        query_labels = args.query_labels or known_query_labels(
+            args.image[0], root, (last.get("labels") or {}).get("file")
+        )
+        save_query_grid(
+            args.out, args.image[0], results[0], image_root=root, query_class=query_labels
+        )
         print(f"wrote {args.out}")
     return 0
 
@@ -237,6 +309,10 @@ def _build(args: argparse.Namespace) -> int:
 
         raise UsageError("Received: index build; expected exactly one of --images, --scenes PATH")
     if args.scenes:
+        if args.labels:
+            from hpsh_tf2.errors import UsageError
+
+            raise UsageError("Received: index build --scenes with --labels; expected --images")
         model = args.model or _default_model(config)
         return scene_commands.run_build(args, config, uri, collection, model)
     if not getattr(args, "verbose", False):
@@ -256,6 +332,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         max_remove_fraction=config.index.max_remove_fraction,
         prune=args.prune,
+        labels=labels_for_build(args.labels, args.images, config),
     )
     print(report.summary())
     return 0
@@ -292,7 +369,7 @@ def _info(args: argparse.Namespace) -> int:
         f"from {model['export_path']}"
     )
     classes = ", ".join(f"{name or '(none)'}: {n}" for name, n in info["classes"].items())
-    print(f"  classes ({len(info['classes'])}): {classes}")
+    print(f"  classes ({len(info['classes'])}; an image counts once per label): {classes}")
     last = info.get("last_build")
     if last:
         print(

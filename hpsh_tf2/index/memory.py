@@ -254,9 +254,14 @@ class MemoryIndex:
         }
 
     def class_counts(self) -> dict[str, int]:
-        """Rows per class (``""``: no class)."""
+        """Rows per stored ``class`` text (``""``: no class)."""
         names, counts = np.unique(self._rows()["classes"], return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+    def row_classes(self) -> dict[str, str]:
+        """``{path: class}`` of every row."""
+        rows = self._rows()
+        return {str(p): str(c) for p, c in zip(rows["paths"], rows["classes"], strict=True)}
 
     def search(
         self,

@@ -2,15 +2,19 @@
 
 One row per image file: ``id`` (the int64 primary key, :func:`row_id` of the path), ``path``
 (relative to the archive root), ``code`` (a ``BINARY_VECTOR`` of the model's bits), ``class``
-(first folder under the root, ``""`` if none), ``size`` and ``mtime_ns`` (the fingerprint an
-incremental build compares).
+(first folder under the root, ``""`` if none; or the labels from a list of images joined by
+``;``, ``"Forest;River"``, at most :data:`MAX_CLASS_BYTES` UTF-8 bytes), ``size`` and
+``mtime_ns`` (the fingerprint an incremental build compares).
 
 No file name, class name or user value is ever spliced into a Milvus expression: rows are
 written, read, deleted and paged through by their integer ``id`` only (an ``in [...]`` list of
 integers is the only expression this module builds). Milvus Lite 2.5 rejects ``filter_params``
 templates, so binding string values is not an option there; integer keys need no escaping.
 The other expressions are the user's own ``--filter`` text and the structured ``--where``
-filters, whose values pass through :func:`milvus_literal` (the one escaping helper). The
+filters, whose values pass through :func:`milvus_literal` (the one escaping helper); a
+``class`` value is also matched as one label of a multi-label row (``"Forest;River"``) with
+``like`` patterns that hold no escape at all (:func:`milvus_filter`), and every hit is checked
+again in Python (:func:`hpsh_tf2.index.backend.class_matches`). The
 collection's description holds the :class:`hpsh_tf2.index.encoder.ModelRecord` of the model
 the codes were computed with; opening it with another model is refused.
 
@@ -42,11 +46,13 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.index.backend import (
+    LABEL_SEPARATOR,
     ArchiveIndexError,
     Filters,
     IndexHit,
     Range,
     check_filters,
+    class_matches,
 )
 from hpsh_tf2.index.encoder import ModelRecord, check_same_model
 from hpsh_tf2.index.walk import MAX_PATH_BYTES
@@ -501,10 +507,26 @@ class IndexStore:
             iterator.close()
 
     def fingerprints(self) -> dict[str, tuple[int, int]]:
-        """``{path: (size, mtime_ns)}`` of every row."""
-        return {
-            row[PATH_FIELD]: (int(row["size"]), int(row["mtime_ns"])) for row in self.iter_rows()
-        }
+        """``{path: (size, mtime_ns)}`` of every row.
+
+        The same pass reads every row's ``class``; :meth:`row_classes` returns it without a
+        second pass when called next (as a build does).
+        """
+        found: dict[str, tuple[int, int]] = {}
+        classes: dict[str, str] = {}
+        for row in self.iter_rows(("size", "mtime_ns", CLASS_FIELD)):
+            found[row[PATH_FIELD]] = (int(row["size"]), int(row["mtime_ns"]))
+            classes[row[PATH_FIELD]] = str(row[CLASS_FIELD])
+        self._classes_read = classes
+        return found
+
+    def row_classes(self) -> dict[str, str]:
+        """``{path: class}`` of every row (read by the last :meth:`fingerprints`, if any)."""
+        cached = getattr(self, "_classes_read", None)
+        if cached is not None:
+            self._classes_read = None
+            return cached
+        return {row[PATH_FIELD]: str(row[CLASS_FIELD]) for row in self.iter_rows((CLASS_FIELD,))}
 
     def codes(self, paths: Sequence[str]) -> np.ndarray:
         """Packed codes ``uint8 [len(paths), bits / 8]`` of the given rows, in order.
@@ -570,26 +592,32 @@ class IndexStore:
             )
         if packed.shape[0] == 0:
             return []
-        structured = milvus_filter(filters)
+        checked = check_filters(filters)
+        structured = milvus_filter(checked)
         if structured:
             filter = f"({filter}) and ({structured})" if filter else structured
-        try:
-            results = self._client.search(
-                self.collection,
-                data=[row.tobytes() for row in packed],
-                anns_field=CODE_FIELD,
-                limit=top,
-                filter=filter,
-                output_fields=list(META_FIELDS),
-                search_params={"metric_type": "HAMMING", "params": {"nprobe": int(nprobe)}},
-            )
-        except _milvus().MilvusException as err:
-            if not filter:
-                raise
-            raise ArchiveIndexError(
-                f"Received: filter={filter!r}, which Milvus rejects ({err.message}); expected "
-                'a boolean expression on class, path, size, mtime_ns, e.g. class == "Airport"'
-            ) from err
+        wanted = checked.get(CLASS_FIELD)
+        values = None if wanted is None else (wanted if isinstance(wanted, tuple) else (wanted,))
+        limit = top
+        while True:
+            results = self._search_raw(packed, limit, filter, nprobe)
+            if values is None:
+                break
+            # The like patterns may match a little more than the labels asked for (a wildcard
+            # stands for %, _, \ and "): keep the exact matches, and search deeper while a
+            # query lost hits and Milvus may hold more.
+            short = False
+            for position, hits in enumerate(results):
+                kept = [
+                    h
+                    for h in hits
+                    if any(class_matches(str(h["entity"].get(CLASS_FIELD, "")), v) for v in values)
+                ]
+                short |= len(kept) < min(len(hits), top) and len(hits) == limit
+                results[position] = kept
+            if not short or limit >= MAX_TOPK:
+                break
+            limit = min(limit * 4, MAX_TOPK)
         out = []
         for hits in results:
             ordered = sorted(
@@ -606,10 +634,31 @@ class IndexStore:
                         size=int(hit["entity"].get("size", 0)),
                         mtime_ns=int(hit["entity"].get("mtime_ns", 0)),
                     )
-                    for rank, hit in enumerate(ordered)
+                    for rank, hit in enumerate(ordered[:top])
                 ]
             )
         return out
+
+    def _search_raw(self, packed: np.ndarray, limit: int, filter: str, nprobe: int) -> list:
+        """One Milvus search: per query, a list of hits with their metadata."""
+        try:
+            results = self._client.search(
+                self.collection,
+                data=[row.tobytes() for row in packed],
+                anns_field=CODE_FIELD,
+                limit=limit,
+                filter=filter,
+                output_fields=list(META_FIELDS),
+                search_params={"metric_type": "HAMMING", "params": {"nprobe": int(nprobe)}},
+            )
+        except _milvus().MilvusException as err:
+            if not filter:
+                raise
+            raise ArchiveIndexError(
+                f"Received: filter={filter!r}, which Milvus rejects ({err.message}); expected "
+                'a boolean expression on class, path, size, mtime_ns, e.g. class == "Airport"'
+            ) from err
+        return [list(hits) for hits in results]
 
     def drop(self) -> None:
         """Deletes the collection."""
@@ -626,7 +675,7 @@ class IndexStore:
         return self.delete(paths)
 
     def class_counts(self) -> dict[str, int]:
-        """Rows per class (``""``: no class), read with a query iterator."""
+        """Rows per stored ``class`` text (``""``: no class), read with a query iterator."""
         counts: dict[str, int] = {}
         for row in self.iter_rows((CLASS_FIELD,)):
             counts[row[CLASS_FIELD]] = counts.get(row[CLASS_FIELD], 0) + 1
@@ -647,17 +696,52 @@ def milvus_literal(value: str | int) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_LIKE_WILDCARDS = ("%", "_", "\\", '"')
+
+
+def _label_pattern(value: str) -> str:
+    """``value`` as a ``like`` pattern without escapes: ``%``, ``_``, backslash and ``"``
+    become ``_`` (any one character), so the pattern matches at least the rows carrying
+    ``value`` (Milvus has no reliable escape in ``like``; the hits are checked afterwards)."""
+    for char in _LIKE_WILDCARDS:
+        value = value.replace(char, "_")
+    return value
+
+
+def _class_condition(value: str) -> str:
+    """A Milvus condition on ``class`` for one value: the whole text, or (a value without
+    ``;``) one label of a multi-label row, a superset checked again by
+    :func:`hpsh_tf2.index.backend.class_matches`."""
+    exact = f"{CLASS_FIELD} == {milvus_literal(value)}"
+    if not value or LABEL_SEPARATOR in value:
+        return exact
+    label, sep = _label_pattern(value), LABEL_SEPARATOR
+    likes = [f"{label}{sep}%", f"%{sep}{label}", f"%{sep}{label}{sep}%"]
+    return (
+        "("
+        + " or ".join([exact, *(f"{CLASS_FIELD} like {milvus_literal(p)}" for p in likes)])
+        + ")"
+    )
+
+
 def milvus_filter(filters: Filters | None) -> str:
     """Structured filters as a Milvus boolean expression (``""`` for none).
 
-    ``{"class": "Airport", "size": Range(0, 9)}`` gives ``'class == "Airport" and size >= 0
-    and size <= 9'``. Field names come from the fixed list of
+    ``{"path": "a.jpg", "size": Range(0, 9)}`` gives ``'path == "a.jpg" and size >= 0 and
+    size <= 9'``. A ``class`` value gives ``class == "Forest"`` or ``class like`` the
+    value as a first, last or middle label (``"Forest;%"``, ...): the like patterns hold no
+    escape (:func:`_label_pattern`), so they may match a little more, and
+    :meth:`IndexStore.search` keeps the exact matches. Field names come from the fixed list of
     :data:`hpsh_tf2.index.backend.FILTER_FIELDS` (:func:`check_filters`); every value goes
     through :func:`milvus_literal`.
     """
     parts: list[str] = []
     for name, condition in check_filters(filters).items():
-        if isinstance(condition, Range):
+        if name == CLASS_FIELD:
+            values = condition if isinstance(condition, tuple) else (condition,)
+            conditions = [_class_condition(v) for v in values]
+            parts.append(conditions[0] if len(conditions) == 1 else f"({' or '.join(conditions)})")
+        elif isinstance(condition, Range):
             if condition.low is not None:
                 parts.append(f"{name} >= {milvus_literal(condition.low)}")
             if condition.high is not None:

@@ -82,6 +82,9 @@ class ToyIndex:
     def fingerprints(self) -> dict[str, tuple[int, int]]:
         return {p: (r[2], r[3]) for p, r in self._rows().items()}
 
+    def row_classes(self) -> dict[str, str]:
+        return {p: r[1] for p, r in self._rows().items()}
+
     def class_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for row in self._rows().values():

@@ -22,6 +22,7 @@ import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
 from hpsh_tf2.data.formats import ReadRequest
+from hpsh_tf2.data.images import BandReading
 from hpsh_tf2.data.labels import row_keys
 from hpsh_tf2.data.scan import ScanResult, SkippedFile, scan_dataset
 from hpsh_tf2.data.split import SUBSET_NAMES, Split
@@ -189,7 +190,9 @@ def _entry_line(entry: os.DirEntry[str], name: str) -> bytes:
     return line.encode("utf-8", "surrogateescape")
 
 
-def _scan_key(root: Path, on_bad_image: str, verify: bool) -> str:
+def _scan_key(
+    root: Path, on_bad_image: str, verify: bool, reading: BandReading | None = None
+) -> str:
     payload = {
         "format": _SCAN_CACHE_FORMAT,
         "root": str(root),
@@ -197,6 +200,8 @@ def _scan_key(root: Path, on_bad_image: str, verify: bool) -> str:
         "verify": verify,
         "tree": tree_fingerprint(root),
     }
+    if reading is not None and reading.active:  # absent otherwise: existing keys stay valid
+        payload["reading"] = reading.key()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -258,6 +263,7 @@ def cached_scan(
     *,
     on_bad_image: Literal["skip", "error"] = "skip",
     verify: bool = True,
+    reading: BandReading | None = None,
 ) -> tuple[ScanResult, bool]:
     """:func:`~hpsh_tf2.data.scan.scan_dataset`, re-used while the tree is unchanged.
 
@@ -269,18 +275,19 @@ def cached_scan(
         cache_path: Where the scan is cached (``RunLayout.scan_cache``).
         on_bad_image: As in ``scan_dataset``.
         verify: As in ``scan_dataset``.
+        reading: As in ``scan_dataset`` (part of the key when active).
 
     Returns:
         ``(scan, hit)``: the scan and whether it came from the cache.
     """
     root_path = Path(os.path.abspath(Path(root).expanduser()))
     cache_path = Path(cache_path)
-    key = _scan_key(root_path, on_bad_image, verify) if root_path.is_dir() else None
+    key = _scan_key(root_path, on_bad_image, verify, reading) if root_path.is_dir() else None
     if key is not None:
         cached = _read_scan_cache(cache_path, key)
         if cached is not None:
             return cached, True
-    scan = scan_dataset(root_path, on_bad_image=on_bad_image, verify=verify)
+    scan = scan_dataset(root_path, on_bad_image=on_bad_image, verify=verify, reading=reading)
     if key is not None:
         write_json_atomic(cache_path, _scan_to_json(scan, key))
     return scan, False
@@ -310,6 +317,7 @@ def read_data(
             cache_path,
             on_bad_image=request.on_bad_image,  # type: ignore[arg-type]
             verify=request.verify,
+            reading=request.reading,
         )
     reader = DATA_FORMATS.get(format_name)
     if not request.verify or format_name not in _VERIFIED_LISTS:
@@ -342,6 +350,8 @@ def _listing_key(format_name: str, request: ReadRequest, listing: ScanResult) ->
         "labels": [list(v) if isinstance(v, tuple) else v for v in row_keys(listing.labels)],
         "missing": sorted(s.path for s in listing.skipped),
     }
+    if request.reading.active:
+        payload["reading"] = request.reading.key()
     digest.update(json.dumps(payload, sort_keys=True).encode())
     root = Path(listing.root)
     for rel in listing.paths:

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hpsh_tf2.data.images import BandReading
 from hpsh_tf2.data.pipeline import image_dataset
 from hpsh_tf2.dataset import SubsetInputs
 from hpsh_tf2.errors import DatasetError
@@ -33,13 +34,24 @@ class ScoreEncoder:
         batch_size: Rows per forward pass.
         image_size: Input side, for image subsets.
         backbone: Backbone name, for the image preprocessing.
+        reading: How GeoTIFF images are read (``data.bands``, ``data.band_scale``,
+            ``model.input_bands``); None: as before.
     """
 
-    def __init__(self, model: keras.Model, *, batch_size: int, image_size: int, backbone: str):
+    def __init__(
+        self,
+        model: keras.Model,
+        *,
+        batch_size: int,
+        image_size: int,
+        backbone: str,
+        reading: BandReading | None = None,
+    ):
         self.model = model
         self.batch_size = int(batch_size)
         self.image_size = int(image_size)
         self.backbone = backbone
+        self.reading = reading
         spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
         self._forward = tf.function(
             lambda x: model(x, training=False), input_signature=[spec], autograph=False
@@ -56,15 +68,24 @@ class ScoreEncoder:
                 image_size=self.image_size,
                 batch_size=self.batch_size,
                 preprocess=preprocessor(self.backbone),
+                reading=self.reading,
             )
         return np.concatenate([self._forward(batch).numpy() for batch in batches])
 
 
 def encode_scores(
-    model: keras.Model, inputs: SubsetInputs, *, batch_size: int, image_size: int, backbone: str
+    model: keras.Model,
+    inputs: SubsetInputs,
+    *,
+    batch_size: int,
+    image_size: int,
+    backbone: str,
+    reading: BandReading | None = None,
 ) -> np.ndarray:
     """One-off :class:`ScoreEncoder` call: the scores of a subset."""
-    encoder = ScoreEncoder(model, batch_size=batch_size, image_size=image_size, backbone=backbone)
+    encoder = ScoreEncoder(
+        model, batch_size=batch_size, image_size=image_size, backbone=backbone, reading=reading
+    )
     return encoder(inputs)
 
 
@@ -80,15 +101,23 @@ class SignatureEncoder:
         bits: Code length (the width of an empty result).
         batch_size: Images per call.
         image_size: Side the images are resized to.
+        reading: How GeoTIFF images are read (the signature takes 3 bands).
     """
 
     def __init__(
-        self, signature: Callable[..., dict], *, bits: int, batch_size: int, image_size: int
+        self,
+        signature: Callable[..., dict],
+        *,
+        bits: int,
+        batch_size: int,
+        image_size: int,
+        reading: BandReading | None = None,
     ):
         self.signature = signature
         self.bits = int(bits)
         self.batch_size = int(batch_size)
         self.image_size = int(image_size)
+        self.reading = reading
 
     def __call__(self, inputs: SubsetInputs) -> np.ndarray:
         if inputs.paths is None:
@@ -96,6 +125,9 @@ class SignatureEncoder:
         if len(inputs) == 0:
             return np.zeros((0, self.bits), np.float32)
         batches = image_dataset(
-            inputs.paths, image_size=self.image_size, batch_size=self.batch_size
+            inputs.paths,
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            reading=self.reading,
         )
         return np.concatenate([self.signature(images=b)["scores"].numpy() for b in batches])

@@ -4,7 +4,8 @@ Extraction runs one backbone model over every image of the split through ``tf.da
 batches, and writes ``<workdir>/features/``:
 
 - ``cache.json``: the cache key (backbone, weights, image size, image list and each image's
-  size and modification time, or its content hash) and progress;
+  size and modification time, or its content hash, and the band reading of GeoTIFFs when one
+  is set: ``data.bands``, ``data.band_scale``, ``model.input_bands``) and progress;
 - ``part-NNNNN.npy``: chunks written as extraction goes, so an interrupted run resumes;
 - ``features.npy``: the finished [N, D] float32 array, rows in ``paths`` order.
 
@@ -29,7 +30,7 @@ import tensorflow as tf
 
 from hpsh_tf2.atomic import save_npy_atomic, write_json_atomic
 from hpsh_tf2.console import keras_verbosity
-from hpsh_tf2.data.images import first_undecodable
+from hpsh_tf2.data.images import BandReading, first_undecodable
 from hpsh_tf2.data.pipeline import image_dataset
 from hpsh_tf2.errors import BadImageError, DatasetError
 from hpsh_tf2.models.backbone import build_backbone, preprocessor
@@ -102,6 +103,7 @@ def cache_key(
     seed: int = 123,
     root: str | os.PathLike | None = None,
     content_hash: bool = False,
+    reading: BandReading | None = None,
 ) -> str:
     """A hash of everything the features depend on (the seed only for random weights).
 
@@ -115,6 +117,8 @@ def cache_key(
             so an image replaced in place under the same name misses the cache.
         content_hash: Also hash each file's bytes (reads every image; for file systems whose
             modification times cannot be trusted).
+        reading: The band reading of GeoTIFFs; part of the key only when active, so keys made
+            without one are unchanged.
 
     Raises:
         DatasetError: An image cannot be read (the message names it).
@@ -129,6 +133,8 @@ def cache_key(
         payload["seed"] = int(seed)
     if root is not None:
         payload["files"] = "content" if content_hash else "stat"
+    if reading is not None and reading.active:
+        payload["reading"] = reading.key()
     digest.update(json.dumps(payload, sort_keys=True).encode())
     base = None if root is None else Path(root)
     for path in paths:
@@ -154,6 +160,7 @@ def extract_features(
     chunk_batches: int = 8,
     progress: bool = True,
     content_hash: bool = False,
+    reading: BandReading | None = None,
 ) -> np.ndarray:
     """Computes (or loads from cache) backbone features of ``paths``.
 
@@ -172,6 +179,9 @@ def extract_features(
         progress: Show a progress bar.
         content_hash: Key the cache on each image's SHA-256 too, not only its size and
             ``mtime_ns`` (see :func:`cache_key`).
+        reading: How GeoTIFF images are read (``data.bands``, ``data.band_scale``,
+            ``model.input_bands``: the backbone is built for ``reading.input_bands``); None: as
+            before (see :func:`hpsh_tf2.data.images.read_image`).
 
     Returns:
         float32 [len(paths), D].
@@ -179,6 +189,7 @@ def extract_features(
     Raises:
         BadImageError: An image does not decode (possible when the scan did not verify images);
             the message names the file.
+        BandError: The band reading does not fit an image (the message names it and the key).
     """
     out_dir = Path(out_dir)
     key = cache_key(
@@ -189,6 +200,7 @@ def extract_features(
         seed=seed,
         root=root,
         content_hash=content_hash,
+        reading=reading,
     )
     done = _prepare_cache(out_dir, key, len(paths))
     final = out_dir / "features.npy"
@@ -204,7 +216,13 @@ def extract_features(
         model = (
             model_factory()
             if model_factory
-            else build_backbone(backbone, weights=weights, image_size=image_size, seed=seed)
+            else build_backbone(
+                backbone,
+                weights=weights,
+                image_size=image_size,
+                seed=seed,
+                input_bands=reading.input_bands if reading is not None else 3,
+            )
         )
         abs_paths = [str(Path(root) / p) for p in paths[start:]]
         ds = image_dataset(
@@ -212,6 +230,7 @@ def extract_features(
             image_size=image_size,
             batch_size=batch_size,
             preprocess=preprocessor(backbone),
+            reading=reading,
         )
         total_batches = -(-len(abs_paths) // batch_size)
         bar = keras.utils.Progbar(total_batches, verbose=keras_verbosity() if progress else 0)
@@ -220,8 +239,10 @@ def extract_features(
         for step in range(1, total_batches + 1):
             try:
                 images = next(batches)
-            except tf.errors.InvalidArgumentError as err:
-                raise _bad_image_in(abs_paths, (step - 1) * batch_size, batch_size, err) from err
+            except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
+                raise _bad_image_in(
+                    abs_paths, (step - 1) * batch_size, batch_size, err, reading
+                ) from err
             pending.append(np.asarray(model.predict_on_batch(images), np.float32))
             if len(pending) == chunk_batches or step == total_batches:
                 save_npy_atomic(out_dir / f"part-{len(parts):05d}.npy", np.concatenate(pending))
@@ -243,13 +264,21 @@ def extract_features(
     return features
 
 
-def _bad_image_in(paths: Sequence[str], start: int, batch_size: int, err: Exception) -> Exception:
+def _bad_image_in(
+    paths: Sequence[str],
+    start: int,
+    batch_size: int,
+    err: Exception,
+    reading: BandReading | None = None,
+) -> Exception:
     """The :class:`BadImageError` of the first undecodable file from the failing batch on.
 
     TF's decoder error names neither the file nor its position, so the batch it came from (and,
-    should prefetching have moved on, the files after it) is decoded again with Pillow.
+    should prefetching have moved on, the files after it) is decoded again on the host (Pillow,
+    or the scene reader for GeoTIFFs with an active ``reading``, which raises the
+    :class:`~hpsh_tf2.geo.raster.BandError` of a file the config does not fit).
     """
-    bad = first_undecodable(paths[start:])
+    bad = first_undecodable(paths[start:], reading=reading)
     if bad is not None:
         return BadImageError(
             bad.path,

@@ -34,6 +34,7 @@ from hpsh_tf2.config import Config, config_to_dict, fingerprint, load_config, sa
 from hpsh_tf2.console import keras_verbosity
 from hpsh_tf2.data.demo import make_demo_dataset
 from hpsh_tf2.data.formats import ReadRequest
+from hpsh_tf2.data.images import BandReading
 from hpsh_tf2.data.split import SUBSET_NAMES, prepare_split, split_table
 from hpsh_tf2.dataset import Prepared, data_format, read_data, scan_from_features
 from hpsh_tf2.encode import ScoreEncoder, SignatureEncoder
@@ -240,6 +241,7 @@ def prepare(config: Config, *, echo: Echo = print) -> Prepared:
                 on_bad_image=data.on_bad_image,
                 verify=data.verify_images,
                 cache_dir=str(layout.chips),
+                reading=BandReading.from_config(config),
             ),
             layout.scan_cache,
         )
@@ -305,6 +307,7 @@ def extract(
         batch_size=config.train.extract_batch_size,
         progress=progress,
         content_hash=config.data.content_hash,
+        reading=BandReading.from_config(config),
     )
     out, start = {}, 0
     for name in SUBSET_NAMES:
@@ -374,6 +377,7 @@ def _model_encoder(config: Config, layout: RunLayout) -> ScoreEncoder:
         batch_size=config.train.eval_batch_size,
         image_size=config.model.image_size,
         backbone=config.model.backbone,
+        reading=BandReading.from_config(config),
     )
 
 
@@ -393,6 +397,7 @@ def _subset_scorer(
         bits=config.model.bits,
         batch_size=config.train.eval_batch_size,
         image_size=config.model.image_size,
+        reading=BandReading.from_config(config),
     )
     return lambda name: encoder(prepared.inputs(name))
 
@@ -466,6 +471,7 @@ def evaluate(
             class_names=prepared.class_names,
             config=config.eval,
             image_root=None if prepared.features is not None else prepared.root,
+            reading=BandReading.from_config(config),
         )
     write_json_atomic(layout.eval_fingerprint, _eval_fingerprint(config, model_fp, saved_model))
     echo(format_report_table(report))

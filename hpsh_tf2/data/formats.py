@@ -31,13 +31,14 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from hpsh_tf2.atomic import atomic_path
+from hpsh_tf2.data.images import BandReading
 from hpsh_tf2.data.labels import from_names
 from hpsh_tf2.data.manifest import ListedImage, check_unique, scan_listed, scan_manifest
 from hpsh_tf2.data.scan import (
@@ -110,6 +111,8 @@ class ReadRequest:
         band_scale_key: Names the scaling in the chip folder (so chips made with another scaling
             are never re-used); needed when ``band_scale`` is a function, default the numbers.
         num_workers: Threads for verification and composing (None: ``min(8, cpu_count)``).
+        reading: How GeoTIFF images are verified (``data.bands``, ``data.band_scale``,
+            ``model.input_bands``; :class:`~hpsh_tf2.data.images.BandReading`).
     """
 
     root: str | None
@@ -121,6 +124,7 @@ class ReadRequest:
     band_scale: BandScale = DEFAULT_BAND_SCALE
     band_scale_key: str | None = None
     num_workers: int | None = None
+    reading: BandReading = field(default_factory=BandReading)
 
 
 def _need_root(request: ReadRequest, fmt: str) -> Path:
@@ -139,6 +143,7 @@ def read_folders(request: ReadRequest) -> ScanResult:
         on_bad_image=request.on_bad_image,  # type: ignore[arg-type]
         verify=request.verify,
         num_workers=request.num_workers,
+        reading=request.reading,
     )
 
 
@@ -152,6 +157,7 @@ def read_manifest_format(request: ReadRequest) -> ScanResult:
         on_bad_image=request.on_bad_image,
         verify=request.verify,
         num_workers=request.num_workers,
+        reading=request.reading,
     )
 
 
@@ -265,6 +271,7 @@ def _scan_table(
         verify=request.verify,
         num_workers=request.num_workers,
         described_as=what,
+        reading=request.reading,
     )
 
 

@@ -18,6 +18,15 @@ TensorFlow cannot decode TIFF, so :func:`decode_image` sends TIFF bytes (detecte
 bytes) to Pillow through ``tf.py_function``; everything else uses TF's own decoders. JPEG is
 decoded with the accurate integer IDCT (TF's default, the fast one, differs from Pillow by about
 one grey level on average), so JPEG pixels match Pillow's too (both bundle libjpeg-turbo).
+
+GeoTIFF training images (band reading): with a :class:`BandReading` that is active
+(``data.bands`` or ``data.band_scale`` set, or ``model.input_bands`` other than 3), files named
+``.tif`` / ``.tiff`` are read by :func:`hpsh_tf2.geo.raster.read_geotiff_rgb`, the scene
+reader itself (rasterio: band selection, nodata, ``scale_to_uint8``), giving
+``model.input_bands`` uint8 channels; JPEG, PNG and the other formats keep the decoding
+above (with ``model.input_bands`` other than 3 they are refused). Resizing is
+:func:`resize_image` for files and scene tiles alike. Without an active reading nothing
+changes (TIFF through Pillow, as above).
 """
 
 from __future__ import annotations
@@ -27,22 +36,27 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
 
 from hpsh_tf2.errors import BadImageError
+from hpsh_tf2.geo.raster import BandError, SceneError, is_geotiff, read_geotiff_rgb
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "TIFF_MAGICS",
+    "BandReading",
     "decode_error",
     "decode_image",
     "first_undecodable",
     "has_image_extension",
     "image_to_rgb_array",
     "is_tiff",
+    "load_image_bands",
     "load_image_rgb",
     "read_image",
     "resize_image",
@@ -70,6 +84,57 @@ def is_tiff(data: bytes) -> bool:
 def has_image_extension(name: str | os.PathLike[str]) -> bool:
     """Whether a file name ends with one of :data:`IMAGE_EXTENSIONS` (any case)."""
     return os.fspath(name).lower().endswith(IMAGE_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class BandReading:
+    """How training images that are GeoTIFFs are read: bands, scaling, channels.
+
+    Built from ``data.bands``, ``data.band_scale`` and ``model.input_bands``
+    (:meth:`from_config`). The default (nothing set, 3 bands) is inactive: every file is
+    decoded as before. Active, ``.tif`` / ``.tiff`` files go through the scene reader
+    (see the module docstring).
+
+    Attributes:
+        bands: 1-based band indices in order (None: bands 1..``input_bands``).
+        band_scale: ``data.band_scale`` (None: by data type).
+        input_bands: Channels the model takes.
+    """
+
+    bands: tuple[int, ...] | None = None
+    band_scale: str | tuple[str, ...] | None = None
+    input_bands: int = 3
+
+    @classmethod
+    def from_config(cls, config: Any) -> BandReading:
+        """The reading of a :class:`~hpsh_tf2.config.Config` (its ``data`` and ``model``)."""
+        bands = config.data.bands
+        scale = config.data.band_scale
+        return cls(
+            bands=None if bands is None else tuple(int(b) for b in bands),
+            band_scale=scale if scale is None or isinstance(scale, str) else tuple(scale),
+            input_bands=int(config.model.input_bands),
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether GeoTIFFs are read with the scene reader (anything set)."""
+        return self.bands is not None or self.band_scale is not None or self.input_bands != 3
+
+    def key(self) -> dict[str, Any] | None:
+        """What a cache key records (None when inactive, so existing keys do not change)."""
+        if not self.active:
+            return None
+        scale = self.band_scale
+        return {
+            "bands": None if self.bands is None else list(self.bands),
+            "band_scale": scale if scale is None or isinstance(scale, str) else list(scale),
+            "input_bands": self.input_bands,
+        }
+
+
+def _active(reading: BandReading | None) -> bool:
+    return reading is not None and reading.active
 
 
 def _sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -151,19 +216,71 @@ def load_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     return _open_rgb(name, name)
 
 
-def decode_error(path: str) -> BadImageError | None:
-    """The :class:`BadImageError` of ``path`` if Pillow cannot fully decode it, else None."""
+def load_image_bands(
+    path: str | os.PathLike[str], reading: BandReading | None = None
+) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W, C]``: :func:`load_image_rgb`, or the scene reader.
+
+    With an active ``reading``, a ``.tif`` / ``.tiff`` file is read by
+    :func:`hpsh_tf2.geo.raster.read_geotiff_rgb` with ``reading.bands`` and
+    ``reading.band_scale`` (``C = reading.input_bands``); other files by :func:`load_image_rgb`
+    (``C = 3``, refused when ``reading.input_bands`` is not 3).
+
+    Args:
+        path: Image file.
+        reading: The band reading (None or inactive: :func:`load_image_rgb`).
+
+    Returns:
+        ``np.ndarray`` uint8 ``[H, W, C]``.
+
+    Raises:
+        BadImageError: The file is missing, truncated or not a readable image.
+        BandError: The config does not fit the file (its message names the file and the key).
+    """
+    name = os.fspath(path)
+    if not _active(reading):
+        return load_image_rgb(name)
+    assert reading is not None
+    if is_geotiff(name):
+        try:
+            return read_geotiff_rgb(
+                name, bands=reading.bands, band_scale=reading.band_scale, want=reading.input_bands
+            )
+        except BandError:
+            raise
+        except SceneError as err:
+            raise BadImageError(name, str(err)) from None
+    if reading.input_bands != 3:
+        raise BandError(
+            f"{name}: Received: model.input_bands={reading.input_bands} for a 3-band "
+            f"{os.path.splitext(name)[1] or 'extensionless'} image; expected GeoTIFF "
+            "(.tif/.tiff) training images, or model.input_bands=3"
+        )
+    return load_image_rgb(name)
+
+
+def decode_error(path: str, reading: BandReading | None = None) -> BadImageError | None:
+    """The :class:`BadImageError` of ``path`` if it cannot be fully decoded, else None.
+
+    Raises:
+        BandError: With an active ``reading``, when the config does not fit the file (a
+            config error, not an undecodable file).
+    """
     try:
-        load_image_rgb(path)
+        load_image_bands(path, reading)
     except BadImageError as err:
         return err
     return None
 
 
 def first_undecodable(
-    paths: Sequence[str], *, num_workers: int | None = None, block: int = 64
+    paths: Sequence[str],
+    *,
+    num_workers: int | None = None,
+    block: int = 64,
+    reading: BandReading | None = None,
 ) -> BadImageError | None:
-    """The error of the first file in ``paths`` that Pillow cannot fully decode, or None.
+    """The error of the first file in ``paths`` that cannot be fully decoded, or None.
 
     TF's image decoders name neither the file nor its position when a batch fails; this finds
     it after the fact. Files are decoded ``block`` at a time in a thread pool, in order, and
@@ -173,14 +290,19 @@ def first_undecodable(
         paths: Image files, in the order to report them.
         num_workers: Decoding threads (default: the CPU count, at most 8).
         block: Files decoded per round.
+        reading: The band reading the pipeline used (see :func:`load_image_bands`).
 
     Returns:
         The :class:`BadImageError` of the first undecodable file, or None if all decode.
+
+    Raises:
+        BandError: The config does not fit one of the files.
     """
     workers = num_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), block):
-            for error in pool.map(decode_error, paths[start : start + block]):
+            chunk = paths[start : start + block]
+            for error in pool.map(lambda p: decode_error(p, reading), chunk):
                 if error is not None:
                     return error
     return None
@@ -289,19 +411,54 @@ def decode_image(
     return image
 
 
-def read_image(path: tf.Tensor | str | os.PathLike[str], *, channels: int = 3) -> tf.Tensor:
+def read_image(
+    path: tf.Tensor | str | os.PathLike[str],
+    *,
+    channels: int = 3,
+    reading: BandReading | None = None,
+) -> tf.Tensor:
     """Read and decode one image file: ``tf.io.read_file`` then :func:`decode_image`.
+
+    With an active ``reading``, a path ending in ``.tif`` / ``.tiff`` is read instead by
+    :func:`load_image_bands` (rasterio, the scene reader) inside ``tf.py_function``:
+    unavoidable, as GDAL has no TensorFlow op; it works eagerly and inside ``Dataset.map``
+    (not in a SavedModel). Other paths keep the TF decoders.
 
     Args:
         path: Scalar string tensor or path.
-        channels: See :func:`decode_image`.
+        channels: See :func:`decode_image` (3 with an active ``reading``).
+        reading: The band reading (None or inactive: TIFF through Pillow, as before).
 
     Returns:
-        uint8 tensor ``[H, W, channels]``.
+        uint8 tensor ``[H, W, channels]``, or ``[H, W, reading.input_bands]`` with an active
+        ``reading``.
     """
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
-    return decode_image(tf.io.read_file(path), channels=channels)
+    if not _active(reading):
+        return decode_image(tf.io.read_file(path), channels=channels)
+    assert reading is not None
+    if channels != 3:
+        raise ValueError(f"Received: channels={channels!r} with a band reading; expected 3")
+    path = tf.convert_to_tensor(path, dtype=tf.string)
+    bands = reading.input_bands
+
+    def load(name: tf.Tensor) -> np.ndarray:
+        return load_image_bands(os.fsdecode(name.numpy()), reading)
+
+    def geotiff() -> tf.Tensor:
+        image = tf.py_function(load, [path], Tout=tf.uint8)
+        image.set_shape([None, None, bands])
+        return image
+
+    def other() -> tf.Tensor:
+        return decode_image(tf.io.read_file(path), channels=3)
+
+    tif = tf.strings.regex_full_match(tf.strings.lower(path), r".*\.tiff?")
+    # With other than 3 bands a non-TIFF cannot be used: load_image_bands says so by name.
+    image = tf.cond(tif, geotiff, other if bands == 3 else geotiff)
+    image.set_shape([None, None, bands])
+    return image
 
 
 def resize_image(image: tf.Tensor, size: int) -> tf.Tensor:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from hpsh_tf2.data.images import IMAGE_EXTENSIONS, has_image_extension
+from hpsh_tf2.data.images import IMAGE_EXTENSIONS, BandReading, has_image_extension
 from hpsh_tf2.data.labels import SEPARATOR, compact, from_names, label_counts
 from hpsh_tf2.data.scan import (
     ScanResult,
@@ -199,12 +199,17 @@ def _missing_reason(root: Path, item: ListedImage) -> str | None:
 
 
 def _drop_bad(
-    root: Path, items: list[ListedImage], on_bad_image: str, verify: bool, workers: int
+    root: Path,
+    items: list[ListedImage],
+    on_bad_image: str,
+    verify: bool,
+    workers: int,
+    reading: BandReading | None = None,
 ) -> tuple[list[ListedImage], list[SkippedFile]]:
     reasons = [_missing_reason(root, item) for item in items]
     if verify:
         present = [i for i, reason in enumerate(reasons) if reason is None]
-        decoded = check_images(root, [items[i].path for i in present], workers)
+        decoded = check_images(root, [items[i].path for i in present], workers, reading)
         for i, reason in zip(present, decoded):
             reasons[i] = None if reason is None else f"{reason} (listed at {items[i].source})"
     skipped = [
@@ -231,6 +236,7 @@ def scan_listed(
     verify: bool = True,
     num_workers: int | None = None,
     described_as: str = "the manifest",
+    reading: BandReading | None = None,
 ) -> ScanResult:
     """A :class:`ScanResult` of listed images: checked for presence (and decoding), labelled.
 
@@ -244,6 +250,7 @@ def scan_listed(
         verify: Also decode every present image fully.
         num_workers: Verification threads (None: ``min(8, cpu_count)``).
         described_as: How messages name the list.
+        reading: How GeoTIFFs are verified (see :func:`~hpsh_tf2.data.scan.check_images`).
 
     Returns:
         The scan; paths sorted.
@@ -260,7 +267,7 @@ def scan_listed(
     if unknown:
         raise DatasetError(f"{described_as} uses labels {unknown} outside the label map {names}")
     ordered = sorted(items, key=lambda item: item.path)
-    kept, skipped = _drop_bad(root_path, ordered, on_bad_image, verify, workers)
+    kept, skipped = _drop_bad(root_path, ordered, on_bad_image, verify, workers, reading)
     hot = from_names([item.labels for item in kept], names)
     empty = [n for n, count in zip(names, label_counts(hot, len(names))) if count == 0]
     listed = {n for item in items for n in item.labels}
@@ -292,6 +299,7 @@ def scan_manifest(
     on_bad_image: str = "skip",
     verify: bool = True,
     num_workers: int | None = None,
+    reading: BandReading | None = None,
 ) -> ScanResult:
     """Reads a manifest and scans the images it lists (root: default the manifest's folder).
 
@@ -308,4 +316,5 @@ def scan_manifest(
         verify=verify,
         num_workers=num_workers,
         described_as=f"manifest {str(manifest)!r}",
+        reading=reading,
     )

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from hpsh_tf2.data.images import read_image, resize_image
-from hpsh_tf2.errors import ConfigError, DatasetError
+from hpsh_tf2.data.images import BandReading, load_image_bands, read_image, resize_image
+from hpsh_tf2.errors import BadImageError, ConfigError, DatasetError
 
 __all__ = [
     "ClassBalancedSampler",
@@ -219,11 +219,28 @@ def augment_image(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def load_and_preprocess(
-    path: tf.Tensor, *, image_size: int, preprocess: Preprocess | None = None
+    path: tf.Tensor,
+    *,
+    image_size: int,
+    preprocess: Preprocess | None = None,
+    reading: BandReading | None = None,
 ) -> tf.Tensor:
-    """Reads, decodes (any supported format, to RGB), resizes and preprocesses one image."""
-    image = resize_image(read_image(path), image_size)
+    """Reads, decodes (any supported format, to RGB; GeoTIFF bands with an active ``reading``,
+    see :func:`hpsh_tf2.data.images.read_image`), resizes and preprocesses one image."""
+    image = resize_image(read_image(path, reading=reading), image_size)
     return preprocess(image) if preprocess is not None else image
+
+
+def _check_first(paths: Sequence[str], reading: BandReading | None) -> None:
+    """Reads the first image eagerly when GeoTIFF bands are read, so that a config that does
+    not fit the files (:class:`~hpsh_tf2.geo.raster.BandError`) stops here, with its one-line
+    message, rather than inside ``tf.data``. An undecodable file is left to the pipeline's
+    own reporting."""
+    if reading is not None and reading.active and len(paths):
+        try:
+            load_image_bands(paths[0], reading)
+        except BadImageError:
+            pass
 
 
 def _options(deterministic: bool) -> tf.data.Options:
@@ -239,6 +256,7 @@ def image_dataset(
     batch_size: int,
     preprocess: Preprocess | None = None,
     deterministic: bool = True,
+    reading: BandReading | None = None,
 ) -> tf.data.Dataset:
     """A finite, ordered dataset of preprocessed image batches (for extraction and encoding).
 
@@ -248,15 +266,24 @@ def image_dataset(
         batch_size: Images per batch (the last batch may be smaller).
         preprocess: The backbone's preprocessing, applied to float pixels in [0, 255].
         deterministic: Keep the input order (required for extraction).
+        reading: How GeoTIFFs are read (``data.bands``, ``data.band_scale``,
+            ``model.input_bands``); None: as before.
 
     Returns:
-        A dataset of float32 tensors [b, image_size, image_size, 3].
+        A dataset of float32 tensors [b, image_size, image_size, C] (C: 3, or
+        ``reading.input_bands``).
+
+    Raises:
+        BandError: The band reading does not fit the first image.
     """
     if batch_size <= 0:
         raise ValueError(f"Received: batch_size={batch_size}; expected a positive integer")
+    _check_first(paths, reading)
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(list(paths), tf.string))
     ds = ds.map(
-        lambda p: load_and_preprocess(p, image_size=image_size, preprocess=preprocess),
+        lambda p: load_and_preprocess(
+            p, image_size=image_size, preprocess=preprocess, reading=reading
+        ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
@@ -328,14 +355,18 @@ def train_dataset_from_images(
     deterministic: bool = True,
     start_batch: int = 0,
     rows: tuple[int, int] | None = None,
+    reading: BandReading | None = None,
 ) -> tf.data.Dataset:
-    """Infinite P x K batches of images: ``(images [P*K, S, S, 3], labels [P*K])``.
+    """Infinite P x K batches of images: ``(images [P*K, S, S, C], labels [P*K])``.
 
     Images are decoded in parallel; with ``deterministic`` the block order is kept exactly
     (the HPSH sampler needs it). Augmentation is seeded per batch and row (the row of the
     whole P x K batch, also when ``rows`` keeps a part of it). With ``rows=(start, stop)``
-    only those rows of every batch are read and decoded (one worker's share).
+    only those rows of every batch are read and decoded (one worker's share). ``reading``:
+    GeoTIFFs give ``reading.input_bands`` channels (see
+    :func:`hpsh_tf2.data.images.read_image`); None: RGB as before.
     """
+    _check_first(paths, reading)
     path_table = tf.constant(list(paths), tf.string)
     label_table = tf.constant(np.asarray(labels).astype(np.int32))
     start, stop = _row_range(rows, sampler)
@@ -357,7 +388,7 @@ def train_dataset_from_images(
         )
 
     def load(path: tf.Tensor, label: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image = resize_image(read_image(path), image_size)
+        image = resize_image(read_image(path, reading=reading), image_size)
         if augment:
             image = augment_image(image, seed)
         if preprocess is not None:

@@ -25,7 +25,12 @@ from typing import Literal
 
 import numpy as np
 
-from hpsh_tf2.data.images import IMAGE_EXTENSIONS, decode_error, has_image_extension
+from hpsh_tf2.data.images import (
+    IMAGE_EXTENSIONS,
+    BandReading,
+    decode_error,
+    has_image_extension,
+)
 from hpsh_tf2.data.labels import is_multi_label, label_counts, validate_labels
 from hpsh_tf2.errors import BadImageError, DatasetError
 
@@ -217,19 +222,31 @@ def _list_images(class_dir: Path) -> tuple[list[str], int, list[str]]:
     return names, ignored, loops
 
 
-def _check_image(path: str) -> str | None:
+def _check_image(path: str, reading: BandReading | None = None) -> str | None:
     """None if the image decodes completely, else the reason it does not."""
-    error = decode_error(path)
+    error = decode_error(path, reading)
     return None if error is None else error.reason
 
 
-def check_images(root: Path, rel_paths: list[str], num_workers: int) -> list[str | None]:
-    """Decode every image fully (in a thread pool); per path None or the reason it fails."""
+def check_images(
+    root: Path, rel_paths: list[str], num_workers: int, reading: BandReading | None = None
+) -> list[str | None]:
+    """Decode every image fully (in a thread pool); per path None or the reason it fails.
+
+    Args:
+        root: The dataset root.
+        rel_paths: Image paths relative to ``root`` (``/``-separated).
+        num_workers: Decoding threads.
+        reading: How GeoTIFFs are read (:func:`hpsh_tf2.data.images.load_image_bands`).
+
+    Raises:
+        BandError: The band reading does not fit a file (a config error: never a skip).
+    """
     full = [os.path.join(root, *rel.split("/")) for rel in rel_paths]
     if num_workers == 1 or len(full) <= 1:
-        return [_check_image(path) for path in full]
+        return [_check_image(path, reading) for path in full]
     with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        return list(pool.map(_check_image, full))
+        return list(pool.map(lambda path: _check_image(path, reading), full))
 
 
 def scan_workers(on_bad_image: str, num_workers: int | None) -> int:
@@ -303,6 +320,7 @@ def scan_dataset(
     on_bad_image: Literal["skip", "error"] = "skip",
     verify: bool = True,
     num_workers: int | None = None,
+    reading: BandReading | None = None,
 ) -> ScanResult:
     """Find the images of a folder-per-class dataset and label them by folder.
 
@@ -314,6 +332,8 @@ def scan_dataset(
         verify: Fully decode every image with Pillow now (in a thread pool), so broken files are
             found before training rather than in the middle of it.
         num_workers: Threads for verification; None means ``min(8, os.cpu_count())``.
+        reading: How GeoTIFFs are verified (``data.bands``, ``data.band_scale``,
+            ``model.input_bands``); None: Pillow, as before.
 
     Returns:
         The :class:`ScanResult`.
@@ -323,6 +343,7 @@ def scan_dataset(
             files directly inside it, or a class folder has no (valid) images; or if
             ``on_bad_image`` is not ``"skip"``/``"error"``.
         BadImageError: For an undecodable image when ``on_bad_image="error"``.
+        BandError: With ``verify``, when the band reading does not fit a file.
         ValueError: If ``num_workers`` is not a positive integer or None.
     """
     workers = scan_workers(on_bad_image, num_workers)
@@ -341,7 +362,11 @@ def scan_dataset(
     for loop in root_loops:
         logger.warning("scan: skipped %s: %s", root_path / loop.path, loop.reason)
     candidates = [path for paths in per_class for path in paths]
-    reasons = check_images(root_path, candidates, workers) if verify else [None] * len(candidates)
+    reasons = (
+        check_images(root_path, candidates, workers, reading)
+        if verify
+        else [None] * len(candidates)
+    )
     skipped = loops + _bad_images(candidates, reasons, on_bad_image, root_path)
     paths, labels = _keep_good(root_path, class_names, per_class, {s.path for s in skipped})
     return ScanResult(

@@ -26,7 +26,7 @@ import numpy as np
 
 from hpsh_tf2.atomic import save_npz_atomic, write_json_atomic
 from hpsh_tf2.config import EvalConfig
-from hpsh_tf2.data.images import load_image_rgb
+from hpsh_tf2.data.images import BandReading, load_image_bands
 from hpsh_tf2.errors import HPSHError
 from hpsh_tf2.evaluation.plots import save_code_projection, save_pr_curve, save_retrieval_grid
 from hpsh_tf2.evaluation.report import compute_report
@@ -158,6 +158,14 @@ def _label(row: np.ndarray) -> Any:
     return int(row) if np.ndim(row) == 0 else np.asarray(row)
 
 
+def _shown(path: Path, reading: BandReading | None) -> np.ndarray:
+    """uint8 RGB of an image as the model reads it: its first three bands (one band: grey)."""
+    pixels = load_image_bands(path, reading)
+    if pixels.shape[-1] < 3:
+        pixels = np.repeat(pixels[..., :1], 3, axis=-1)
+    return pixels[..., :3]
+
+
 def save_figures(
     out_dir: str | os.PathLike[str],
     *,
@@ -168,11 +176,13 @@ def save_figures(
     class_names: Sequence[str],
     config: EvalConfig,
     image_root: str | os.PathLike[str] | None,
+    reading: BandReading | None = None,
 ) -> list[Path]:
     """Precision-recall curve, 2-D code embedding and retrieval grids (PNG).
 
     A grid is drawn for every ``config.interval``-th query, at most ``config.max_grids``, and
-    only when ``image_root`` is given (bring-your-own features have no images).
+    only when ``image_root`` is given (bring-your-own features have no images). GeoTIFF images
+    are drawn as the model reads them (``reading``), from their first three bands.
 
     Returns:
         The files written.
@@ -195,8 +205,8 @@ def save_figures(
         path = out / f"grid_{q:05d}.png"
         save_retrieval_grid(
             path,
-            query_image=load_image_rgb(root / queries.paths[q]),
-            retrieved_images=[load_image_rgb(root / database.paths[i]) for i in ids],
+            query_image=_shown(root / queries.paths[q], reading),
+            retrieved_images=[_shown(root / database.paths[i], reading) for i in ids],
             query_label=_label(queries.labels[q]),
             retrieved_labels=[_label(database.labels[i]) for i in ids],
             class_names=class_names,

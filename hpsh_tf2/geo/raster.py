@@ -33,6 +33,7 @@ import numpy as np
 from hpsh_tf2.errors import HPSHError
 
 __all__ = [
+    "BandError",
     "BandScale",
     "Scene",
     "SceneError",
@@ -54,6 +55,16 @@ class SceneError(HPSHError, ValueError):
     """A scene cannot be used as given (no CRS, corrupt file, bad bands or scale)."""
 
 
+class BandError(SceneError):
+    """The config does not fit a file that is fine in itself.
+
+    ``data.bands`` names a band the file lacks, selects a number of bands other than
+    ``model.input_bands``, ``data.band_scale`` has the wrong number of ranges, float values come
+    without a scale, or rasterio is not installed. Unlike a corrupt file, this is never skipped
+    as an undecodable image: the message names the file and the key to change.
+    """
+
+
 @dataclass(frozen=True)
 class BandScale:
     """How selected bands map to 0..255.
@@ -72,7 +83,7 @@ class BandScale:
 def _parse_range(text: str, key: str) -> tuple[float, float]:
     match = _RANGE.match(str(text))
     if not match or float(match.group(1)) >= float(match.group(2)):
-        raise SceneError(
+        raise BandError(
             f"Received: {key}={text!r}; expected 'LO-HI' with LO < HI (e.g. '0-3000'), "
             "'percentile', 'pA-B' or a list of 'LO-HI' ranges, one per band"
         )
@@ -83,7 +94,7 @@ def parse_band_scale(spec: str | Sequence[str] | None, key: str = "data.band_sca
     """Parses ``data.band_scale`` (see the module docstring).
 
     Raises:
-        SceneError: A malformed range or percentile pair.
+        BandError: A malformed range or percentile pair.
     """
     if spec is None:
         return BandScale("dtype")
@@ -95,12 +106,12 @@ def parse_band_scale(spec: str | Sequence[str] | None, key: str = "data.band_sca
         if match:
             low, high = float(match.group(1)), float(match.group(2))
             if not 0 <= low < high <= 100:
-                raise SceneError(f"Received: {key}={spec!r}; expected pA-B with 0 <= A < B <= 100")
+                raise BandError(f"Received: {key}={spec!r}; expected pA-B with 0 <= A < B <= 100")
             return BandScale("percentile", percentiles=(low, high))
         return BandScale("fixed", ranges=(_parse_range(spec, key),))
     ranges = tuple(_parse_range(item, key) for item in spec)
     if not ranges:
-        raise SceneError(f"Received: {key}=[]; expected at least one 'LO-HI' range")
+        raise BandError(f"Received: {key}=[]; expected at least one 'LO-HI' range")
     return BandScale("fixed", ranges=ranges)
 
 
@@ -116,25 +127,25 @@ def resolve_bands(
         name: The file, for messages.
 
     Raises:
-        SceneError: An index outside ``1..count``, or a count other than ``want``.
+        BandError: An index outside ``1..count``, or a count other than ``want``.
     """
     if bands is None:
         if count >= want:
             return list(range(1, want + 1))
         if count == 1:
             return [1] * want
-        raise SceneError(
+        raise BandError(
             f"{name}: {count} bands; the model takes {want}: set data.bands to {want} band "
             f"indices in 1..{count}"
         )
     bad = [b for b in bands if not 1 <= int(b) <= count]
     if bad:
-        raise SceneError(
+        raise BandError(
             f"{name}: Received: data.bands={list(bands)}; expected band indices in 1..{count} "
             f"(the file has {count} bands; {bad[0]} is out of range)"
         )
     if len(bands) != want:
-        raise SceneError(
+        raise BandError(
             f"{name}: Received: data.bands={list(bands)} ({len(bands)} bands); expected {want} "
             "(model.input_bands)"
         )
@@ -157,7 +168,7 @@ def scale_to_uint8(
             wide = np.clip(values.astype(np.int64), 0, 65535)
             out = ((2 * wide * 255 + 65535) // (2 * 65535)).astype(np.uint8)
         else:
-            raise SceneError(
+            raise BandError(
                 f"Received: {values.dtype} band values without data.band_scale; expected a "
                 "range ('0-1', '0-3000') or 'percentile' for floating-point data"
             )
@@ -220,7 +231,9 @@ def _rasterio() -> Any:
     try:
         import rasterio
     except ImportError as err:  # pragma: no cover - depends on the install
-        raise SceneError("scenes need rasterio (GDAL): pip install 'hpsh-tf2[geo]'") from err
+        raise BandError(
+            "GeoTIFF scenes and images need rasterio (GDAL): pip install 'hpsh-tf2[geo]'"
+        ) from err
     return rasterio
 
 
@@ -246,7 +259,11 @@ def _open(path: str) -> Any:
 
 
 def open_scene(
-    path: str | os.PathLike[str], scene_id: str | None = None, *, datetime_iso: str = ""
+    path: str | os.PathLike[str],
+    scene_id: str | None = None,
+    *,
+    datetime_iso: str = "",
+    georeferenced: bool = True,
 ) -> Scene:
     """Reads a scene's header (no pixels).
 
@@ -254,22 +271,25 @@ def open_scene(
         path: GeoTIFF / COG file.
         scene_id: Id to store (default: the file name).
         datetime_iso: Acquisition time from a catalog; default the file's TIFF date tag.
+        georeferenced: Require a CRS and a geotransform (scenes do; a training image read
+            with :func:`read_geotiff_rgb` does not, its ``crs`` is then ``""``).
 
     Raises:
-        SceneError: Unreadable file, or no CRS / no georeferencing.
+        SceneError: Unreadable file, or no CRS / no georeferencing when required.
     """
     path = os.path.abspath(os.fspath(path))
     with _open(path) as src:
-        if src.crs is None:
+        if georeferenced and src.crs is None:
             raise SceneError(
                 f"scene {path!r} has no CRS; expected a georeferenced GeoTIFF (set one with "
                 "gdal_edit.py -a_srs EPSG:XXXX)"
             )
-        if src.transform.is_identity:
+        if georeferenced and src.transform.is_identity:
             raise SceneError(
                 f"scene {path!r} has no geotransform; expected a georeferenced GeoTIFF"
             )
-        epsg = src.crs.to_epsg()
+        epsg = src.crs.to_epsg() if src.crs is not None else None
+        wkt = src.crs.to_wkt() if src.crs is not None else ""
         stat = os.stat(path)
         return Scene(
             path=path,
@@ -278,8 +298,8 @@ def open_scene(
             height=int(src.height),
             count=int(src.count),
             dtype=str(src.dtypes[0]),
-            crs=src.crs.to_wkt(),
-            crs_name=f"EPSG:{epsg}" if epsg else src.crs.to_wkt(),
+            crs=wkt,
+            crs_name=f"EPSG:{epsg}" if epsg else wkt,
             transform=tuple(float(v) for v in tuple(src.transform)[:6]),
             datetime=datetime_iso or _tiff_datetime(src.tags()),
             size=int(stat.st_size),
@@ -314,9 +334,13 @@ class SceneReader:
         self.bands = resolve_bands(bands, scene.count, want=want, name=scene.path)
         self.scale = parse_band_scale(band_scale)
         self._src = _open(scene.path)
-        self._mask_mode = self._mask_kind()
-        self.overview_side = overview_side
-        self.ranges = self._ranges()
+        try:
+            self._mask_mode = self._mask_kind()
+            self.overview_side = overview_side
+            self.ranges = self._ranges()
+        except BaseException:
+            self._src.close()
+            raise
 
     def close(self) -> None:
         """Closes the file."""
@@ -353,8 +377,8 @@ class SceneReader:
     def _ranges(self) -> np.ndarray | None:
         if self.scale.kind == "dtype":
             if np.issubdtype(np.dtype(self.scene.dtype), np.floating):
-                raise SceneError(
-                    f"scene {self.scene.path!r} holds {self.scene.dtype} values; set "
+                raise BandError(
+                    f"{self.scene.path}: {self.scene.dtype} values; set "
                     "data.band_scale to a range ('0-1', '0-3000') or 'percentile'"
                 )
             return None
@@ -363,10 +387,10 @@ class SceneReader:
             if len(ranges) == 1:
                 ranges = ranges * len(self.bands)
             if len(ranges) != len(self.bands):
-                raise SceneError(
-                    f"Received: data.band_scale with {len(self.scale.ranges)} ranges for "
-                    f"{len(self.bands)} bands (data.bands={self.bands}); expected one range or "
-                    "one per band"
+                raise BandError(
+                    f"{self.scene.path}: Received: data.band_scale with "
+                    f"{len(self.scale.ranges)} ranges for {len(self.bands)} bands "
+                    f"(data.bands={self.bands}); expected one range or one per band"
                 )
             return np.asarray(ranges, np.float64)
         values, valid, _ = self._decimated()
@@ -431,33 +455,30 @@ def read_geotiff_rgb(
     band_scale: str | Sequence[str] | None = None,
     want: int = 3,
 ) -> np.ndarray:
-    """A whole (small) GeoTIFF training image as uint8 ``[H, W, want]`` with the scene rules.
+    """A whole (small) GeoTIFF training image as uint8 ``[H, W, want]``, read as a scene tile.
 
-    Training chips that are GeoTIFFs go through the same band selection and scaling as scene
-    tiles, so a model is trained on the pixels it will search. No CRS is needed.
+    The file is opened as a :class:`Scene` (no CRS needed) and read by :class:`SceneReader` in
+    one window covering it, so band selection, nodata and scaling are the scene code itself: a
+    GeoTIFF holding the raw values of a scene tile gives that tile's pixels exactly (with a
+    fixed ``band_scale``; percentiles are computed over the file, as over a scene). Despite the
+    name, ``want`` bands come back (``model.input_bands``); RGB is the default.
+
+    Args:
+        path: The image file.
+        bands: ``data.bands`` (see :func:`resolve_bands`; None: bands 1..want).
+        band_scale: ``data.band_scale`` (see :func:`parse_band_scale`).
+        want: Bands the model takes (``model.input_bands``).
+
+    Returns:
+        uint8 ``[H, W, want]``, 0 under nodata.
+
+    Raises:
+        BandError: The bands or scale do not fit the file (the message names it and the key).
+        SceneError: The file cannot be read.
     """
-    path = os.fspath(path)
-    with _open(path) as src:
-        chosen = resolve_bands(bands, src.count, want=want, name=path)
-        data = np.moveaxis(src.read(chosen), 0, -1)
-        valid = src.dataset_mask() > 0
-    scale = parse_band_scale(band_scale)
-    ranges: np.ndarray | None = None
-    if scale.kind == "fixed":
-        fixed = scale.ranges * len(chosen) if len(scale.ranges) == 1 else scale.ranges
-        if len(fixed) != len(chosen):
-            raise SceneError(
-                f"{path}: data.band_scale has {len(scale.ranges)} ranges for {len(chosen)} bands"
-            )
-        ranges = np.asarray(fixed, np.float64)
-    elif scale.kind == "percentile":
-        pixels = data[valid].astype(np.float64)
-        if pixels.size == 0:
-            ranges = np.tile([0.0, 1.0], (len(chosen), 1))
-        else:
-            lo = np.percentile(pixels, scale.percentiles[0], axis=0)
-            hi = np.percentile(pixels, scale.percentiles[1], axis=0)
-            ranges = np.stack([lo, np.where(hi > lo, hi, lo + 1.0)], axis=1)
-    elif np.issubdtype(data.dtype, np.floating):
-        raise SceneError(f"{path}: {data.dtype} values need data.band_scale")
-    return scale_to_uint8(data, ranges, valid=valid)
+    scene = open_scene(path, georeferenced=False)
+    side = max(scene.width, scene.height)  # percentiles over every pixel, not a decimation
+    with SceneReader(
+        scene, bands=bands, band_scale=band_scale, want=want, overview_side=side
+    ) as reader:
+        return reader.read_window(0, 0, scene.width, scene.height)[0]

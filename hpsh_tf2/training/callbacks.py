@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from hpsh_tf2.config import Config
+from hpsh_tf2.data.images import BandReading
 from hpsh_tf2.dataset import SubsetInputs
 from hpsh_tf2.encode import ScoreEncoder
 from hpsh_tf2.evaluation.metrics import map_at_k
@@ -179,6 +180,7 @@ def validation_callback(
         batch_size=config.train.eval_batch_size,
         image_size=config.model.image_size,
         backbone=config.model.backbone,
+        reading=BandReading.from_config(config),
     )
     return RetrievalValidation(
         train_inputs=train_inputs,

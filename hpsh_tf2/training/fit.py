@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from hpsh_tf2.atomic import write_text_atomic
 from hpsh_tf2.config import Config
-from hpsh_tf2.data.images import first_undecodable
+from hpsh_tf2.data.images import BandReading, first_undecodable
 from hpsh_tf2.data.pipeline import (
     ClassBalancedSampler,
     train_dataset_from_arrays,
@@ -170,7 +170,7 @@ def _train(config, session: _Session, train_inputs, val_inputs, layout, verbose)
     try:
         history = _fit(config, session, train_inputs, resume, callbacks, verbose)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as err:
-        bad = _undecodable_image(train_inputs, val_inputs)
+        bad = _undecodable_image(train_inputs, val_inputs, BandReading.from_config(config))
         if bad is None:
             raise
         raise bad from err
@@ -178,9 +178,13 @@ def _train(config, session: _Session, train_inputs, val_inputs, layout, verbose)
     return _finish(config, layout, session.models, validation, history), validation
 
 
-def _undecodable_image(train_inputs, val_inputs) -> BadImageError | None:
+def _undecodable_image(
+    train_inputs, val_inputs, reading: BandReading | None = None
+) -> BadImageError | None:
     """After a TF error in end-to-end training: the first training or validation image that
-    Pillow cannot decode, named (TF's decoder error names no file), or None."""
+    cannot be decoded on the host (Pillow, or the scene reader for GeoTIFFs with an active
+    ``reading``, which raises a :class:`~hpsh_tf2.geo.raster.BandError` naming the file and
+    key), named (TF's decoder error names no file), or None."""
     paths = [*(train_inputs.paths or ())]
     if val_inputs is not None and val_inputs.paths is not None:
         paths += val_inputs.paths
@@ -191,7 +195,7 @@ def _undecodable_image(train_inputs, val_inputs) -> BadImageError | None:
         "images to look for an undecodable one",
         len(paths),
     )
-    bad = first_undecodable(paths)
+    bad = first_undecodable(paths, reading=reading)
     if bad is None:
         return None
     return BadImageError(
@@ -318,6 +322,7 @@ def _training_dataset(config, inputs: SubsetInputs, sampler, initial_epoch: int,
         deterministic=True,  # the P x K block order must be kept
         start_batch=start,
         rows=rows,
+        reading=BandReading.from_config(config),
     )
 
 

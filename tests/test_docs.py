@@ -262,6 +262,35 @@ def test_readme_headline_table_is_the_stored_table_output():
     assert found == expected
 
 
+def test_readme_multilabel_table_is_the_stored_output():
+    """The README's multi-label rows: means ± sample std of the stored multi-label grid."""
+    import csv
+
+    import numpy as np
+
+    metrics = ("map@20", "ndcg@20", "acg@20", "wap@20")
+    csv_path = REPO_ROOT / "bench" / "results" / "table_aid_multilabel_steps1k.csv"
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+
+    def cell(values):
+        array = np.asarray(values, dtype=np.float64)
+        return f"{array.mean():.3f} ± {array.std(ddof=1):.3f}"
+
+    expected = {
+        bits: [cell([float(r[m]) for r in rows if r["bits"] == bits]) for m in metrics]
+        for bits in sorted({r["bits"] for r in rows})
+    }
+    expected["float"] = [
+        cell([float(r[f"knn_{m}"]) for r in rows if r["bits"] == "32"]) for m in metrics
+    ]
+    found = {}
+    for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and "±" in line:
+            found[cells[0]] = cells[2:]
+    assert found == expected
+
+
 def test_readme_methods_table_is_the_stored_methods_output():
     """The README's baselines table: means ± std of the stored 32-bit methods grid, ranked."""
     import csv

@@ -46,13 +46,14 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.index.backend import (
+    FILTER_FIELDS,
     LABEL_SEPARATOR,
     ArchiveIndexError,
     Filters,
     IndexHit,
     Range,
     check_filters,
-    class_matches,
+    filter_mask,
 )
 from hpsh_tf2.index.encoder import ModelRecord, check_same_model
 from hpsh_tf2.index.walk import MAX_PATH_BYTES
@@ -596,23 +597,17 @@ class IndexStore:
         structured = milvus_filter(checked)
         if structured:
             filter = f"({filter}) and ({structured})" if filter else structured
-        wanted = checked.get(CLASS_FIELD)
-        values = None if wanted is None else (wanted if isinstance(wanted, tuple) else (wanted,))
         limit = top
         while True:
             results = self._search_raw(packed, limit, filter, nprobe)
-            if values is None:
+            if not checked:
                 break
-            # The like patterns may match a little more than the labels asked for (a wildcard
-            # stands for %, _, \ and "): keep the exact matches, and search deeper while a
-            # query lost hits and Milvus may hold more.
+            # The like patterns may match a little more than asked for (a wildcard stands for
+            # %, _, \, " and control characters): keep the exact matches, and search deeper
+            # while a query lost hits and Milvus may hold more.
             short = False
             for position, hits in enumerate(results):
-                kept = [
-                    h
-                    for h in hits
-                    if any(class_matches(str(h["entity"].get(CLASS_FIELD, "")), v) for v in values)
-                ]
+                kept = _exact_hits(hits, checked)
                 short |= len(kept) < min(len(hits), top) and len(hits) == limit
                 results[position] = kept
             if not short or limit >= MAX_TOPK:
@@ -684,7 +679,8 @@ class IndexStore:
 
 def milvus_literal(value: str | int) -> str:
     """A filter value as a Milvus expression literal: an integer, or a double-quoted string
-    with ``\\`` and ``"`` escaped, so the value can never end the literal early.
+    with ``\\`` and ``"`` escaped and control characters written as escapes (``\\n``,
+    ``\\x01``), so the value can never end the literal early or break the expression's line.
 
     The one place where a value becomes expression text (Milvus Lite rejects
     ``filter_params`` templates, so binding is not available there).
@@ -693,26 +689,35 @@ def milvus_literal(value: str | int) -> str:
         raise ArchiveIndexError(f"Received: filter value {value!r}; expected a string or an int")
     if isinstance(value, int):
         return str(int(value))
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.translate(_CONTROL_ESCAPES) + '"'
+
+
+_CONTROL_ESCAPES = {
+    code: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(chr(code), f"\\x{code:02x}")
+    for code in (*range(0x20), 0x7F)
+}
+"""Control characters as Milvus string escapes (its grammar refuses them raw)."""
 
 
 _LIKE_WILDCARDS = ("%", "_", "\\", '"')
 
 
 def _label_pattern(value: str) -> str:
-    """``value`` as a ``like`` pattern without escapes: ``%``, ``_``, backslash and ``"``
-    become ``_`` (any one character), so the pattern matches at least the rows carrying
-    ``value`` (Milvus has no reliable escape in ``like``; the hits are checked afterwards)."""
+    """``value`` as a ``like`` pattern without escapes: ``%``, ``_``, backslash, ``"`` and
+    control characters become ``_`` (any one character), so the pattern matches at least the
+    rows carrying ``value`` (Milvus has no reliable escape in ``like``; the hits are checked
+    afterwards)."""
     for char in _LIKE_WILDCARDS:
         value = value.replace(char, "_")
-    return value
+    return value.translate(dict.fromkeys(_CONTROL_ESCAPES, "_"))
 
 
 def _class_condition(value: str) -> str:
     """A Milvus condition on ``class`` for one value: the whole text, or (a value without
     ``;``) one label of a multi-label row, a superset checked again by
     :func:`hpsh_tf2.index.backend.class_matches`."""
-    exact = f"{CLASS_FIELD} == {milvus_literal(value)}"
+    exact = _string_condition(CLASS_FIELD, value)
     if not value or LABEL_SEPARATOR in value:
         return exact
     label, sep = _label_pattern(value), LABEL_SEPARATOR
@@ -722,6 +727,27 @@ def _class_condition(value: str) -> str:
         + " or ".join([exact, *(f"{CLASS_FIELD} like {milvus_literal(p)}" for p in likes)])
         + ")"
     )
+
+
+def _exact_hits(hits: list[dict[str, Any]], filters: Filters) -> list[dict[str, Any]]:
+    """The hits whose metadata passes ``filters`` exactly (:func:`filter_mask`, the rule of
+    every backend)."""
+    if not hits:
+        return hits
+    columns = {
+        name: np.asarray([hit["entity"].get(name, kind()) for hit in hits], dtype=object)
+        for name, kind in FILTER_FIELDS.items()
+    }
+    mask = filter_mask(filters, columns)
+    return hits if mask is None else [hit for hit, keep in zip(hits, mask) if keep]
+
+
+def _string_condition(name: str, value: str) -> str:
+    """``name == "value"``; a value holding control characters (which Milvus does not compare
+    after escaping) as a ``like`` pattern instead, a superset that the search narrows."""
+    if any(ord(char) in _CONTROL_ESCAPES for char in value):
+        return f"{name} like {milvus_literal(_label_pattern(value))}"
+    return f"{name} == {milvus_literal(value)}"
 
 
 def milvus_filter(filters: Filters | None) -> str:
@@ -747,7 +773,12 @@ def milvus_filter(filters: Filters | None) -> str:
             if condition.high is not None:
                 parts.append(f"{name} <= {milvus_literal(condition.high)}")
         elif isinstance(condition, tuple):
-            parts.append(f"{name} in [{', '.join(milvus_literal(v) for v in condition)}]")
+            if all(isinstance(v, int) for v in condition):
+                parts.append(f"{name} in [{', '.join(milvus_literal(v) for v in condition)}]")
+            else:
+                parts.append(f"({' or '.join(_string_condition(name, v) for v in condition)})")
+        elif isinstance(condition, str):
+            parts.append(_string_condition(name, condition))
         else:
             parts.append(f"{name} == {milvus_literal(condition)}")
     return " and ".join(parts)

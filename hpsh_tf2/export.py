@@ -10,12 +10,27 @@ Signatures (all take a batch; an empty batch gives empty outputs):
 * ``serving_default``: ``image_bytes`` tf.string ``[b]`` (encoded JPEG, PNG, GIF, BMP or WebP) ->
   ``codes`` uint8 ``[b, bits]`` (0/1), ``packed_codes`` uint8 ``[b, bits/8]`` (MSB first, like
   ``np.packbits``), ``scores`` float32 ``[b, bits]`` (the sigmoid outputs).
-* ``encode_images``: ``images`` float32 ``[b, H, W, 3]`` RGB in 0..255 -> the same outputs.
+* ``encode_images``: ``images`` float32 ``[b, H, W, N]`` in 0..255 (``N = input_bands``, RGB
+  for 3) -> the same outputs.
+* ``encode_pixels``: ``pixels`` uint8 ``[b, H, W, N]``, 8-bit tiles as the scene reader gives
+  them (:meth:`hpsh_tf2.geo.raster.SceneReader.read_window`) -> the same outputs. Resized in the
+  graph by :func:`hpsh_tf2.data.images.resize_image`, the one resize path of training, scene
+  tiles and ``serving_default`` (identity at the model's input size), so
+  ``encode_pixels(p) == encode_images(float(p))`` bit for bit.
 * ``retrieve`` (when a database is embedded): ``image_bytes`` ``[b]`` and ``k`` int32 scalar
   (``1 <= k <= max_k``, fixed at export) -> ``indices``, ``labels``, ``distances`` (int32) and
   ``class_names``, ``paths`` (tf.string), all ``[b, k]``: the k nearest database items by Hamming
   distance, ties broken by database index (lower first). ``class_names`` is the item's label
   names joined by ``;`` (``"Forest;River"`` for a multi-label item, whose ``labels`` is -1).
+* ``retrieve_pixels`` (when a database is embedded): ``pixels`` uint8 ``[b, H, W, N]`` and ``k``
+  -> the outputs of ``retrieve``.
+
+Multi-band models (``input_bands`` N other than 3, ``model.input_bands``): encoded image bytes
+hold RGB only, so ``serving_default`` and ``retrieve`` are **not exported**; clients read the
+query with the band settings the manifest records (``input_bands``, ``bands``, ``band_scale``:
+``data.bands``, ``data.band_scale`` of the training config; :func:`hpsh_tf2.serving.export_reading`)
+and send uint8 pixels to ``encode_pixels`` / ``retrieve_pixels``. Their warmup file holds one
+synthetic grey tile sent to ``encode_pixels`` (and ``retrieve_pixels``).
 
 Decoding, resizing and the backbone's normalisation run inside the graph and are the functions
 of the training pipeline (:mod:`hpsh_tf2.data.images`, :mod:`hpsh_tf2.models.backbone`), so a
@@ -198,8 +213,10 @@ class _HashingModule(tf.Module):
         database: RetrievalDatabase | None,
         max_k: int,
         max_pixels: int = 40_000_000,
+        input_bands: int = 3,
     ) -> None:
         super().__init__(name="hpsh")
+        self._bands = int(input_bands)
         self._max_k = max_k
         self._max_pixels = int(max_pixels)
         self.image_model = image_model
@@ -218,13 +235,35 @@ class _HashingModule(tf.Module):
             )
             # Defined only with a database: tf.saved_model.save traces every tf.function
             # attribute, and retrieve needs the database variables.
-            self.retrieve = tf.function(
-                self._retrieve,
+            if self._bands == 3:
+                self.retrieve = tf.function(
+                    self._retrieve,
+                    input_signature=[
+                        tf.TensorSpec([None], tf.string, name="image_bytes"),
+                        tf.TensorSpec([], tf.int32, name="k"),
+                    ],
+                )
+            self.retrieve_pixels = tf.function(
+                self._retrieve_pixels,
                 input_signature=[
-                    tf.TensorSpec([None], tf.string, name="image_bytes"),
+                    tf.TensorSpec([None, None, None, self._bands], tf.uint8, name="pixels"),
                     tf.TensorSpec([], tf.int32, name="k"),
                 ],
             )
+        if self._bands == 3:  # tf.saved_model.save traces every tf.function attribute
+            self.serve = tf.function(
+                self._serve,
+                input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+            )
+        bands_spec = [None, None, None, self._bands]
+        self.encode_images = tf.function(
+            self._encode_images,
+            input_signature=[tf.TensorSpec(bands_spec, tf.float32, name="images")],
+        )
+        self.encode_pixels = tf.function(
+            self._encode_pixels,
+            input_signature=[tf.TensorSpec(bands_spec, tf.uint8, name="pixels")],
+        )
 
     def _decode_one(self, contents: tf.Tensor) -> tf.Tensor:
         # The training pipeline's decoder minus its Pillow (tf.py_function) TIFF branch, which a
@@ -239,7 +278,7 @@ class _HashingModule(tf.Module):
         return tf.map_fn(self._decode_one, image_bytes, fn_output_signature=spec)
 
     def _encode(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Float RGB 0..255 ``[b, size, size, 3]`` -> codes, packed codes and scores."""
+        """Float 0..255 ``[b, size, size, N]`` -> codes, packed codes and scores."""
         inputs = preprocess_images(images, self._backbone)
 
         def forward() -> tf.Tensor:
@@ -253,18 +292,28 @@ class _HashingModule(tf.Module):
         codes = binarize(scores)
         return {"codes": codes, "packed_codes": pack_codes(codes), "scores": scores}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _serve(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         """Encoded images -> codes (the ``serving_default`` signature)."""
         return self._encode(self._decode_batch(image_bytes))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
-    def encode_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Float RGB images in 0..255 -> codes (resized to the model's input size)."""
+    def _encode_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Float images in 0..255 -> codes (resized to the model's input size)."""
         return self._encode(image_lib.resize_image(images, self._image_size))
+
+    def _encode_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """uint8 tiles -> codes: the same resize, then the same encoding as ``encode_images``."""
+        return self._encode(image_lib.resize_image(pixels, self._image_size))
 
     def _retrieve(self, image_bytes: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Encoded images -> their k nearest database items (Hamming, ties by index)."""
+        return self._nearest(lambda: self.serve(image_bytes)["packed_codes"], k)
+
+    def _retrieve_pixels(self, pixels: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        """uint8 tiles -> their k nearest database items (as ``retrieve``)."""
+        return self._nearest(lambda: self._encode_pixels(pixels)["packed_codes"], k)
+
+    def _nearest(self, encode: Any, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The k nearest database items of the codes ``encode()`` gives, after checking k."""
         checks = [
             tf.debugging.Assert(
                 (k >= 1) & (k <= self._max_k),
@@ -272,7 +321,7 @@ class _HashingModule(tf.Module):
             )
         ]
         with tf.control_dependencies(checks):
-            packed = tf.identity(self.serve(image_bytes)["packed_codes"])
+            packed = tf.identity(encode())
         # hamming_topk needs a static k: search max_k and keep the first k, which is the
         # top-k since results are sorted by (distance, index). No XLA: TF Serving may lack it.
         indices, distances = hamming_topk(packed, self.db_packed, k=self._max_k, jit_compile=False)
@@ -289,11 +338,15 @@ class _HashingModule(tf.Module):
     def signatures(self) -> dict[str, Any]:
         """The concrete functions to save, by signature name."""
         signatures = {
-            "serving_default": self.serve.get_concrete_function(),
             "encode_images": self.encode_images.get_concrete_function(),
+            "encode_pixels": self.encode_pixels.get_concrete_function(),
         }
+        if self._bands == 3:  # encoded image bytes hold RGB only
+            signatures["serving_default"] = self.serve.get_concrete_function()
         if hasattr(self, "db_packed"):
-            signatures["retrieve"] = self.retrieve.get_concrete_function()
+            signatures["retrieve_pixels"] = self.retrieve_pixels.get_concrete_function()
+            if self._bands == 3:
+                signatures["retrieve"] = self.retrieve.get_concrete_function()
         return signatures
 
 
@@ -359,20 +412,35 @@ def _synthetic_jpeg(image_size: int) -> bytes:
 
 
 def _warmup_records(
-    images: Sequence[bytes], *, model_name: str, with_retrieve: bool, k: int
+    images: Sequence[bytes],
+    *,
+    model_name: str,
+    with_retrieve: bool,
+    k: int,
+    pixels: np.ndarray | None = None,
 ) -> list[bytes] | None:
-    """Serialized PredictionLog protos, or None when tensorflow-serving-api is missing."""
+    """Serialized PredictionLog protos, or None when tensorflow-serving-api is missing.
+
+    With ``pixels`` (a multi-band export) the requests go to ``encode_pixels`` (and
+    ``retrieve_pixels``) instead of the byte signatures.
+    """
     try:
         from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     except ImportError:
         return None
+    if pixels is None:
+        names, key = ("serving_default", "retrieve"), "image_bytes"
+        value = tf.make_tensor_proto(list(images), tf.string)
+    else:
+        names, key = ("encode_pixels", "retrieve_pixels"), "pixels"
+        value = tf.make_tensor_proto(pixels, tf.uint8)
     requests = []
-    for signature in ("serving_default", "retrieve") if with_retrieve else ("serving_default",):
+    for signature in names if with_retrieve else names[:1]:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signature
-        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(list(images), tf.string))
-        if signature == "retrieve":
+        request.inputs[key].CopyFrom(value)
+        if signature in ("retrieve", "retrieve_pixels"):
             request.inputs["k"].CopyFrom(tf.make_tensor_proto(k, tf.int32))
         requests.append(request)
     return [
@@ -392,7 +460,12 @@ def _write_warmup(version_dir: Path, records: list[bytes]) -> None:
 
 
 def _validate_args(
-    image_model: Any, backbone: str, image_size: Any, bits: Any, model_name: Any
+    image_model: Any,
+    backbone: str,
+    image_size: Any,
+    bits: Any,
+    model_name: Any,
+    input_bands: Any = 3,
 ) -> None:
     if not isinstance(image_model, keras.Model):
         raise TypeError(
@@ -402,6 +475,14 @@ def _validate_args(
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"Received: image_size={image_size!r}; expected a positive integer")
     check_bits(bits)
+    if isinstance(input_bands, bool) or not isinstance(input_bands, int) or input_bands < 1:
+        raise ValueError(f"Received: input_bands={input_bands!r}; expected a positive integer")
+    in_bands = image_model.input_shape[-1]
+    if in_bands != input_bands:
+        raise ModelMismatchError(
+            f"Received: input_bands={input_bands} for an image_model taking {in_bands} bands; "
+            "expected equal (model.input_bands)"
+        )
     out_bits = image_model.output_shape[-1]
     if out_bits != bits:
         raise ModelMismatchError(
@@ -454,17 +535,24 @@ class _ExportPlan:
     config_hash: str | None
     warmup: tuple[bytes, ...]
     provenance: dict | None = None
+    input_bands: int = 3
+    bands: list[int] | None = None
+    band_scale: str | list[str] | None = None
 
 
 def _build_version(module: _HashingModule, plan: _ExportPlan, target: Path) -> dict[str, Any]:
     """Writes the SavedModel, warmup file and manifest into ``target``; returns the manifest."""
     signatures = module.signatures()
     tf.saved_model.save(module, str(target), signatures=signatures)
+    grey = None
+    if plan.input_bands != 3:
+        grey = np.full((1, plan.image_size, plan.image_size, plan.input_bands), 128, np.uint8)
     records = _warmup_records(
         plan.warmup,
         model_name=plan.model_name,
-        with_retrieve="retrieve" in signatures,
+        with_retrieve="retrieve_pixels" in signatures,
         k=min(_DEFAULT_WARMUP_K, plan.max_k),
+        pixels=grey,
     )
     if not plan.warmup:
         records = None
@@ -484,6 +572,9 @@ def _build_version(module: _HashingModule, plan: _ExportPlan, target: Path) -> d
         "bits": plan.bits,
         "backbone": plan.backbone,
         "image_size": plan.image_size,
+        "input_bands": plan.input_bands,
+        "bands": plan.bands,
+        "band_scale": plan.band_scale,
         "class_names": list(plan.class_names),
         "database_size": plan.database_size,
         "max_k": plan.max_k,
@@ -524,12 +615,15 @@ def export_saved_model(
     max_k: int = 100,
     max_pixels: int = 40_000_000,
     provenance: Mapping[str, Any] | None = None,
+    input_bands: int = 3,
+    bands: Sequence[int] | None = None,
+    band_scale: str | Sequence[str] | None = None,
 ) -> Path:
     """Exports the image hashing model as a new TF Serving version.
 
     Args:
-        image_model: Preprocessed images ``[b, S, S, 3]`` -> sigmoid scores ``[b, bits]``
-            (:func:`hpsh_tf2.models.head.build_image_hash_model`).
+        image_model: Preprocessed images ``[b, S, S, N]`` -> sigmoid scores ``[b, bits]``
+            (:func:`hpsh_tf2.models.head.build_image_hash_model`), ``N = input_bands``.
         backbone: Backbone name; selects the in-graph preprocessing.
         image_size: Model input side S; inputs are resized to it in the graph (bilinear).
         bits: Code length, a positive multiple of 8, equal to the model's output width.
@@ -538,7 +632,8 @@ def export_saved_model(
         database: Items to search; adds the ``retrieve`` signature.
         warmup_images: Encoded images (bytes or file paths; JPEG/PNG/GIF/BMP) written as TF
             Serving warmup requests. ``None``: one synthetic grey JPEG; an empty sequence:
-            no warmup file.
+            no warmup file. With ``input_bands`` other than 3, any non-empty value means one
+            synthetic grey tile sent to ``encode_pixels``.
         class_names: Class names for the manifest (taken from ``database`` when given).
         config: The run configuration (mapping or dataclass); its SHA-256 goes to the manifest.
         max_k: Largest ``k`` the ``retrieve`` signature accepts (capped at the database size);
@@ -547,6 +642,11 @@ def export_saved_model(
             (width x height), before decoding it (config ``export.max_pixels``).
         provenance: What the exported model was made from (fingerprints), stored as is in
             the manifest so that a later run can tell whether the export is up to date.
+        input_bands: Bands the model takes (``model.input_bands``). Other than 3, the byte
+            signatures are not exported (see the module docstring).
+        bands: ``data.bands`` the model was trained with, recorded in the manifest so that
+            readers of the export read queries and scene tiles the same way.
+        band_scale: ``data.band_scale``, recorded likewise.
 
     Returns:
         The new version folder.
@@ -556,7 +656,7 @@ def export_saved_model(
         tf.errors.InvalidArgumentError: A warmup image cannot be decoded.
         FileExistsError: The version folder appeared concurrently (nothing is overwritten).
     """
-    _validate_args(image_model, backbone, image_size, bits, model_name)
+    _validate_args(image_model, backbone, image_size, bits, model_name, input_bands)
     for name, value in (("max_k", max_k), ("max_pixels", max_pixels)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"Received: {name}={value!r}; expected a positive integer")
@@ -564,6 +664,8 @@ def export_saved_model(
     names = _resolve_class_names(class_names, database, bits)
     if warmup_images is None:
         warmup = (_synthetic_jpeg(image_size),)
+    elif input_bands != 3:
+        warmup = (b"",) if len(warmup_images) else ()
     else:
         warmup = tuple(_read_warmup_image(item) for item in warmup_images)
     base = Path(export_dir) / model_name
@@ -579,6 +681,11 @@ def export_saved_model(
         config_hash=_config_hash(config),
         warmup=warmup,
         provenance=None if provenance is None else json.loads(json.dumps(dict(provenance))),
+        input_bands=input_bands,
+        bands=None if bands is None else [int(b) for b in bands],
+        band_scale=band_scale
+        if band_scale is None or isinstance(band_scale, str)
+        else [str(r) for r in band_scale],
     )
     module = _HashingModule(
         image_model,
@@ -588,8 +695,9 @@ def export_saved_model(
         database=database,
         max_k=max_k,
         max_pixels=max_pixels,
+        input_bands=input_bands,
     )
-    if warmup:
+    if warmup and input_bands == 3:
         module.serve(tf.constant(list(warmup)))  # fails early on undecodable warmup images
     base.mkdir(parents=True, exist_ok=True)
     remove_stale_exports(base)
@@ -665,7 +773,13 @@ def summarize_export(manifest: Mapping[str, Any], version_dir: str | os.PathLike
     """A short human-readable summary of an export (for the CLI)."""
     lines = [
         f"exported {manifest['model_name']} version {manifest['version']} to {version_dir}",
-        f"  model: {manifest['backbone']} at {manifest['image_size']} px, {manifest['bits']} bits",
+        f"  model: {manifest['backbone']} at {manifest['image_size']} px, {manifest['bits']} bits"
+        + (
+            f", {manifest['input_bands']} bands (data.bands {manifest.get('bands')}, "
+            f"data.band_scale {manifest.get('band_scale')!r})"
+            if manifest.get("input_bands", 3) != 3
+            else ""
+        ),
         f"  signatures: {', '.join(manifest['signatures'])}",
         f"  database: {manifest['database_size']} items, {len(manifest['class_names'])} classes",
         f"  warmup: {manifest['warmup']}",

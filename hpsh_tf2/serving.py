@@ -27,22 +27,26 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from hpsh_tf2.data.images import is_tiff, load_image_rgb
+from hpsh_tf2.data.images import BandReading, is_tiff, load_image_bands, load_image_rgb
 from hpsh_tf2.errors import DamagedFileError, DatasetError, ModelMismatchError
 from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.export import MANIFEST_NAME, read_manifest
+from hpsh_tf2.geo.raster import BandError, is_geotiff
 from hpsh_tf2.saved_files import READ_ERRORS, saved_model_damage, short_reason
 
 __all__ = [
     "OUTPUT_DTYPES",
     "Neighbour",
+    "export_reading",
     "format_neighbours",
     "load_exported",
     "make_grpc_request",
+    "make_pixels_request",
     "make_predict_request",
     "parse_predict_response",
     "predict_rest",
     "query_images",
+    "read_query_pixels",
     "request_image_bytes",
     "resolve_version_dir",
     "rest_predict_url",
@@ -116,6 +120,47 @@ def _load_version(version_dir: Path) -> Any:
     )
 
 
+def export_reading(
+    model: str | os.PathLike[str],
+    *,
+    bands: Sequence[int] | None = None,
+    band_scale: str | Sequence[str] | None = None,
+) -> BandReading:
+    """How an export's inputs are read: the ``input_bands``, ``bands`` and ``band_scale`` its
+    manifest records (``model.input_bands``, ``data.bands``, ``data.band_scale`` of the
+    training config). An export without them (older versions, or a model trained on JPEGs)
+    reads 3-band RGB as before.
+
+    Args:
+        model: Model folder (highest version) or version folder.
+        bands: ``data.bands`` of the config now in use: fills in when the export records none;
+            one that differs from the recorded value is refused.
+        band_scale: ``data.band_scale`` of the config now in use (likewise).
+
+    Raises:
+        BandError: ``bands`` or ``band_scale`` differs from what the export records.
+    """
+    version_dir = resolve_version_dir(model)
+    manifest = read_manifest(version_dir) if (version_dir / MANIFEST_NAME).is_file() else {}
+    values = {}
+    for key, given in (("bands", bands), ("band_scale", band_scale)):
+        recorded = manifest.get(key)
+        if given is not None and not isinstance(given, str):
+            given = [int(v) for v in given] if key == "bands" else [str(v) for v in given]
+        if recorded is not None and given is not None and recorded != given:
+            raise BandError(
+                f"Received: data.{key}={given!r} for export {version_dir}, which was trained "
+                f"with data.{key}={recorded!r}; expected the same (or unset)"
+            )
+        value = recorded if recorded is not None else given
+        values[key] = value if value is None or isinstance(value, str) else tuple(value)
+    return BandReading(
+        bands=values["bands"],
+        band_scale=values["band_scale"],
+        input_bands=int(manifest.get("input_bands", 3)),
+    )
+
+
 # --------------------------------------------------------------------------- query
 
 
@@ -140,17 +185,51 @@ class Neighbour:
     index: int = -1
 
 
-def request_image_bytes(path: str | os.PathLike[str]) -> bytes:
-    """Bytes of an image file as the export accepts them.
+def _check_query_file(path: Path) -> None:
+    if path.is_dir():
+        raise DatasetError(
+            f"query image {str(path)!r} is a folder; expected an image file (pass --image once "
+            "per file)"
+        )
+
+
+def read_query_pixels(
+    path: str | os.PathLike[str], reading: BandReading | None = None
+) -> np.ndarray:
+    """uint8 ``[H, W, N]`` pixels of a query file for ``encode_pixels`` / ``retrieve_pixels``.
+
+    The training pipeline's reader (:func:`hpsh_tf2.data.images.load_image_bands`): with an
+    active ``reading`` a GeoTIFF is read by the scene reader with its bands and scale, so a
+    tile saved as GeoTIFF gets the pixels (and the code) of the same tile read from its scene.
+
+    Raises:
+        DatasetError: ``path`` is a folder or not a readable image (named).
+        BandError: The band settings do not fit the file.
+    """
+    path = Path(path)
+    _check_query_file(path)
+    return load_image_bands(path, reading)
+
+
+def request_image_bytes(path: str | os.PathLike[str], reading: BandReading | None = None) -> bytes:
+    """Bytes of an image file as the export's byte signatures accept them.
 
     JPEG, PNG, GIF, BMP and WebP files are sent as they are (the SavedModel decodes them exactly
     like the training pipeline). TIFF, which the SavedModel cannot decode, is decoded here with
-    the pipeline's Pillow path and re-encoded as lossless PNG, so it gets the same pixels.
+    the pipeline's reader and re-encoded as lossless PNG, so it gets the same pixels: Pillow,
+    or with an active 3-band ``reading`` the scene reader (:func:`read_query_pixels`).
 
     Raises:
         DatasetError: ``path`` is missing, a folder or unreadable (the message names it).
+        ModelMismatchError: ``reading`` takes other than 3 bands (no byte signature).
     """
     path = Path(path)
+    if reading is not None and reading.input_bands != 3:
+        raise ModelMismatchError(
+            f"query image {str(path)!r}: the export takes {reading.input_bands} bands, which "
+            "encoded image bytes cannot hold; expected its encode_pixels signature "
+            "(read_query_pixels)"
+        )
     if path.is_dir():
         raise DatasetError(
             f"query image {str(path)!r} is a folder; expected an image file (pass --image once "
@@ -165,7 +244,8 @@ def request_image_bytes(path: str | os.PathLike[str]) -> bytes:
     if not is_tiff(data):
         return data
     buffer = io.BytesIO()
-    Image.fromarray(load_image_rgb(path)).save(buffer, format="PNG")
+    pixels = read_query_pixels(path, reading) if is_geotiff(path) else load_image_rgb(path)
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -204,8 +284,12 @@ def query_images(
     *,
     top: int = 10,
     batch_size: int = 32,
+    reading: BandReading | None = None,
 ) -> list[list[Neighbour]]:
     """Retrieves the ``top`` nearest database items of each image with an export's ``retrieve``.
+
+    A multi-band export (no ``retrieve``) gets the pixels of each query read with its band
+    settings (:func:`read_query_pixels`) through ``retrieve_pixels``, one call per query.
 
     Args:
         model_dir: Model folder (highest version used), version folder, or an already loaded
@@ -215,6 +299,8 @@ def query_images(
         top: Neighbours per query; capped at the export's ``max_k`` (at most the database
             size) when ``model_dir`` is a folder with a manifest.
         batch_size: Images per ``retrieve`` call.
+        reading: How GeoTIFF queries are read (default: the band settings the export's
+            manifest records, :func:`export_reading`; None for a loaded export).
 
     Returns:
         One list of :class:`Neighbour` per query, nearest first (ties by database index).
@@ -233,8 +319,11 @@ def query_images(
                 f"query image {str(path)!r} {what}; expected an image file (JPEG, PNG, GIF, BMP, "
                 "WebP or TIFF)"
             )
+    if reading is None and isinstance(model_dir, (str, os.PathLike)):
+        reading = export_reading(model_dir)
     loaded, max_k = _loaded_and_max_k(model_dir)
-    if "retrieve" not in loaded.signatures:
+    pixels_only = "retrieve" not in loaded.signatures and "retrieve_pixels" in loaded.signatures
+    if "retrieve" not in loaded.signatures and not pixels_only:
         raise ModelMismatchError(
             "Received: an export without a 'retrieve' signature; expected one exported with a "
             "database (export_saved_model(database=...))"
@@ -249,8 +338,14 @@ def query_images(
         )
     k = tf.constant(min(top, max_k) if max_k else top, tf.int32)
     results: list[list[Neighbour]] = []
+    if pixels_only:
+        for path in image_paths:
+            pixels = read_query_pixels(path, reading)[None]
+            raw = loaded.signatures["retrieve_pixels"](pixels=tf.constant(pixels), k=k)
+            results.append(_to_neighbours({key: v.numpy() for key, v in raw.items()}, 0))
+        return results
     for start in range(0, len(image_paths), batch_size):
-        chunk = [request_image_bytes(p) for p in image_paths[start : start + batch_size]]
+        chunk = [request_image_bytes(p, reading) for p in image_paths[start : start + batch_size]]
         raw = loaded.signatures["retrieve"](image_bytes=tf.constant(chunk, tf.string), k=k)
         outputs = {key: value.numpy() for key, value in raw.items()}
         results.extend(_to_neighbours(outputs, row) for row in range(len(chunk)))
@@ -377,6 +472,38 @@ def make_predict_request(
             "instances": [{"image_bytes": item} for item in encoded],
         }
     inputs = {"image_bytes": encoded, **{str(k): v for k, v in extra_inputs.items()}}
+    return {"signature_name": signature_name, "inputs": inputs}
+
+
+def make_pixels_request(
+    pixels: np.ndarray,
+    signature_name: str = "encode_pixels",
+    *,
+    extra_inputs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A TF Serving REST predict body for ``encode_pixels`` (or ``retrieve_pixels``).
+
+    ``pixels`` is uint8 ``[b, H, W, N]`` (N = the manifest's ``input_bands``) and is sent as
+    nested lists in the row format ``{"signature_name": "encode_pixels", "instances":
+    [{"pixels": [[[v, ...], ...], ...]}, ...]}``, one instance per tile; with ``extra_inputs``
+    (``{"k": 10}`` for ``retrieve_pixels``) in the columnar format
+    ``{"signature_name": ..., "inputs": {"pixels": [...], "k": 10}}``.
+
+    Raises:
+        ValueError: ``pixels`` is not a uint8 array ``[b, H, W, N]``.
+    """
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise ValueError(
+            f"Received: pixels of dtype {array.dtype} and shape {array.shape}; expected uint8 "
+            "[b, H, W, N]"
+        )
+    if not extra_inputs:
+        return {
+            "signature_name": signature_name,
+            "instances": [{"pixels": tile.tolist()} for tile in array],
+        }
+    inputs = {"pixels": array.tolist(), **{str(k): v for k, v in extra_inputs.items()}}
     return {"signature_name": signature_name, "inputs": inputs}
 
 

@@ -542,7 +542,11 @@ def export(config: Config, *, prepared: Prepared | None = None, echo: Echo = pri
     image_model = _image_model(config, layout)
     database = _retrieval_database(config, prepared)
     samples = prepared.subset_paths("train")[: config.export.warmup_requests]
-    warmup = [request_image_bytes(prepared.root / p) for p in samples]  # TIFF -> PNG
+    reading = BandReading.from_config(config)
+    if config.model.input_bands == 3:
+        warmup = [request_image_bytes(prepared.root / p, reading) for p in samples]  # TIFF -> PNG
+    else:  # a multi-band export warms up encode_pixels with a synthetic tile
+        warmup = [b""] if samples else []
     version_dir = export_saved_model(
         image_model=image_model,
         backbone=config.model.backbone,
@@ -556,6 +560,9 @@ def export(config: Config, *, prepared: Prepared | None = None, echo: Echo = pri
         config=config_to_dict(config),
         max_pixels=config.export.max_pixels,
         provenance=_export_provenance(config, model_fp),
+        input_bands=config.model.input_bands,
+        bands=config.data.bands,
+        band_scale=config.data.band_scale,
     )
     echo(summarize_export(read_manifest(version_dir), version_dir))
     return version_dir

@@ -368,7 +368,14 @@ def test_manifest_and_models_config(exported):
     assert manifest["class_names"] == list(CLASS_NAMES)
     assert manifest["database_size"] == DB_SIZE
     assert manifest["max_k"] == DB_SIZE
-    assert manifest["signatures"] == ["encode_images", "retrieve", "serving_default"]
+    assert manifest["signatures"] == [
+        "encode_images",
+        "encode_pixels",
+        "retrieve",
+        "retrieve_pixels",
+        "serving_default",
+    ]
+    assert (manifest["input_bands"], manifest["bands"], manifest["band_scale"]) == (3, None, None)
     canonical = json.dumps(exported.config, sort_keys=True, separators=(",", ":"))
     assert manifest["config_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -433,6 +440,98 @@ def test_graph_has_no_python_or_xla_only_ops(exported):
     assert "DecodeImage" in ops and "DecodePng" in ops
 
 
+# --------------------------------------------------------------------------- raw pixels, N bands
+
+
+def test_encode_pixels_is_encode_images_of_the_same_pixels_bit_for_bit(exported):
+    """One resize path: uint8 tiles of any size through ``encode_pixels`` give exactly the
+    outputs of ``encode_images`` on the same values as float (3 bands, today's signature)."""
+    rng = np.random.default_rng(11)
+    tiles = rng.integers(0, 256, (3, 90, 70, 3), dtype=np.uint8)
+    signatures = exported.loaded.signatures
+    got = signatures["encode_pixels"](pixels=tf.constant(tiles))
+    want = signatures["encode_images"](images=tf.constant(tiles, tf.float32))
+    for key in ("codes", "packed_codes", "scores"):
+        np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
+    # A PNG of the tile through serving_default: the same code as the pixels.
+    buffer = io.BytesIO()
+    Image.fromarray(tiles[0]).save(buffer, "PNG")
+    served = signatures["serving_default"](image_bytes=tf.constant([buffer.getvalue()]))
+    np.testing.assert_array_equal(served["packed_codes"].numpy(), got["packed_codes"][:1])
+    k = tf.constant(5)
+    by_pixels = signatures["retrieve_pixels"](pixels=tf.constant(tiles[:1]), k=k)
+    by_bytes = signatures["retrieve"](image_bytes=tf.constant([buffer.getvalue()]), k=k)
+    for key in ("indices", "distances"):
+        np.testing.assert_array_equal(by_pixels[key].numpy(), by_bytes[key].numpy())
+
+
+@pytest.fixture(scope="module")
+def four_band(tmp_path_factory):
+    """A 4-band MobileNetV2 (75 px, random weights, first convolution widened) export."""
+    from hpsh_tf2.serving import load_exported
+
+    backbone = build_backbone("mobilenet_v2", weights="none", image_size=75, input_bands=4)
+    head = build_hash_model(backbone.output_shape[-1], bits=BITS, seed=3)
+    model = build_image_hash_model(backbone, head)
+    version_dir = export_saved_model(
+        image_model=model,
+        backbone="mobilenet_v2",
+        image_size=75,
+        bits=BITS,
+        export_dir=tmp_path_factory.mktemp("export4"),
+        model_name="s2",
+        database=_random_database(),
+        input_bands=4,
+        bands=[4, 3, 2, 8],
+        band_scale="0-3000",
+    )
+    return SimpleNamespace(model=model, version_dir=version_dir, loaded=load_exported(version_dir))
+
+
+def test_four_band_export_encodes_pixels_like_the_in_process_model(four_band):
+    manifest = read_manifest(four_band.version_dir)
+    assert manifest["input_bands"] == 4
+    assert manifest["bands"] == [4, 3, 2, 8] and manifest["band_scale"] == "0-3000"
+    # Encoded image bytes hold RGB only: no byte signature for a 4-band model.
+    assert manifest["signatures"] == ["encode_images", "encode_pixels", "retrieve_pixels"]
+    tiles = np.random.default_rng(5).integers(0, 256, (2, 64, 80, 4), dtype=np.uint8)
+    out = four_band.loaded.signatures["encode_pixels"](pixels=tf.constant(tiles))
+    inputs = preprocess_images(resize_image(tiles, 75), "mobilenet_v2")
+    want = _model_outputs(four_band.model, inputs)
+    np.testing.assert_allclose(out["scores"].numpy(), want["scores"], atol=1e-5)
+    np.testing.assert_array_equal(out["codes"].numpy(), want["codes"])
+    np.testing.assert_array_equal(out["packed_codes"].numpy(), want["packed"])
+    floats = four_band.loaded.signatures["encode_images"](images=tf.constant(tiles, tf.float32))
+    np.testing.assert_array_equal(floats["packed_codes"].numpy(), want["packed"])
+    empty = four_band.loaded.signatures["encode_pixels"](pixels=tf.zeros([0, 75, 75, 4], tf.uint8))
+    assert empty["codes"].shape == (0, BITS)
+    near = four_band.loaded.signatures["retrieve_pixels"](pixels=tf.constant(tiles), k=3)
+    distances = _np_hamming(want["packed"], _random_database().packed_codes)
+    expected = np.argsort(distances, axis=1, kind="stable")
+    np.testing.assert_array_equal(near["indices"].numpy(), expected[:, :3])
+
+
+def test_four_band_warmup_requests_encode_pixels(four_band):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = four_band.version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(path))
+    ]
+    requests = [r.predict_log.request for r in records]
+    assert [r.model_spec.signature_name for r in requests] == ["encode_pixels", "retrieve_pixels"]
+    pixels = tf.make_ndarray(requests[0].inputs["pixels"])
+    assert pixels.shape == (1, 75, 75, 4) and pixels.dtype == np.uint8
+
+
+def test_input_bands_must_match_the_model(tmp_path):
+    from hpsh_tf2.errors import ModelMismatchError
+
+    with pytest.raises(ModelMismatchError, match=r"input_bands=4.*3 bands"):
+        _tiny_export(tmp_path, input_bands=4)
+
+
 # --------------------------------------------------------------------------- files, versions
 
 
@@ -452,7 +551,11 @@ def test_versions_increase_and_are_never_overwritten(tmp_path):
     assert (first.name, second.name) == ("1", "2")
     assert (first / "hpsh_export.json").read_bytes() == manifest
     assert read_manifest(second)["class_names"] == ["a", "b"]
-    assert read_manifest(second)["signatures"] == ["encode_images", "serving_default"]
+    assert read_manifest(second)["signatures"] == [
+        "encode_images",
+        "encode_pixels",
+        "serving_default",
+    ]
     assert read_manifest(second)["config_hash"] is None
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["1", "2", "models.config"]
 

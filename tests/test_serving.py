@@ -403,3 +403,65 @@ def test_make_grpc_request(served):
         k=tf.constant(tf.make_ndarray(request.inputs["k"])),
     )
     assert out["indices"].shape == (2, 5)
+
+
+# --------------------------------------------------------------------------- GeoTIFF queries
+
+
+def _s2_tile_and_chip(tmp_path: Path, bands: tuple[int, ...]) -> tuple[np.ndarray, Path]:
+    """A tile read from a 13-band uint16 scene with ``bands`` and '0-3000', and a GeoTIFF
+    holding the same raw values (no CRS)."""
+    from hpsh_tf2.geo.raster import SceneReader, open_scene
+    from tests.geo.conftest import write_geotiff
+
+    stack = np.random.default_rng(9).integers(0, 4000, (13, 120, 160)).astype(np.uint16)
+    scene = write_geotiff(tmp_path / "scene.tif", stack, nodata=None)
+    col, row, width, height = 30, 20, 64, 48
+    with SceneReader(
+        open_scene(scene), bands=bands, band_scale="0-3000", want=len(bands)
+    ) as reader:
+        tile = reader.read_window(col, row, width, height)[0]
+    chip = stack[:, row : row + height, col : col + width]
+    return tile, write_geotiff(tmp_path / "chip.tif", chip, crs=None, nodata=None)
+
+
+@pytest.mark.parametrize("bands", [(4, 3, 2), (4, 3, 2, 8)])
+def test_geotiff_query_gets_the_code_of_the_same_scene_tile(tmp_path, bands):
+    """``query --image FILE.tif``: the file is read with the band settings the export records
+    (one reader), so it finds the scene tile it was cut from at distance 0."""
+    from hpsh_tf2.serving import export_reading, load_exported
+    from tests.index.conftest import export_tiny
+
+    tile, chip = _s2_tile_and_chip(tmp_path, bands)
+    noise = np.random.default_rng(1).integers(0, 256, (4, *tile.shape), dtype=np.uint8)
+    tiles = np.concatenate([noise[:2], tile[None], noise[2:]])
+    plain = export_tiny(tmp_path / "plain", input_bands=len(bands))
+    codes = load_exported(plain).signatures["encode_pixels"](pixels=tf.constant(tiles))
+    database = RetrievalDatabase(
+        codes["packed_codes"].numpy(), np.zeros(5, int), [f"t{i}" for i in range(5)], ("x",)
+    )
+    version = export_tiny(
+        tmp_path / "db",
+        input_bands=len(bands),
+        bands=list(bands),
+        band_scale="0-3000",
+        database=database,
+    )
+    reading = export_reading(version)
+    assert reading.bands == bands and reading.input_bands == len(bands)
+    (neighbours,) = query_images(version, [chip], top=2)
+    assert (neighbours[0].path, neighbours[0].distance) == ("t2", 0)
+
+
+def test_make_pixels_request_is_the_rest_body_of_encode_pixels():
+    from hpsh_tf2.serving import make_pixels_request
+
+    pixels = np.arange(2 * 2 * 3 * 4, dtype=np.uint8).reshape(2, 2, 3, 4)
+    body = make_pixels_request(pixels)
+    assert body["signature_name"] == "encode_pixels"
+    assert np.array_equal(np.asarray([i["pixels"] for i in body["instances"]]), pixels)
+    body = make_pixels_request(pixels, "retrieve_pixels", extra_inputs={"k": 3})
+    assert body["inputs"]["k"] == 3 and np.array_equal(body["inputs"]["pixels"], pixels)
+    json.dumps(body)
+    with pytest.raises(ValueError, match="uint8"):
+        make_pixels_request(pixels.astype(np.float32))

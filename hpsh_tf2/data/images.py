@@ -44,12 +44,19 @@ import tensorflow as tf
 from PIL import Image
 
 from hpsh_tf2.errors import BadImageError
-from hpsh_tf2.geo.raster import BandError, SceneError, is_geotiff, read_geotiff_rgb
+from hpsh_tf2.geo.raster import (
+    BandError,
+    SceneError,
+    band_summary,
+    is_geotiff,
+    read_geotiff_rgb,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "TIFF_MAGICS",
     "BandReading",
+    "band_hint",
     "decode_error",
     "decode_image",
     "first_undecodable",
@@ -183,6 +190,28 @@ def image_to_rgb_array(img: Image.Image) -> np.ndarray:
         return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
+def band_hint(path: str | os.PathLike[str]) -> str | None:
+    """What to set for a multi-band or non-8-bit TIFF that Pillow cannot decode, or None.
+
+    ``"<file> has 13 bands of uint16; set data.bands (e.g. [4, 3, 2]) and data.band_scale
+    (e.g. '0-3000'), or model.input_bands"`` when the file (read by rasterio) has more than 4
+    bands or is not uint8; None for anything else (or without rasterio).
+    """
+    name = os.fspath(path)
+    if not name.lower().endswith((".tif", ".tiff")):
+        return None
+    summary = band_summary(name)
+    if summary is None:
+        return None
+    count, dtype = summary
+    if count <= 4 and dtype == "uint8":
+        return None
+    return (
+        f"{os.path.basename(name)} has {count} band{'s' if count != 1 else ''} of {dtype}; set "
+        "data.bands (e.g. [4, 3, 2]) and data.band_scale (e.g. '0-3000'), or model.input_bands"
+    )
+
+
 def _open_rgb(source: str | io.BytesIO, name: str) -> np.ndarray:
     try:
         with Image.open(source) as img:
@@ -192,7 +221,8 @@ def _open_rgb(source: str | io.BytesIO, name: str) -> np.ndarray:
         raise
     except (OSError, SyntaxError, ValueError, TypeError, Image.DecompressionBombError) as err:
         reason = str(err) or type(err).__name__
-        raise BadImageError(name, reason) from err
+        hint = band_hint(source) if isinstance(source, str) else None
+        raise BadImageError(name, hint or reason) from err
 
 
 def load_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:

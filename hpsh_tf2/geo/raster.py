@@ -38,6 +38,7 @@ __all__ = [
     "Scene",
     "SceneError",
     "SceneReader",
+    "band_summary",
     "is_geotiff",
     "open_scene",
     "parse_band_scale",
@@ -235,6 +236,20 @@ def _rasterio() -> Any:
             "GeoTIFF scenes and images need rasterio (GDAL): pip install 'hpsh-tf2[geo]'"
         ) from err
     return rasterio
+
+
+def band_summary(path: str | os.PathLike[str]) -> tuple[int, str] | None:
+    """``(bands, dtype of band 1)`` of a raster file, or None when rasterio is missing or
+    cannot read it (for messages about files another reader failed on)."""
+    try:
+        import rasterio
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    try:
+        with rasterio.open(os.fspath(path)) as src:
+            return int(src.count), str(src.dtypes[0])
+    except (rasterio.errors.RasterioError, OSError, ValueError):
+        return None
 
 
 def _tiff_datetime(tags: dict[str, str]) -> str:

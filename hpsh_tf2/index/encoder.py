@@ -3,8 +3,13 @@
 The index is filled with exactly the codes TF Serving would return: the bytes of each file go
 through the SavedModel's decode, resize, backbone preprocessing and hash head. TIFF, which the
 SavedModel cannot decode, is converted on the client like
-:func:`hpsh_tf2.serving.request_image_bytes` does. A batch that fails (one undecodable file) is
-split and retried so that only the bad files are left out, each with its reason.
+:func:`hpsh_tf2.serving.request_image_bytes` does (a GeoTIFF with the band settings the
+export records, :func:`hpsh_tf2.serving.export_reading`). A batch that fails (one undecodable
+file) is split and retried so that only the bad files are left out, each with its reason.
+
+A multi-band export (``input_bands`` other than 3) has no byte signature: each file is read
+with the export's band settings (:func:`hpsh_tf2.serving.read_query_pixels`) and its uint8
+pixels go to ``encode_pixels``, the signature scene tiles use too.
 """
 
 from __future__ import annotations
@@ -19,10 +24,17 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hpsh_tf2.data.images import decode_error
+from hpsh_tf2.data.images import BandReading, decode_error
 from hpsh_tf2.errors import ModelMismatchError
 from hpsh_tf2.export import MANIFEST_NAME
-from hpsh_tf2.serving import load_exported, request_image_bytes, resolve_version_dir
+from hpsh_tf2.geo.raster import BandError, is_geotiff
+from hpsh_tf2.serving import (
+    export_reading,
+    load_exported,
+    read_query_pixels,
+    request_image_bytes,
+    resolve_version_dir,
+)
 
 __all__ = [
     "EncodeResult",
@@ -126,32 +138,44 @@ def _error_reason(err: Exception) -> str:
     return reason.split(" [Op:")[0][:300]
 
 
-def _decode_reason(path: str | os.PathLike[str], tf_reason: str) -> str:
+def _decode_reason(
+    path: str | os.PathLike[str], tf_reason: str, reading: BandReading | None = None
+) -> str:
     """``cannot decode <file>: <cause>``, the cause from Pillow's full decode when it fails
     (TF's decoders say only ``Assert/AssertGuard``), else TF's own last line."""
-    error = decode_error(os.fspath(path))
+    try:
+        error = decode_error(os.fspath(path), reading)
+    except BandError as err:
+        return str(err)
     cause = error.reason if error is not None else f"the SavedModel cannot decode it ({tf_reason})"
     return f"cannot decode {os.fspath(path)}: {cause}"
 
 
 class SavedModelEncoder:
-    """Loads an export once and encodes image files with its ``serving_default`` signature.
+    """Loads an export once and encodes image files with its ``serving_default`` signature
+    (or, for a multi-band export, ``encode_pixels``).
 
     Args:
         model_dir: Model folder (highest version used) or version folder of an hpsh export.
+        reading: How GeoTIFF files are read (default: the export's recorded band settings,
+            :func:`hpsh_tf2.serving.export_reading`).
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, model_dir: str | os.PathLike[str], reading: BandReading | None = None
+    ) -> None:
         self.record = model_record(model_dir)
+        self.reading = reading if reading is not None else export_reading(model_dir)
         self._tf = tf
         loaded = load_exported(model_dir)
-        if "serving_default" not in loaded.signatures:
+        signatures = loaded.signatures
+        if "serving_default" not in signatures and "encode_pixels" not in signatures:
             raise ValueError(
-                f"Received: model={str(model_dir)!r} without a 'serving_default' signature; "
-                "expected an hpsh export"
+                f"Received: model={str(model_dir)!r} without a 'serving_default' or "
+                "'encode_pixels' signature; expected an hpsh export"
             )
         self._loaded = loaded  # keeps the variables alive
-        self._serve = loaded.signatures["serving_default"]
+        self._serve = signatures.get("serving_default")
 
     @property
     def bits(self) -> int:
@@ -164,8 +188,26 @@ class SavedModelEncoder:
         The first call of a loaded SavedModel builds and optimises its graph (about 1.4 s for
         InceptionV3 on 2 cores); doing it early lets that overlap other start-up work.
         """
+        if self._serve is None:
+            self.encode_pixels(np.zeros((1, 8, 8, self.reading.input_bands), np.uint8))
+            return
         pixels = self._tf.zeros([8, 8, 3], self._tf.uint8)
         self.encode_bytes([self._tf.io.encode_png(pixels).numpy()])
+
+    def encode_pixels(self, tiles: np.ndarray) -> np.ndarray:
+        """Packed codes ``uint8 [b, bits / 8]`` of ``uint8 [b, h, w, N]`` tiles (one call).
+
+        Through ``encode_pixels``, or ``encode_images`` of the same values as float for an
+        export written before ``encode_pixels`` existed (the same resize and model: equal).
+        """
+        if len(tiles) == 0:
+            return np.zeros((0, self.bits // 8), np.uint8)
+        signatures = self._loaded.signatures
+        if "encode_pixels" in signatures:
+            out = signatures["encode_pixels"](pixels=self._tf.constant(tiles, self._tf.uint8))
+        else:
+            out = signatures["encode_images"](images=self._tf.constant(tiles, self._tf.float32))
+        return np.asarray(out["packed_codes"].numpy(), np.uint8)
 
     def encode_bytes(self, images: Sequence[bytes]) -> np.ndarray:
         """Packed codes ``uint8 [len(images), bits / 8]`` of encoded images (one call).
@@ -182,17 +224,26 @@ class SavedModelEncoder:
         """Reads and encodes image files; unreadable or undecodable ones are reported, not raised.
 
         Args:
-            paths: Image files (JPEG, PNG, GIF, BMP as they are; TIFF converted to PNG here).
+            paths: Image files (JPEG, PNG, GIF, BMP as they are; TIFF converted to PNG here;
+                for a multi-band export, GeoTIFFs read with its band settings).
 
         Returns:
             The :class:`EncodeResult`.
+
+        Raises:
+            BandError: A GeoTIFF does not fit the band settings (a config error, not a bad
+                file: the message names the file and the key).
         """
+        if self._serve is None:
+            return self._encode_pixel_files(paths)
         data: list[bytes] = []
         positions: list[int] = []
         bad: list[tuple[int, str]] = []
         for position, path in enumerate(paths):
             try:
-                contents = request_image_bytes(path)
+                contents = request_image_bytes(path, self.reading)
+            except BandError:
+                raise
             except (OSError, ValueError) as err:
                 bad.append((position, _error_reason(err)))
                 continue
@@ -203,13 +254,39 @@ class SavedModelEncoder:
             positions.append(position)
         packed, ok_local, bad_local = self._encode_isolating(data)
         bad.extend(
-            (positions[i], _decode_reason(paths[positions[i]], reason)) for i, reason in bad_local
+            (positions[i], _decode_reason(paths[positions[i]], reason, self.reading))
+            for i, reason in bad_local
         )
         return EncodeResult(
             packed=packed,
             ok=tuple(positions[i] for i in ok_local),
             bad=tuple(sorted(bad)),
         )
+
+    def _encode_pixel_files(self, paths: Sequence[str | os.PathLike[str]]) -> EncodeResult:
+        """:meth:`encode_files` for an export without byte signature: pixels, then
+        ``encode_pixels`` (one call per image size)."""
+        pixels: dict[int, np.ndarray] = {}
+        bad: list[tuple[int, str]] = []
+        for position, path in enumerate(paths):
+            try:
+                pixels[position] = read_query_pixels(path, self.reading)
+            except BandError as err:
+                if is_geotiff(path):
+                    raise
+                bad.append((position, str(err)))
+            except (OSError, ValueError) as err:
+                bad.append((position, _error_reason(err)))
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for position, array in pixels.items():
+            by_shape.setdefault(array.shape, []).append(position)
+        codes: dict[int, np.ndarray] = {}
+        for group in by_shape.values():
+            packed = self.encode_pixels(np.stack([pixels[p] for p in group]))
+            codes.update(zip(group, packed))
+        ok = tuple(sorted(codes))
+        packed = np.stack([codes[p] for p in ok]) if ok else np.zeros((0, self.bits // 8))
+        return EncodeResult(packed=np.asarray(packed, np.uint8), ok=ok, bad=tuple(sorted(bad)))
 
     def _encode_isolating(
         self, data: list[bytes]

@@ -142,8 +142,17 @@ def run_info(args: argparse.Namespace, config: Any, uri: str, collection: str) -
 
 def run_search(args: argparse.Namespace, config: Any, uri: str, collection: str) -> int:
     """``index search`` over scene tiles: prints the places, writes GeoJSON and overviews."""
-    from hpsh_tf2.index.scenes import parse_time, scene_paths, search_scenes, write_outputs
+    from hpsh_tf2.index.scenes import (
+        SceneStore,
+        display_reading,
+        parse_time,
+        scene_collection,
+        scene_paths,
+        search_scenes,
+        write_outputs,
+    )
     from hpsh_tf2.index.store import ArchiveIndexError
+    from hpsh_tf2.serving import export_reading
 
     at = None
     if args.lonlat:
@@ -167,23 +176,30 @@ def run_search(args: argparse.Namespace, config: Any, uri: str, collection: str)
         before=parse_time(args.before, flag="--before") if args.before else None,
         nms_iou=None if args.nms >= 1 else args.nms,
         nprobe=config.index.nprobe,
+        bands=config.data.bands,
+        band_scale=config.data.band_scale,
     )
+    model_dir = args.model
+    if model_dir is None:
+        with SceneStore(uri, scene_collection(collection)) as store:
+            model_dir = store.record().export_path
+    reading = export_reading(model_dir, bands=config.data.bands, band_scale=config.data.band_scale)
     query = images[0] if images else f"{args.scene} at {args.lonlat}"
     print(f"query: {query} (index {uri})")
     for r in results:
         col, row, width, height = r.window
         print(f"  {r.rank:3d}  d={r.distance:3d}  {r.scene}  window {col},{row},{width},{height}")
     paths = scene_paths(uri, collection, [r.scene for r in results])
-    scale = {"bands": config.data.bands, "band_scale": config.data.band_scale}
+    shown = display_reading(reading)  # pictures show the first three bands
+    scale = {"bands": shown.bands, "band_scale": shown.band_scale}
     if args.out:
-        from hpsh_tf2.data.images import load_image_rgb
-        from hpsh_tf2.index.scenes import read_tile, tile_at, write_tile_grid
+        from hpsh_tf2.index.scenes import query_picture, read_tile, tile_at, write_tile_grid
 
         if at is not None:
             file, window = tile_at(uri, collection, *at)
             pixels = read_tile(file, window, **scale)
         else:
-            pixels = load_image_rgb(images[0])
+            pixels = query_picture(images[0], reading)
         grid = write_tile_grid(
             args.out, pixels, results, paths, query_scene=args.scene or "?", **scale
         )

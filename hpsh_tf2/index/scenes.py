@@ -5,9 +5,12 @@ file archive's), one row per tile:
 
 * ``id`` int64 primary key: BLAKE2b-64 of ``scene id + window`` (a retried batch replaces
   its own rows);
-* ``code``: the tile's packed code, computed by the export's ``encode_images`` signature,
+* ``code``: the tile's packed code, computed by the export's ``encode_pixels`` signature,
   which resizes with :func:`hpsh_tf2.data.images.resize_image` like ``serving_default`` does
-  after decoding a file (one resize path: a PNG of a tile encodes to the tile's code);
+  after decoding a file (one resize path: a PNG of a tile encodes to the tile's code). Tiles
+  are read with the band settings the export records (``input_bands``, ``bands``,
+  ``band_scale``: :func:`hpsh_tf2.serving.export_reading`; the config's ``data.bands`` /
+  ``data.band_scale`` fill in when it records none), so a multi-band model indexes its bands;
 * ``scene``, ``scene_key`` (int64 hash of the scene id, the only form filters use), ``path``
   (the raster file), ``col``, ``row``, ``width``, ``height`` (the pixel window);
 * ``footprint``: WKT polygon in WGS84 (counter-clockwise), plus its bounding box in integer
@@ -43,7 +46,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from hpsh_tf2.atomic import write_json_atomic
+from hpsh_tf2.data.images import BandReading
 from hpsh_tf2.evaluation.plots import save_retrieval_grid
 from hpsh_tf2.geo.geojson import SceneResult, overview_name, write_geojson, write_overview
 from hpsh_tf2.geo.raster import Scene, SceneError, SceneReader, open_scene
@@ -60,6 +64,7 @@ from hpsh_tf2.index.encoder import SavedModelEncoder, check_same_model, model_re
 from hpsh_tf2.index.lock import index_writer_lock
 from hpsh_tf2.index.prune import check_removal
 from hpsh_tf2.index.store import ArchiveIndexError, IndexStore, is_local_uri
+from hpsh_tf2.serving import export_reading, read_query_pixels
 
 __all__ = [
     "NO_TIME",
@@ -67,7 +72,9 @@ __all__ = [
     "SceneStore",
     "TileEncoder",
     "build_scene_index",
+    "display_reading",
     "parse_time",
+    "query_picture",
     "scene_collection",
     "scene_filter",
     "scene_info",
@@ -265,19 +272,12 @@ class SceneStore(IndexStore):
 
 
 class TileEncoder(SavedModelEncoder):
-    """Encodes 8-bit tiles with the export's ``encode_images`` signature (resize in-graph)."""
+    """Encodes 8-bit tiles with the export's ``encode_pixels`` signature (resize in-graph;
+    :meth:`SavedModelEncoder.encode_pixels`)."""
 
     def warm_up(self) -> None:
-        """Calls ``encode_images`` once (its first call builds and optimises the graph)."""
-        self.encode_pixels(np.zeros((1, 8, 8, 3), np.uint8))
-
-    def encode_pixels(self, tiles: np.ndarray) -> np.ndarray:
-        """Packed codes ``uint8 [b, bits / 8]`` of ``uint8 [b, h, w, 3]`` tiles."""
-        if len(tiles) == 0:
-            return np.zeros((0, self.bits // 8), np.uint8)
-        signature = self._loaded.signatures["encode_images"]
-        out = signature(images=self._tf.constant(tiles, self._tf.float32))
-        return np.asarray(out["packed_codes"].numpy(), np.uint8)
+        """Encodes one tile (the first call builds and optimises the graph)."""
+        self.encode_pixels(np.zeros((1, 8, 8, self.reading.input_bands), np.uint8))
 
 
 @dataclass(frozen=True)
@@ -339,12 +339,32 @@ class TilingOptions:
     max_nodata_fraction: float = 0.5
     bands: tuple[int, ...] | None = None
     band_scale: str | tuple[str, ...] | None = None
+    input_bands: int = 3
 
     @property
     def grid(self) -> str:
         """The parameters a row records (a change re-tiles every scene)."""
-        return repr((self.tile_size, self.tile_stride, self.max_nodata_fraction, self.bands,
-                     self.band_scale))  # fmt: skip
+        values = (self.tile_size, self.tile_stride, self.max_nodata_fraction, self.bands,
+                  self.band_scale)  # fmt: skip
+        return repr(values if self.input_bands == 3 else (*values, self.input_bands))
+
+    def with_reading(self, reading: BandReading) -> TilingOptions:
+        """These options reading the bands of ``reading`` (the export's)."""
+        return replace(
+            self,
+            bands=reading.bands,
+            band_scale=reading.band_scale,
+            input_bands=reading.input_bands,
+        )
+
+
+def display_reading(reading: BandReading) -> BandReading:
+    """3 bands of ``reading`` for pictures (grids, overviews): its first three bands."""
+    scale = reading.band_scale
+    if scale is not None and not isinstance(scale, str) and len(scale) > 3:
+        scale = tuple(scale[:3])
+    bands = None if reading.bands is None else tuple(reading.bands[:3])
+    return BandReading(bands=bands, band_scale=scale, input_bands=3)
 
 
 def _tile_rows(
@@ -394,7 +414,9 @@ def _read_batches(
 ) -> Iterator[Batch]:
     """Tiles of ``scenes`` in batches: ``(scene, tiles, pixels, footprints, scene tile count)``."""
     for scene in scenes:
-        with SceneReader(scene, bands=options.bands, band_scale=options.band_scale) as reader:
+        with SceneReader(
+            scene, bands=options.bands, band_scale=options.band_scale, want=options.input_bands
+        ) as reader:
             grid = tile_grid(
                 reader, options.tile_size, options.tile_stride, options.max_nodata_fraction
             )
@@ -407,7 +429,7 @@ def _read_batches(
                 rings = [footprint(scene, t) for t in chunk]
                 yield scene, chunk, pixels, rings, len(tiles)
             if not tiles:
-                yield scene, [], np.zeros((0, 1, 1, 3), np.uint8), [], 0
+                yield scene, [], np.zeros((0, 1, 1, options.input_bands), np.uint8), [], 0
 
 
 def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
@@ -485,11 +507,11 @@ def build_scene_index(
     from start to end, like ``index build --images``.
 
     Args:
-        model_dir: The export (its ``encode_images`` signature encodes the tiles).
+        model_dir: The export (its ``encode_pixels`` signature encodes the tiles).
         scenes_path: Folder of GeoTIFFs, one GeoTIFF, or a STAC catalog / ItemCollection.
         uri: Index URI.
         collection: ``index.collection`` (rows go to :func:`scene_collection` of it).
-        options: Tiling and band options.
+        options: Tiling and band options (bands and scale: see the module docstring).
         stac_asset: The STAC asset read.
         batch_size: Tiles per model call and per upsert.
         index_type: Index type when the collection is created.
@@ -509,8 +531,11 @@ def build_scene_index(
         PruneRefusedError: The rows of vanished scenes are too many, or the path holds no
             scene, and ``prune`` is False (see :func:`hpsh_tf2.index.prune.check_removal`).
         ModelMismatchError: The index holds another model's codes.
+        BandError: The band settings differ from the export's, or do not fit a scene.
     """
     start = time.perf_counter()
+    reading = export_reading(model_dir, bands=options.bands, band_scale=options.band_scale)
+    options = options.with_reading(reading)
     with index_writer_lock(uri):
         sources = list_scenes(scenes_path, asset=stac_asset)
         scenes, bad = _open_sources(sources)
@@ -549,7 +574,7 @@ def build_scene_index(
                         unchanged += 1
                         continue
                 todo.append(scene)
-            encoder = TileEncoder(model_dir) if todo else None
+            encoder = TileEncoder(model_dir, reading) if todo else None
             if encoder is not None:
                 encoder.warm_up()
             written: dict[str, set[int]] = {}
@@ -683,6 +708,8 @@ def search_scenes(
     before: int | None = None,
     nms_iou: float | None = 0.3,
     nprobe: int = 16,
+    bands: Sequence[int] | None = None,
+    band_scale: str | Sequence[str] | None = None,
 ) -> list[SceneResult]:
     """The ``top`` places most like the query: a query image, or the tile at a point.
 
@@ -704,6 +731,10 @@ def search_scenes(
         nms_iou: Drop a result whose footprint overlaps a better one by more than this IoU
             (None: keep all).
         nprobe: ``BIN_IVF_FLAT`` clusters searched.
+        bands: ``data.bands`` for a GeoTIFF query image (the export's recorded value wins;
+            see :func:`hpsh_tf2.serving.export_reading`), so that a tile saved as GeoTIFF
+            gets the code of the same tile in its scene.
+        band_scale: ``data.band_scale`` likewise.
 
     Returns:
         The results, best first, ranks 1..n.
@@ -732,7 +763,8 @@ def search_scenes(
             model_dir = stored.export_path
         else:
             check_same_model(stored, model_record(model_dir), where=f"{uri} ({name})")
-        encoded = SavedModelEncoder(model_dir).encode_files(list(images))
+        reading = export_reading(model_dir, bands=bands, band_scale=band_scale)
+        encoded = SavedModelEncoder(model_dir, reading).encode_files(list(images))
         if encoded.bad:
             raise ArchiveIndexError(
                 f"Received: query image {str(images[0])!r} that cannot be decoded "
@@ -765,6 +797,12 @@ def search_scenes(
         )
         for rank, i in enumerate(chosen)
     ]
+
+
+def query_picture(path: str | os.PathLike[str], reading: BandReading) -> np.ndarray:
+    """The RGB pixels of a query file for a grid (its first three bands, see
+    :func:`display_reading`)."""
+    return read_query_pixels(path, display_reading(reading))
 
 
 def scene_paths(uri: str, collection: str, scene_ids: Sequence[str]) -> dict[str, str]:
@@ -817,8 +855,11 @@ def read_tile(
     bands: Sequence[int] | None = None,
     band_scale: str | Sequence[str] | None = None,
 ) -> np.ndarray:
-    """The 8-bit pixels of one window of a scene file (as the build read them)."""
-    with SceneReader(open_scene(path), bands=bands, band_scale=band_scale) as reader:
+    """The 8-bit RGB pixels of one window of a scene file (as the build read them; for a
+    multi-band model, its first three bands: :func:`display_reading`)."""
+    shown = display_reading(BandReading(bands=None if bands is None else tuple(bands),
+                                        band_scale=band_scale))  # fmt: skip
+    with SceneReader(open_scene(path), bands=shown.bands, band_scale=shown.band_scale) as reader:
         return reader.read_window(*window)[0]
 
 

@@ -605,3 +605,26 @@ def test_first_undecodable_names_the_first_bad_file_in_order(tmp_path: Path) -> 
     error = first_undecodable(paths, num_workers=2, block=2)
     assert isinstance(error, BadImageError) and error.path == paths[3]
     assert first_undecodable(paths[4:], block=1).path == paths[5]
+
+
+# --------------------------------------------------------------------------- multi-band TIFF hint
+
+
+@pytest.mark.parametrize(
+    ("count", "dtype", "hinted"), [(13, np.uint16, True), (4, np.uint8, False)]
+)
+def test_a_multi_band_tiff_without_band_settings_names_what_to_set(tmp_path, count, dtype, hinted):
+    from hpsh_tf2.data.images import band_hint, decode_error
+    from tests.geo.conftest import write_geotiff
+
+    values = np.random.default_rng(0).integers(0, 200, (count, 16, 16)).astype(dtype)
+    path = write_geotiff(tmp_path / "s2.tif", values, nodata=None)
+    expected = (
+        "s2.tif has 13 bands of uint16; set data.bands (e.g. [4, 3, 2]) and data.band_scale "
+        "(e.g. '0-3000'), or model.input_bands"
+    )
+    assert band_hint(path) == (expected if hinted else None)
+    error = decode_error(str(path))
+    if hinted:
+        assert error is not None and error.reason == expected
+    assert band_hint(tmp_path / "x.png") is None

@@ -26,20 +26,24 @@ SIZE = 32
 BITS = 32
 
 
-def tiny_image_model(seed: int = 5) -> keras.Model:
+def tiny_image_model(seed: int = 5, bands: int = 3) -> keras.Model:
     """Mean colour and colour spread -> 32 sigmoid scores: fast, scenes get different codes."""
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((SIZE, SIZE, 3))
+    inputs = keras.Input((SIZE, SIZE, bands))
     features = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
     pooled = keras.layers.GlobalAveragePooling2D()(features)
     outputs = keras.layers.Dense(BITS, activation="sigmoid")(pooled)
     return keras.Model(inputs, outputs)
 
 
-def export_tiny(export_dir: Path, seed: int = 5) -> Path:
-    """Exports a tiny model as a new version under ``export_dir/tiny``; returns the version."""
+def export_tiny(export_dir: Path, seed: int = 5, input_bands: int = 3, **kwargs) -> Path:
+    """Exports a tiny model as a new version under ``export_dir/tiny``; returns the version.
+
+    ``input_bands`` other than 3 exports a multi-band model; ``kwargs`` go to
+    :func:`export_saved_model` (e.g. the recorded ``bands`` and ``band_scale``).
+    """
     return export_saved_model(
-        image_model=tiny_image_model(seed),
+        image_model=tiny_image_model(seed, input_bands),
         backbone=BACKBONE,
         image_size=SIZE,
         bits=BITS,
@@ -47,6 +51,8 @@ def export_tiny(export_dir: Path, seed: int = 5) -> Path:
         model_name="tiny",
         warmup_images=[],
         config={"seed": seed},
+        input_bands=input_bands,
+        **kwargs,
     )
 
 

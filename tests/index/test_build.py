@@ -200,3 +200,16 @@ def test_a_build_killed_with_sigkill_resumes_without_loss_or_duplicates(
     with IndexStore(uri) as store:
         rows = list(store.iter_rows(("size",)))
     assert sorted(r["path"] for r in rows) == [f.path for f in walk_images(small_archive).files]
+
+
+def test_a_thirteen_band_tiff_is_skipped_with_the_band_settings_to_set(tiny_export, tmp_path):
+    from hpsh_tf2.index.encoder import SavedModelEncoder
+    from tests.geo.conftest import write_geotiff
+
+    values = np.random.default_rng(0).integers(0, 4000, (13, 16, 16)).astype(np.uint16)
+    path = write_geotiff(tmp_path / "s2.tif", values, nodata=None)
+    result = SavedModelEncoder(tiny_export).encode_files([path])
+    assert result.ok == () and len(result.bad) == 1
+    reason = result.bad[0][1]
+    assert "s2.tif has 13 bands of uint16; set data.bands (e.g. [4, 3, 2])" in reason
+    assert "data.band_scale (e.g. '0-3000'), or model.input_bands" in reason

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from pyproj import Transformer
 
-from hpsh_tf2.geo.raster import SceneError
+from hpsh_tf2.geo.raster import BandError, SceneError, SceneReader, open_scene
 from hpsh_tf2.index.prune import PruneRefusedError
 from hpsh_tf2.index.scenes import (
     TilingOptions,
@@ -27,7 +30,9 @@ from hpsh_tf2.index.scenes import (
     scene_key,
     search_scenes,
 )
-from tests.geo.conftest import CELL, EPSG, ORIGIN, PIXEL_M, write_mosaic
+from hpsh_tf2.serving import load_exported
+from tests.geo.conftest import CELL, EPSG, ORIGIN, PIXEL_M, write_geotiff, write_mosaic
+from tests.index.conftest import export_tiny
 
 OPTIONS = TilingOptions(tile_size=CELL, tile_stride=CELL, max_nodata_fraction=0.5)
 
@@ -223,6 +228,97 @@ def test_cli_build_search_geojson_and_stac(built, tiny_export, tmp_path, capsys)
         assert img.size == mosaic.rgb.shape[1::-1]
     assert main(["index", "search", "--scene", "nope", "--lonlat", "0,0", "--uri", uri]) == 2
     assert "no indexed tile" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- multi-band models
+
+
+S2_BANDS = (4, 3, 2, 8)
+
+
+def _s2_scene(folder, seed: int = 4):
+    """A 13-band uint16 scene, 3 x 2 cells of CELL px, distinct values per cell."""
+    rng = np.random.default_rng(seed)
+    stack = rng.integers(1, 3000, (13, 2 * CELL, 3 * CELL)).astype(np.uint16)
+    for index in range(6):
+        col, row = index % 3, index // 3
+        stack[:, row * CELL : (row + 1) * CELL, col * CELL : (col + 1) * CELL] //= index + 1
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_geotiff(folder / "s2.tif", stack, nodata=None), stack
+
+
+@pytest.fixture(scope="module")
+def four_band_built(tmp_path_factory):
+    """A 4-band tiny export (recording data.bands [4, 3, 2, 8], band_scale 0-3000) and the
+    scene index of a 13-band uint16 scene built with it (no band settings given to the build:
+    the export's are used)."""
+    root = tmp_path_factory.mktemp("s2")
+    export = export_tiny(root / "export", input_bands=4, bands=list(S2_BANDS), band_scale="0-3000")
+    scene, stack = _s2_scene(root / "scenes")
+    uri = str(root / "index.db")
+    report = build_scene_index(export, root / "scenes", uri=uri, options=OPTIONS)
+    return SimpleNamespace(
+        root=root, export=export, scene=scene, stack=stack, uri=uri, report=report
+    )
+
+
+def _stored_code(uri: str, col: int, row: int) -> np.ndarray:
+    from hpsh_tf2.index.scenes import SceneStore, scene_collection
+
+    with SceneStore(uri, scene_collection("hpsh")) as store:
+        for found in store.rows(("code", "col", "row")):
+            if (found["col"], found["row"]) == (col, row):
+                code = found["code"]
+                return np.frombuffer(bytes(code[0] if isinstance(code, list) else code), np.uint8)
+    raise AssertionError(f"no row at {col}, {row}")
+
+
+def test_four_band_model_indexes_a_thirteen_band_scene(four_band_built):
+    built = four_band_built
+    assert built.report.rows == 6 and built.report.tiles == 6
+    reader = SceneReader(open_scene(built.scene), bands=S2_BANDS, band_scale="0-3000", want=4)
+    with reader:
+        tile = reader.read_window(CELL, CELL, CELL, CELL)[0]
+    loaded = load_exported(built.export)
+    expected = loaded.signatures["encode_pixels"](pixels=tf.constant(tile[None]))
+    stored = _stored_code(built.uri, CELL, CELL)
+    np.testing.assert_array_equal(stored, expected["packed_codes"].numpy()[0])
+
+
+def test_geotiff_chip_of_a_tile_finds_that_tile_at_distance_zero(four_band_built, tmp_path):
+    """One reader: a GeoTIFF holding a tile's raw 13 bands, read with the export's band
+    settings, gets the code of the same tile read from the scene."""
+    built = four_band_built
+    col, row = 2, 1
+    chip = write_geotiff(
+        tmp_path / "chip.tif",
+        built.stack[:, row * CELL : (row + 1) * CELL, col * CELL : (col + 1) * CELL],
+        crs=None,
+        nodata=None,
+    )
+    results = search_scenes(uri=built.uri, images=[chip], top=3)
+    assert results[0].distance == 0
+    assert results[0].window == (col * CELL, row * CELL, CELL, CELL)
+
+
+def test_band_settings_differing_from_the_export_are_refused(four_band_built, tmp_path):
+    built = four_band_built
+    options = TilingOptions(tile_size=CELL, tile_stride=CELL, bands=(4, 3, 2, 7))
+    with pytest.raises(BandError, match=r"data\.bands=\[4, 3, 2, 7\].*\[4, 3, 2, 8\]"):
+        build_scene_index(
+            built.export, built.root / "scenes", uri=str(tmp_path / "x.db"), options=options
+        )
+
+
+def test_three_band_tiles_get_todays_codes_through_encode_pixels(tiny_export):
+    """``encode_pixels`` (now used for tiles) gives bit for bit the codes of ``encode_images``
+    on the same values (what tiles were encoded with before)."""
+    from hpsh_tf2.index.scenes import TileEncoder
+
+    tiles = np.random.default_rng(2).integers(0, 256, (5, CELL, CELL, 3), dtype=np.uint8)
+    encoder = TileEncoder(tiny_export)
+    old = encoder._loaded.signatures["encode_images"](images=tf.constant(tiles, tf.float32))
+    np.testing.assert_array_equal(encoder.encode_pixels(tiles), old["packed_codes"].numpy())
 
 
 @pytest.mark.slow  # ~15 s: the `make demo-scenes` path

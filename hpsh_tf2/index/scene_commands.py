@@ -181,7 +181,7 @@ def run_search(args: argparse.Namespace, config: Any, uri: str, collection: str)
     )
     model_dir = args.model
     if model_dir is None:
-        with SceneStore(uri, scene_collection(collection)) as store:
+        with SceneStore(uri, scene_collection(collection), read_only=True) as store:
             model_dir = store.record().export_path
     reading = export_reading(model_dir, bands=config.data.bands, band_scale=config.data.band_scale)
     query = images[0] if images else f"{args.scene} at {args.lonlat}"

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,7 +153,7 @@ def _commands(page: Path, *, slow: bool) -> tuple[list[str], dict[str, str]]:
         line.strip()
         for match in RUNNABLE.finditer(text)
         if slow or not match["slow"]
-        for line in match["body"].splitlines()
+        for line in re.sub(r"\\\n\s*", "", match["body"]).splitlines()  # `\` continues a line
         if line.strip() and not line.lstrip().startswith("#")
     ]
     return commands, dict(FILE.findall(text))
@@ -179,15 +181,27 @@ def test_runnable_blocks_are_found():
     assert "--set model.weights=none" in line and line.startswith(shlex.quote(sys.executable))
 
 
-def _run_tutorial(tmp_path: Path, *, slow: bool) -> list[str]:
-    """Runs the own-images page's commands in ``tmp_path``; returns their outputs."""
+def _own_images(root: Path) -> None:
+    """The stand-in for "your own folder": 4 classes x 9 images (6 train, 3 test per class)."""
     from hpsh_tf2.data.demo import make_demo_dataset
 
-    commands, files = _commands(DOCS / "tutorials" / "own-images.md", slow=slow)
+    make_demo_dataset(root / "my_images", num_classes=4, images_per_class=9)
+
+
+def _run_tutorial(
+    page: str, tmp_path: Path, setup: Callable[[Path], None], *, slow: bool
+) -> list[str]:
+    """Runs the runnable commands of ``docs/tutorials/<page>`` in ``tmp_path``; their outputs.
+
+    The page's ``<!-- file: NAME -->`` blocks are written first, then ``setup(tmp_path)``
+    generates the page's stand-in data (and may write more files).
+    """
+    commands, files = _commands(DOCS / "tutorials" / page, slow=slow)
+    assert commands, f"{page} has no runnable commands"
     for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content, encoding="utf-8")
-    # the stand-in for "your own folder": 4 classes x 9 images (6 train, 3 test per class)
-    make_demo_dataset(tmp_path / "my_images", num_classes=4, images_per_class=9)
+    setup(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     outputs = []
     for command in commands:
@@ -206,7 +220,7 @@ def _run_tutorial(tmp_path: Path, *, slow: bool) -> list[str]:
 
 
 def test_own_images_tutorial_runs(tmp_path):
-    prepare, run, query = _run_tutorial(tmp_path, slow=False)
+    prepare, run, query = _run_tutorial("own-images.md", tmp_path, _own_images, slow=False)
     assert re.search(r"rings\s+6\s+0\s+3", prepare), prepare  # train / val / test per class
     assert re.search(r"mAP@10 \(paper protocol\): [01]\.\d{4}", run), run
     assert (tmp_path / "runs" / "my_archive" / "export" / "my_archive" / "1").is_dir()
@@ -216,9 +230,45 @@ def test_own_images_tutorial_runs(tmp_path):
 
 @pytest.mark.slow
 def test_own_images_tutorial_index_runs(tmp_path):
-    *_, build, search = _run_tutorial(tmp_path, slow=True)
+    *_, build, search = _run_tutorial("own-images.md", tmp_path, _own_images, slow=True)
     assert "36 added" in build, build
     assert len(re.findall(r"^\s+\d+\s+\d+\s", search, re.MULTILINE)) == 3, search
+
+
+def _multilabel_tiles(root: Path) -> None:
+    """``tiles_root``: 36 demo images in one folder, listed in ``labels.csv`` with several labels.
+
+    Each image carries its texture; every other image also the next texture, so 18 images have
+    two labels.
+    """
+    from hpsh_tf2.data.demo import DEMO_CLASSES, make_demo_dataset
+
+    classes = DEMO_CLASSES[:4]
+    source = make_demo_dataset(root / "demo", num_classes=len(classes), images_per_class=9)
+    tiles = root / "tiles_root" / "tiles"
+    tiles.mkdir(parents=True)
+    rows = ["path,labels"]
+    for c, name in enumerate(classes):
+        for i, image in enumerate(sorted((source / name).iterdir())):
+            image.rename(tiles / image.name)
+            labels = [name] + ([classes[(c + 1) % len(classes)]] if i % 2 else [])
+            rows.append(f"tiles/{image.name},{';'.join(labels)}")
+    (root / "tiles_root" / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_multilabel_tutorial_runs(tmp_path):
+    prepare, run, query = _run_tutorial("multilabel.md", tmp_path, _multilabel_tiles, slow=False)
+    assert re.search(r"^rings\s+\d+\s+0\s+\d+\s+0$", prepare, re.MULTILINE), prepare
+    assert re.search(r"^images\s+\d+\s+0\s+\d+\s+0$", prepare, re.MULTILINE), prepare
+    report = json.loads((tmp_path / "runs" / "tiles" / "eval" / "report.json").read_text())
+    assert report["labels"] == "multi"
+    for key in ("map@10", "ndcg@10", "acg@10", "wap@10"):
+        assert 0.0 <= report[key] <= 2.0, key
+        assert re.search(rf"^{re.escape(key)}\s+[0-9.]+$", run, re.MULTILINE), run
+    assert (tmp_path / "runs" / "tiles" / "export" / "tiles" / "1").is_dir()
+    rows = re.findall(r"^\s+\d+\s+\d+\s+-?\d+\s+(\S+)\s+tiles/", query, re.MULTILINE)
+    assert len(rows) == 5, query
+    assert any(re.fullmatch(r"\w+;\w+", labels) for labels in rows), query
 
 
 def test_documented_table_cell_folder_is_the_one_table_writes():

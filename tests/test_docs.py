@@ -181,6 +181,20 @@ def test_runnable_blocks_are_found():
     assert "--set model.weights=none" in line and line.startswith(shlex.quote(sys.executable))
 
 
+def test_runnable_lines_continue_after_a_backslash(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- runnable -->\n```bash\n# a comment\npython cli.py prepare --config a.yaml \\\n"
+        "  --set x=1\npython cli.py run --config a.yaml\n```\n",
+        encoding="utf-8",
+    )
+    commands, _ = _commands(page, slow=False)
+    assert commands == [
+        "python cli.py prepare --config a.yaml --set x=1",
+        "python cli.py run --config a.yaml",
+    ]
+
+
 def _own_images(root: Path) -> None:
     """The stand-in for "your own folder": 4 classes x 9 images (6 train, 3 test per class)."""
     from hpsh_tf2.data.demo import make_demo_dataset
@@ -269,6 +283,58 @@ def test_multilabel_tutorial_runs(tmp_path):
     rows = re.findall(r"^\s+\d+\s+\d+\s+-?\d+\s+(\S+)\s+tiles/", query, re.MULTILINE)
     assert len(rows) == 5, query
     assert any(re.fullmatch(r"\w+;\w+", labels) for labels in rows), query
+
+
+def _scenes(root: Path) -> None:
+    """``aid.yaml``, a stand-in for its run's export, the demo scene and a tile of it as PNG.
+
+    The export is the tiny network of the index tests (mean colour -> 32 bits, exported as
+    ``aid``): encoding through a real SavedModel without training one here.
+    """
+    import rasterio
+    from PIL import Image
+
+    from hpsh_tf2.data.demo import make_demo_dataset
+    from hpsh_tf2.export import export_saved_model
+    from hpsh_tf2.index.scene_demo import make_demo_scene
+    from tests.index.conftest import BACKBONE, BITS, SIZE, tiny_image_model
+
+    (root / "aid.yaml").write_bytes((REPO_ROOT / "aid.yaml").read_bytes())
+    export_saved_model(
+        image_model=tiny_image_model(),
+        backbone=BACKBONE,
+        image_size=SIZE,
+        bits=BITS,
+        export_dir=root / "runs" / "aid" / "export",
+        model_name="aid",
+        warmup_images=[],
+        config={},
+    )
+    images = make_demo_dataset(root / "demo", num_classes=4, images_per_class=4)
+    scene = make_demo_scene(images, root / "scenes" / "demo_scene.tif")
+    with rasterio.open(scene) as src:
+        tile = src.read(window=((0, 256), (0, 256)))  # the first tile of aid.yaml's 256 px
+    Image.fromarray(tile.transpose(1, 2, 0)).save(root / "query_tile.png")
+
+
+def test_scenes_tutorial_runs(tmp_path):
+    build, search, point = _run_tutorial("scenes.md", tmp_path, _scenes, slow=False)
+    assert "4 tiles encoded" in build, build
+    places = json.loads((tmp_path / "out" / "places.geojson").read_text())
+    assert places["type"] == "FeatureCollection" and places["features"], places
+    first = places["features"][0]
+    assert first["geometry"]["type"] == "Polygon"
+    assert all({"rank", "scene", "window"} <= set(f["properties"]) for f in places["features"])
+    props = first["properties"]
+    assert (props["rank"], props["distance"], props["scene"], props["window"]) == (
+        1,
+        0,
+        "demo_scene.tif",
+        [0, 0, 256, 256],
+    ), props
+    assert (tmp_path / "out" / "places.demo_scene.tif.png").is_file()
+    assert "wrote out/places.geojson" in search, search
+    assert re.search(r"^\s+1\s+d=\s*0\s+demo_scene\.tif\s+window 0,0,256,256$", point, re.M), point
 
 
 def test_documented_table_cell_folder_is_the_one_table_writes():

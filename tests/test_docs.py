@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -151,7 +153,7 @@ def _commands(page: Path, *, slow: bool) -> tuple[list[str], dict[str, str]]:
         line.strip()
         for match in RUNNABLE.finditer(text)
         if slow or not match["slow"]
-        for line in match["body"].splitlines()
+        for line in re.sub(r"\\\n\s*", "", match["body"]).splitlines()  # `\` continues a line
         if line.strip() and not line.lstrip().startswith("#")
     ]
     return commands, dict(FILE.findall(text))
@@ -179,15 +181,41 @@ def test_runnable_blocks_are_found():
     assert "--set model.weights=none" in line and line.startswith(shlex.quote(sys.executable))
 
 
-def _run_tutorial(tmp_path: Path, *, slow: bool) -> list[str]:
-    """Runs the own-images page's commands in ``tmp_path``; returns their outputs."""
+def test_runnable_lines_continue_after_a_backslash(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- runnable -->\n```bash\n# a comment\npython cli.py prepare --config a.yaml \\\n"
+        "  --set x=1\npython cli.py run --config a.yaml\n```\n",
+        encoding="utf-8",
+    )
+    commands, _ = _commands(page, slow=False)
+    assert commands == [
+        "python cli.py prepare --config a.yaml --set x=1",
+        "python cli.py run --config a.yaml",
+    ]
+
+
+def _own_images(root: Path) -> None:
+    """The stand-in for "your own folder": 4 classes x 9 images (6 train, 3 test per class)."""
     from hpsh_tf2.data.demo import make_demo_dataset
 
-    commands, files = _commands(DOCS / "tutorials" / "own-images.md", slow=slow)
+    make_demo_dataset(root / "my_images", num_classes=4, images_per_class=9)
+
+
+def _run_tutorial(
+    page: str, tmp_path: Path, setup: Callable[[Path], None], *, slow: bool
+) -> list[str]:
+    """Runs the runnable commands of ``docs/tutorials/<page>`` in ``tmp_path``; their outputs.
+
+    The page's ``<!-- file: NAME -->`` blocks are written first, then ``setup(tmp_path)``
+    generates the page's stand-in data (and may write more files).
+    """
+    commands, files = _commands(DOCS / "tutorials" / page, slow=slow)
+    assert commands, f"{page} has no runnable commands"
     for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(content, encoding="utf-8")
-    # the stand-in for "your own folder": 4 classes x 9 images (6 train, 3 test per class)
-    make_demo_dataset(tmp_path / "my_images", num_classes=4, images_per_class=9)
+    setup(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     outputs = []
     for command in commands:
@@ -206,7 +234,7 @@ def _run_tutorial(tmp_path: Path, *, slow: bool) -> list[str]:
 
 
 def test_own_images_tutorial_runs(tmp_path):
-    prepare, run, query = _run_tutorial(tmp_path, slow=False)
+    prepare, run, query = _run_tutorial("own-images.md", tmp_path, _own_images, slow=False)
     assert re.search(r"rings\s+6\s+0\s+3", prepare), prepare  # train / val / test per class
     assert re.search(r"mAP@10 \(paper protocol\): [01]\.\d{4}", run), run
     assert (tmp_path / "runs" / "my_archive" / "export" / "my_archive" / "1").is_dir()
@@ -216,9 +244,105 @@ def test_own_images_tutorial_runs(tmp_path):
 
 @pytest.mark.slow
 def test_own_images_tutorial_index_runs(tmp_path):
-    *_, build, search = _run_tutorial(tmp_path, slow=True)
+    *_, build, search = _run_tutorial("own-images.md", tmp_path, _own_images, slow=True)
     assert "36 added" in build, build
     assert len(re.findall(r"^\s+\d+\s+\d+\s", search, re.MULTILINE)) == 3, search
+
+
+def _multilabel_tiles(root: Path) -> None:
+    """``tiles_root``: 36 demo images in one folder, listed in ``labels.csv`` with several labels.
+
+    Each image carries its texture; every other image also the next texture, so 18 images have
+    two labels.
+    """
+    from hpsh_tf2.data.demo import DEMO_CLASSES, make_demo_dataset
+
+    classes = DEMO_CLASSES[:4]
+    source = make_demo_dataset(root / "demo", num_classes=len(classes), images_per_class=9)
+    tiles = root / "tiles_root" / "tiles"
+    tiles.mkdir(parents=True)
+    rows = ["path,labels"]
+    for c, name in enumerate(classes):
+        for i, image in enumerate(sorted((source / name).iterdir())):
+            image.rename(tiles / image.name)
+            labels = [name] + ([classes[(c + 1) % len(classes)]] if i % 2 else [])
+            rows.append(f"tiles/{image.name},{';'.join(labels)}")
+    (root / "tiles_root" / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_multilabel_tutorial_runs(tmp_path):
+    prepare, train, evaluate = _run_tutorial(
+        "multilabel.md", tmp_path, _multilabel_tiles, slow=False
+    )
+    assert re.search(r"^rings\s+\d+\s+0\s+\d+\s+0$", prepare, re.MULTILINE), prepare
+    assert re.search(r"^images\s+\d+\s+0\s+\d+\s+0$", prepare, re.MULTILINE), prepare
+    assert "model: runs/tiles/model" in train, train
+    report = json.loads((tmp_path / "runs" / "tiles" / "eval" / "report.json").read_text())
+    assert report["labels"] == "multi"
+    for key in ("map@10", "ndcg@10", "acg@10", "wap@10"):
+        assert 0.0 <= report[key] <= 2.0, key  # ACG and WAP count labels: up to 2 here
+        assert re.search(rf"^{re.escape(key)}\s+[0-9.]+$", evaluate, re.MULTILINE), evaluate
+
+
+@pytest.mark.slow
+def test_multilabel_tutorial_query_runs(tmp_path):
+    *_, export, query = _run_tutorial("multilabel.md", tmp_path, _multilabel_tiles, slow=True)
+    assert (tmp_path / "runs" / "tiles" / "export" / "tiles" / "1").is_dir(), export
+    rows = re.findall(r"^\s+\d+\s+\d+\s+-?\d+\s+(\S+)\s+tiles/", query, re.MULTILINE)
+    assert len(rows) == 5, query
+    assert any(re.fullmatch(r"\w+;\w+", labels) for labels in rows), query
+
+
+def _scenes(root: Path) -> None:
+    """``aid.yaml``, a stand-in for its run's export, the demo scene and a tile of it as PNG.
+
+    The export is the tiny network of the index tests (mean colour -> 32 bits, exported as
+    ``aid``): encoding through a real SavedModel without training one here.
+    """
+    import rasterio
+    from PIL import Image
+
+    from hpsh_tf2.data.demo import make_demo_dataset
+    from hpsh_tf2.export import export_saved_model
+    from hpsh_tf2.index.scene_demo import make_demo_scene
+    from tests.index.conftest import BACKBONE, BITS, SIZE, tiny_image_model
+
+    (root / "aid.yaml").write_bytes((REPO_ROOT / "aid.yaml").read_bytes())
+    export_saved_model(
+        image_model=tiny_image_model(),
+        backbone=BACKBONE,
+        image_size=SIZE,
+        bits=BITS,
+        export_dir=root / "runs" / "aid" / "export",
+        model_name="aid",
+        warmup_images=[],
+        config={},
+    )
+    images = make_demo_dataset(root / "demo", num_classes=4, images_per_class=4)
+    scene = make_demo_scene(images, root / "scenes" / "demo_scene.tif")
+    with rasterio.open(scene) as src:
+        tile = src.read(window=((0, 256), (0, 256)))  # the first tile of aid.yaml's 256 px
+    Image.fromarray(tile.transpose(1, 2, 0)).save(root / "query_tile.png")
+
+
+def test_scenes_tutorial_runs(tmp_path):
+    build, search, point = _run_tutorial("scenes.md", tmp_path, _scenes, slow=False)
+    assert "4 tiles encoded" in build, build
+    places = json.loads((tmp_path / "out" / "places.geojson").read_text())
+    assert places["type"] == "FeatureCollection" and places["features"], places
+    first = places["features"][0]
+    assert first["geometry"]["type"] == "Polygon"
+    assert all({"rank", "scene", "window"} <= set(f["properties"]) for f in places["features"])
+    props = first["properties"]
+    assert (props["rank"], props["distance"], props["scene"], props["window"]) == (
+        1,
+        0,
+        "demo_scene.tif",
+        [0, 0, 256, 256],
+    ), props
+    assert (tmp_path / "out" / "places.demo_scene.tif.png").is_file()
+    assert "wrote out/places.geojson" in search, search
+    assert re.search(r"^\s+1\s+d=\s*0\s+demo_scene\.tif\s+window 0,0,256,256$", point, re.M), point
 
 
 def test_documented_table_cell_folder_is_the_one_table_writes():

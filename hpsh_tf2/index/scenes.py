@@ -46,6 +46,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -432,6 +433,44 @@ def _read_batches(
                 yield scene, [], np.zeros((0, 1, 1, options.input_bands), np.uint8), [], 0
 
 
+def _encode_and_write(
+    batches: Iterator[Batch],
+    encoder: TileEncoder | None,
+    store: SceneStore,
+    grid: str,
+    on_batch: Callable[[int], None] | None,
+) -> tuple[int, dict[str, set[int]]]:
+    """Encodes each batch and writes its rows, the write of one batch overlapping the encoding
+    of the next (one writer thread; at most one batch of rows waits, and rows land in order).
+
+    Returns:
+        ``(tiles encoded, {scene id: row ids written})``.
+    """
+    written: dict[str, set[int]] = {}
+    tiles = upserted = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scene-writer") as writer:
+        pending = None
+        for scene, chunk, pixels, rings, total in batches:
+            packed = encoder.encode_pixels(pixels) if chunk else None
+            rows = _tile_rows(scene, chunk, packed, rings, total, grid)
+            if pending is not None:
+                upserted = _landed(pending, upserted, on_batch)
+            pending = writer.submit(store.upsert_rows, rows) if rows else None
+            written.setdefault(scene.scene_id, set()).update(r["id"] for r in rows)
+            tiles += len(chunk)
+        if pending is not None:
+            _landed(pending, upserted, on_batch)
+    return tiles, written
+
+
+def _landed(pending: Future, upserted: int, on_batch: Callable[[int], None] | None) -> int:
+    """Waits for a batch's write (its error raises here) and reports the running row count."""
+    upserted += pending.result()
+    if on_batch is not None:
+        on_batch(upserted)
+    return upserted
+
+
 def _prefetch(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
     """Runs ``batches`` in a reader thread, ``depth`` batches ahead (tiles in flight: at most
     ``depth + 1`` batches), so reading and tiling overlap the model."""
@@ -577,18 +616,9 @@ def build_scene_index(
             encoder = TileEncoder(model_dir, reading) if todo else None
             if encoder is not None:
                 encoder.warm_up()
-            written: dict[str, set[int]] = {}
             encode_start = time.perf_counter()
-            tiles = upserted = 0
             batches = _prefetch(_read_batches(todo, options, batch_size, counts))
-            for scene, chunk, pixels, rings, total in batches:
-                packed = encoder.encode_pixels(pixels) if chunk else None
-                rows = _tile_rows(scene, chunk, packed, rings, total, options.grid)
-                upserted += store.upsert_rows(rows)
-                written.setdefault(scene.scene_id, set()).update(r["id"] for r in rows)
-                tiles += len(chunk)
-                if on_batch is not None and rows:
-                    on_batch(upserted)
+            tiles, written = _encode_and_write(batches, encoder, store, options.grid, on_batch)
             encode_seconds = time.perf_counter() - encode_start
             stale = [
                 i

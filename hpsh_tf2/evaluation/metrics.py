@@ -139,6 +139,18 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, numerator / safe, 0.0)
 
 
+def _check_k_and_normalizer(k: int, normalizer: str) -> int:
+    """``k`` as a positive int; ``normalizer`` one of :data:`NORMALIZERS`.
+
+    Raises:
+        ValueError: Either is out of range.
+    """
+    k = _positive_int(k, "k")
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"Received: normalizer={normalizer!r}; expected one of {NORMALIZERS}")
+    return k
+
+
 def average_precision_at_k(
     *,
     query_labels: Any,
@@ -148,9 +160,7 @@ def average_precision_at_k(
     num_relevant: Any = None,
 ) -> np.ndarray:
     """Per-query AP@k (see :func:`map_at_k`), as a float64 ``[Q]`` array."""
-    k = _positive_int(k, "k")
-    if normalizer not in NORMALIZERS:
-        raise ValueError(f"Received: normalizer={normalizer!r}; expected one of {NORMALIZERS}")
+    k = _check_k_and_normalizer(k, normalizer)
     rel = _relevance(query_labels, retrieved_labels, k)
     total = _precision_terms(rel).sum(axis=1)
     if normalizer == "retrieved":
@@ -541,9 +551,7 @@ def weighted_average_precision_at_k(
     num_relevant: Any = None,
 ) -> np.ndarray:
     """Per-query weighted AP@k (see :func:`wap_at_k`), float64 ``[Q]``."""
-    k = _positive_int(k, "k")
-    if normalizer not in NORMALIZERS:
-        raise ValueError(f"Received: normalizer={normalizer!r}; expected one of {NORMALIZERS}")
+    k = _check_k_and_normalizer(k, normalizer)
     counts = _shared(query_labels, retrieved_labels, k)
     rel = (counts >= 1).astype(np.float64)
     ranks = np.arange(1, k + 1, dtype=np.float64)

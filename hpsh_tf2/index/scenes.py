@@ -222,34 +222,14 @@ class SceneStore(IndexStore):
     def upsert_rows(self, rows: list[dict[str, Any]]) -> int:
         """Writes tile rows (dicts with every field); returns the number written."""
         if rows:
-            self._client.upsert(self.collection, data=rows)
+            with self._writing():
+                self._client.upsert(self.collection, data=rows)
         return len(rows)
-
-    def delete_ids(self, ids: Sequence[int]) -> int:
-        """Deletes rows by int64 id."""
-        ids = [int(i) for i in ids]
-        for start in range(0, len(ids), 1000):
-            self._client.delete(self.collection, ids=ids[start : start + 1000])
-        return len(ids)
-
-    def rows(self, fields: Sequence[str], *, filter: str = "") -> Iterator[dict[str, Any]]:
-        """Every row (matching ``filter``) with ``fields`` (a query iterator)."""
-        iterator = self._client.query_iterator(
-            self.collection, batch_size=4096, filter=filter, output_fields=list(fields)
-        )
-        try:
-            while True:
-                batch = iterator.next()
-                if not batch:
-                    return
-                yield from batch
-        finally:
-            iterator.close()
 
     def scene_state(self) -> dict[str, dict[str, Any]]:
         """Per indexed scene: its fingerprint, grid, declared tile count and row ids."""
         state: dict[str, dict[str, Any]] = {}
-        for row in self.rows(("scene", "size", "mtime_ns", "grid", "tiles")):
+        for row in self.query_rows(("scene", "size", "mtime_ns", "grid", "tiles")):
             entry = state.setdefault(row["scene"], {"ids": [], "fingerprints": set()})
             entry["ids"].append(int(row["id"]))
             entry["fingerprints"].add(
@@ -675,7 +655,7 @@ def scene_info(
     name = scene_collection(collection)
     with SceneStore(uri, name, read_only=True) as store:
         record = store.record()
-        scenes = {row["scene"] for row in store.rows(("scene",))}
+        scenes = {row["scene"] for row in store.query_rows(("scene",))}
         info: dict[str, Any] = {
             "uri": uri,
             "collection": name,
@@ -706,7 +686,7 @@ def _code_at(store: SceneStore, scene: str, lon: float, lat: float) -> tuple[np.
     best: tuple[float, dict] | None = None
     point = Point(lon, lat)
     fields = ("scene", "path", "footprint", "code", "col", "row", "width", "height")
-    for row in store.rows(fields, filter=box):
+    for row in store.query_rows(fields, filter=box):
         if row["scene"] != scene:
             continue
         shape = wkt.loads(row["footprint"])
@@ -841,7 +821,7 @@ def scene_paths(uri: str, collection: str, scene_ids: Sequence[str]) -> dict[str
     found: dict[str, str] = {}
     with SceneStore(uri, scene_collection(collection), read_only=True) as store:
         for scene in wanted:
-            for row in store.rows(("scene", "path"), filter=scene_filter(scene=scene)):
+            for row in store.query_rows(("scene", "path"), filter=scene_filter(scene=scene)):
                 if row["scene"] == scene:
                     found[scene] = row["path"]
                     break

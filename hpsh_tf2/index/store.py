@@ -473,7 +473,11 @@ class IndexStore:
 
     def delete(self, paths: Sequence[str]) -> int:
         """Removes rows by path (by their integer ids); returns the number of paths asked for."""
-        ids = [row_id(p) for p in paths]
+        return self.delete_ids([row_id(p) for p in paths])
+
+    def delete_ids(self, ids: Sequence[int]) -> int:
+        """Removes rows by int64 id, 1,000 per call; returns the number of ids asked for."""
+        ids = [int(i) for i in ids]
         with self._writing():
             for start in range(0, len(ids), 1000):
                 self._client.delete(self.collection, ids=ids[start : start + 1000])
@@ -495,8 +499,15 @@ class IndexStore:
         part of an expression.
         """
         wanted = list(dict.fromkeys((PATH_FIELD, *fields)))
+        return self.query_rows(wanted, batch_size=batch_size)
+
+    def query_rows(
+        self, fields: Sequence[str], *, filter: str = "", batch_size: int = 4096
+    ) -> Iterator[dict[str, Any]]:
+        """Every row (matching ``filter``, built by this package from integers only) with
+        ``fields``, paged by a query iterator (any collection size)."""
         iterator = self._client.query_iterator(
-            self.collection, batch_size=batch_size, filter="", output_fields=wanted
+            self.collection, batch_size=batch_size, filter=filter, output_fields=list(fields)
         )
         try:
             while True:

@@ -266,7 +266,7 @@ def _stored_code(uri: str, col: int, row: int) -> np.ndarray:
     from hpsh_tf2.index.scenes import SceneStore, scene_collection
 
     with SceneStore(uri, scene_collection("hpsh")) as store:
-        for found in store.rows(("code", "col", "row")):
+        for found in store.query_rows(("code", "col", "row")):
             if (found["col"], found["row"]) == (col, row):
                 code = found["code"]
                 return np.frombuffer(bytes(code[0] if isinstance(code, list) else code), np.uint8)
